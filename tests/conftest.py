@@ -1,0 +1,61 @@
+"""Shared fixtures: the real Fashion-MNIST copy, a session-wide checkpoint cache, and the CLI as a subprocess.
+
+In CI (``CI=true``) a missing dataset is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_DEFAULT_DATA = REPO.parent / "shared" / "datasets"
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("EDGE_OPT_DATA_DIR", _DEFAULT_DATA))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if not (root / "FashionMNIST" / "raw").is_dir():
+        message = f"Fashion-MNIST not found under {root}; set EDGE_OPT_DATA_DIR"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained checkpoints: $EDGE_OPT_CACHE_DIR when set (CI shares it with the main job), else a session dir."""
+    env = os.environ.get("EDGE_OPT_CACHE_DIR")
+    return Path(env) if env else tmp_path_factory.mktemp("edge-opt-cache")
+
+
+@pytest.fixture(scope="session")
+def cli_env(data_root: Path, cache_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["EDGE_OPT_DATA_DIR"] = str(data_root)
+    env["EDGE_OPT_CACHE_DIR"] = str(cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], *, module: str = "edge_opt.cli", timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script's module in a fresh interpreter, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def parse_json_result(stdout: str) -> dict:
+    return json.loads(stdout)

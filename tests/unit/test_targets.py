@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edge_opt.errors import ConfigError
+from edge_opt.targets import PROFILES, cpu_flags, profile_for, resolve_target
+
+pytestmark = pytest.mark.unit
+
+
+def test_profiles_choose_backend_and_ort_types() -> None:
+    vnni = profile_for("x86_64", {"avx2", "avx512_vnni"})
+    assert (vnni.name, vnni.torch_engine, vnni.ort_activation_type, vnni.ort_reduce_range) == ("x86_64", "x86", "QUInt8", False)
+    avx2 = profile_for("AMD64", {"avx2"})
+    assert avx2.name == "x86_64-avx2" and avx2.ort_reduce_range
+    arm = profile_for("aarch64", {"asimd", "asimddp"})
+    assert (arm.torch_engine, arm.ort_activation_type) == ("qnnpack", "QInt8")
+    assert profile_for("arm64", set()) is PROFILES["arm64"]
+
+
+def test_unknown_arch_and_target() -> None:
+    with pytest.raises(ConfigError, match="riscv64"):
+        profile_for("riscv64", set())
+    with pytest.raises(ConfigError, match=r"unknown target 'pi9'.*arm64"):
+        resolve_target("pi9")
+
+
+def test_cpu_flags_x86_and_arm(tmp_path: Path) -> None:
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_vnni\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n")
+    assert cpu_flags(x86) == {"fpu", "avx2", "avx512_vnni"}
+    assert "asimd" in cpu_flags(arm)
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_host_resolves() -> None:
+    assert resolve_target("host").name in PROFILES

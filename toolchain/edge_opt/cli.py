@@ -1,0 +1,162 @@
+"""``edge-export``: quantize and export a model, validate every artifact, print a summary table.
+
+The CLI only parses, maps flags onto the validated config and dispatches; the job lives in
+:mod:`edge_opt.pipeline`. Errors the user can fix are one line on stderr and a non-zero exit code
+(see :mod:`edge_opt.errors`); ``-v`` shows tracebacks and every library warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_opt.errors import ConfigError, ToolchainError
+
+EXAMPLES = """\
+examples:
+  edge-export --precision int8                       SmallCNN on Fashion-MNIST → INT8 TorchScript + ONNX in ./artifacts
+  edge-export --precision all --out build/art        FP32, FP16 and INT8, both formats
+  edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
+  edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
+  edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
+  edge-export --precision int8 --json > result.json  machine-readable result on stdout
+
+environment:
+  EDGE_OPT_DATA_DIR   folder holding FashionMNIST/raw (default: ~/.cache/edge-opt/datasets)
+  EDGE_OPT_CACHE_DIR  trained checkpoints cache (default: ~/.cache/edge-opt)
+"""
+
+
+def _precisions(value: str) -> tuple[str, ...]:
+    if value == "all":
+        return ("fp32", "fp16", "int8")
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    if value == "both":
+        return ("torchscript", "onnx")
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _size(value: str) -> tuple[int, int]:
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N or HxW, e.g. 96 or 64x64") from None
+    if len(sizes) == 1:
+        return (sizes[0], sizes[0])
+    if len(sizes) == 2:
+        return (sizes[0], sizes[1])
+    raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N or HxW, e.g. 96 or 64x64")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-export",
+        description="Quantize (FP16, INT8) and export a PyTorch model as validated TorchScript and ONNX artifacts.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--precision", type=_precisions, help="fp32, fp16, int8, a comma list, or all (default: config)")
+    parser.add_argument("--format", type=_formats, help="torchscript, onnx or both (default: config)")
+    parser.add_argument("--target", help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types")
+    parser.add_argument("--model", help="smallcnn, a torchvision name (mobilenet_v2, resnet18, ...) or package.module:factory")
+    parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
+    parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
+    parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="calibration and evaluation batch size")
+    parser.add_argument("--data-dir", type=Path, help="folder holding FashionMNIST/raw (or set EDGE_OPT_DATA_DIR)")
+    parser.add_argument("--no-download", action="store_true", help="never try to download Fashion-MNIST")
+    parser.add_argument("--eval-samples", type=int, metavar="N", help="test images for accuracy (default: all 10,000)")
+    parser.add_argument("--threads", type=int, metavar="N", help="threads for host latency (default 1)")
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default ./artifacts)")
+    parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from edge_opt.config import load_config, with_overrides
+
+    config = load_config(args.config)
+    overrides: dict[str, Any] = {
+        "precisions": args.precision,
+        "formats": args.format,
+        "target": args.target,
+        "model.name": args.model,
+        "model.checkpoint": args.checkpoint,
+        "model.input_size": args.input_size,
+        "calibration_batches": args.calibration_batches,
+        "data.batch_size": args.batch_size,
+        "data.root": args.data_dir,
+        "data.eval_samples": args.eval_samples,
+        "benchmark.threads": args.threads,
+    }
+    if args.no_download:
+        overrides["data.download"] = False
+    return with_overrides(config, overrides)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from edge_opt.pipeline import run_export
+    from edge_opt.report import print_export_report
+
+    config = config_from_args(args)
+    report = run_export(config, args.out)
+    if not args.json:
+        from rich.console import Console
+
+        out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+        print_export_report(report, out)
+    return report.to_dict()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from edge_opt import progress, quiet
+    from edge_opt.report import envelope, print_json
+
+    quiet.show_all_warnings(args.verbose)
+    progress.set_enabled(not args.quiet)
+    if args.out.exists() and not args.out.is_dir():
+        return _fail(args, ConfigError(f"--out {args.out} exists and is not a folder; pick another path"))
+    try:
+        data = _run(args)
+    except ToolchainError as exc:
+        return _fail(args, exc)
+    except KeyboardInterrupt:
+        print("edge-export: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+    if args.json:
+        print_json(envelope("export", data, [], 0))
+    return 0
+
+
+def _fail(args: argparse.Namespace, exc: ToolchainError) -> int:
+    from edge_opt.report import envelope, print_json
+
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"edge-export: error: {exc}", file=sys.stderr)
+    if args.json:
+        print_json(envelope("export", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
+    return exc.exit_code
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

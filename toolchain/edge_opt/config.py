@@ -1,0 +1,229 @@
+"""The toolchain's configuration: ``configs/default.yaml``, validated on load.
+
+The file is read once; command-line flags override single values through :func:`with_overrides`. Validation
+is strict: an unknown key, a wrong type or an unknown enum value stops with one line that names the key, the bad
+value and what is allowed (:func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge_opt.errors import ConfigError
+
+#: The configuration that ships with the project; used when ``--config`` is not given.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class ArtifactFormat(str, enum.Enum):
+    TORCHSCRIPT = "torchscript"
+    ONNX = "onnx"
+
+
+class FxObserver(str, enum.Enum):
+    """Activation observers for FX INT8 calibration (``default`` = the backend's own qconfig)."""
+
+    DEFAULT = "default"
+    MINMAX = "minmax"
+    MOVING_AVERAGE = "moving_average"
+    HISTOGRAM = "histogram"
+
+
+class OrtCalibration(str, enum.Enum):
+    """ONNX Runtime static-quantization calibration methods."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class ModelSection(_Section):
+    name: str = Field("smallcnn", description="smallcnn, a torchvision name, or package.module:factory")
+    checkpoint: Path | None = Field(None, description="state_dict file; null trains SmallCNN (cached)")
+    input_size: tuple[int, int] | None = Field(None, description="[height, width]; null = 28x28")
+    num_classes: int = Field(10, ge=2)
+
+    @field_validator("input_size")
+    @classmethod
+    def _check_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not all(16 <= s <= 1024 for s in v):
+            raise ValueError(f"input_size {list(v)} out of range: each side must be 16..1024")
+        return v
+
+
+class DataSection(_Section):
+    root: Path | None = Field(None, description="folder holding FashionMNIST/raw; null = $EDGE_OPT_DATA_DIR")
+    download: bool = True
+    batch_size: int = Field(64, ge=1, le=4096)
+    eval_samples: int | None = Field(None, ge=100, description="test images for accuracy; null = all 10,000")
+
+
+class TrainSection(_Section):
+    epochs: int = Field(6, ge=0, le=200)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(128, ge=1, le=4096)
+    seed: int = 0
+
+
+class QuantizationSection(_Section):
+    fx_observer: FxObserver = FxObserver.DEFAULT
+    ort_calibration: OrtCalibration = OrtCalibration.MINMAX
+    #: Module names kept in float (FX) / node names excluded from ONNX Runtime quantization.
+    keep_float: tuple[str, ...] = ()
+
+
+class ExportSection(_Section):
+    opset: int = Field(17, ge=13, le=21)
+    parity_samples: int = Field(1000, ge=32, le=10000)
+
+
+class PruningSection(_Section):
+    amount: float = Field(0.0, ge=0.0, lt=1.0)
+    amounts: tuple[float, ...] = (0.0, 0.5)
+
+
+class BenchmarkSection(_Section):
+    threads: int = Field(1, ge=1, le=256)
+    warmup_runs: int = Field(10, ge=0, le=100000)
+    warmup_min_seconds: float = Field(0.1, ge=0.0, le=600)
+    iterations: int = Field(30, ge=1, le=1000000)
+    min_seconds: float = Field(0.3, ge=0.0, le=3600)
+    batch_sizes: tuple[int, ...] = (1, 32)
+
+
+class Config(_Section):
+    """The whole configuration. Every section has defaults, so an empty file is valid."""
+
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.INT8)
+    formats: tuple[ArtifactFormat, ...] = (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.ONNX)
+    calibration_batches: int = Field(8, ge=1, le=10000)
+    target: str = Field("host", description="host, x86_64, x86_64-avx2 or arm64")
+    quantization: QuantizationSection = QuantizationSection()
+    export: ExportSection = ExportSection()
+    pruning: PruningSection = PruningSection()
+    benchmark: BenchmarkSection = BenchmarkSection()
+
+    @field_validator("precisions", "formats")
+    @classmethod
+    def _not_empty(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not v:
+            raise ValueError("must name at least one value")
+        return tuple(dict.fromkeys(v))  # de-duplicate, keep order
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (the parent of an unknown key)."""
+    current: type[BaseModel] = model
+    for part in loc:
+        field = current.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line naming the first bad key, its value and what is allowed."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(Config, loc[:-1]))
+        return f"{source}: unknown key '{key}'; allowed keys here: {allowed}"
+    value = first.get("input")
+    msg = first["msg"]
+    if first["type"] == "enum":
+        expected = first.get("ctx", {}).get("expected", "")
+        msg = f"unknown value; expected one of {expected}"
+    return f"{source}: invalid value {value!r} for '{key}': {msg}"
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a YAML config file (the shipped default when ``path`` is None).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or does not validate.
+    """
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.is_file():  # installed without the repository: built-in defaults
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}; pass --config FILE") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}; fix the syntax") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values, not {type(raw).__name__}")
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Return a validated copy of ``config`` with dotted keys (``"model.name"``) replaced.
+
+    Raises:
+        ConfigError: an override is invalid; the message names the flag's key.
+    """
+    data = config.model_dump(mode="python")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_config(data, source="command line")
+
+
+def resolve_data_root(config: Config) -> Path:
+    """The dataset folder: config ``data.root``, else ``$EDGE_OPT_DATA_DIR``, else the user cache."""
+    if config.data.root is not None:
+        return config.data.root.expanduser()
+    env = os.environ.get("EDGE_OPT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return cache_dir() / "datasets"
+
+
+def cache_dir() -> Path:
+    """Where trained checkpoints and downloads are cached (``$EDGE_OPT_CACHE_DIR`` overrides)."""
+    env = os.environ.get("EDGE_OPT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "edge-opt"

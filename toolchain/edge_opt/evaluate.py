@@ -1,0 +1,154 @@
+"""Run a model with its own runtime: accuracy on a split, parity against another model, host latency.
+
+A :class:`Runner` takes float32 NCHW input (as :class:`edge_opt.data.Preprocessing` makes it) and returns float32
+logits, whatever runtime and input dtype it uses inside: FP16 models get their inputs cast automatically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from edge_agent.timing import LatencyStats, measure
+from torch import nn
+
+from edge_opt.config import BenchmarkSection
+from edge_opt.data import Preprocessing, Split
+from edge_opt.quantization import check_backend
+
+
+class Runner(Protocol):
+    name: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def threads(self, n: int) -> contextlib.AbstractContextManager[None]: ...
+
+
+class TorchRunner:
+    """An eager or TorchScript module; ``engine`` is the quantized engine its INT8 kernels need."""
+
+    def __init__(
+        self, module: nn.Module, *, dtype: torch.dtype = torch.float32, engine: str | None = None, name: str = "torch"
+    ) -> None:
+        self.module = module.eval()
+        self.dtype = dtype
+        self.engine = engine
+        self.name = name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.engine and torch.backends.quantized.engine != self.engine:
+            check_backend(self.engine)
+            torch.backends.quantized.engine = self.engine  # INT8 kernels are the engine's; set once, cheaply
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(x).to(self.dtype))
+        return out.float().numpy()
+
+    @contextlib.contextmanager
+    def threads(self, n: int) -> Iterator[None]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+class OrtRunner:
+    """An ONNX Runtime CPU session; the input is cast to the dtype the model declares."""
+
+    def __init__(self, path: Path, *, threads: int = 0, name: str = "onnxruntime") -> None:
+        self.path = path
+        self.name = name
+        self._sessions: dict[int, object] = {}
+        self._threads = threads
+        self._session = self._make(threads)
+        first = self._session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+
+    def _make(self, threads: int):
+        import onnxruntime as ort
+
+        if threads not in self._sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._sessions[threads] = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[threads]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self._session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    @contextlib.contextmanager
+    def threads(self, n: int) -> Iterator[None]:
+        previous = self._session
+        self._session = self._make(n)
+        try:
+            yield
+        finally:
+            self._session = previous
+
+
+def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:
+    """Logits for every image of ``split`` (float32, ``(N, classes)``)."""
+    outs = [runner(x.numpy()) for x, _ in split.batches(preprocessing, batch_size)]
+    return np.concatenate(outs)
+
+
+def accuracy_of(logits: np.ndarray, labels: torch.Tensor) -> float:
+    return float((logits.argmax(axis=1) == labels.numpy()).mean())
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a candidate's logits follow a reference's on the same inputs."""
+
+    samples: int
+    top1_agreement: float
+    max_abs_error: float
+    mean_cosine: float
+    finite: bool
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
+
+
+def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
+    finite = bool(np.isfinite(candidate).all())
+    ref = reference.astype(np.float64)
+    cand = np.nan_to_num(candidate.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    dot = (ref * cand).sum(axis=1)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.where(norms > 0, dot / np.maximum(norms, 1e-30), 0.0)
+    return Parity(
+        samples=int(reference.shape[0]),
+        top1_agreement=float((reference.argmax(1) == candidate.argmax(1)).mean()),
+        max_abs_error=float(np.abs(ref - cand).max()) if finite else float("inf"),
+        mean_cosine=float(cosine.mean()),
+        finite=finite,
+    )
+
+
+def host_latency(runner: Runner, preprocessing: Preprocessing, batch_size: int, settings: BenchmarkSection) -> LatencyStats:
+    """Latency of one call at ``batch_size`` with ``settings.threads`` threads on this host."""
+    rng = np.random.default_rng(0)
+    shape = (batch_size, preprocessing.channels, preprocessing.height, preprocessing.width)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    with runner.threads(settings.threads):
+        return measure(
+            lambda: runner(x),
+            warmup_runs=settings.warmup_runs,
+            warmup_min_seconds=settings.warmup_min_seconds,
+            iterations=settings.iterations,
+            min_seconds=settings.min_seconds,
+        )

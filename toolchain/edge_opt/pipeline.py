@@ -1,0 +1,435 @@
+"""The export job behind ``edge-export``: model → FP16 / INT8 → TorchScript + ONNX → validated artifacts.
+
+For every (precision, format) the artifact is exported into a staging folder, loaded back with its own runtime,
+compared with the model it came from on real test images (the parity gate below), evaluated on the test split,
+timed on this host, and only then published with its manifest. FP32 artifacts of the same formats are always
+built as the baseline of the size, accuracy and latency ratios, and written only when FP32 is asked for.
+
+Parity gates (``PARITY_GATES``) catch broken exports (a traced branch that is wrong for batches, a lost layer,
+overflow), not quantization noise: an artifact is refused when its outputs are not finite, when its top-1
+agreement with its source falls below ``min_top1``, when its mean cosine similarity falls below ``min_cosine``,
+or when its largest logit error, relative to the largest reference logit, exceeds ``max_rel_error``. Top-1
+alone is not enough: random-init models have near-tied logits that FP16 rounding legitimately reorders. The
+source of an ONNX INT8 artifact is the FP32 model (ONNX Runtime quantizes the FP32 graph), so it has no
+error-bound gate, only agreement and cosine; for random-init models (which quantize badly by nature: 0.46 top-1
+agreement for MobileNetV2 here) that comparison is reported, not enforced. Accuracy is reported separately.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_opt import __version__, progress
+from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
+from edge_opt.config import ArtifactFormat, Config, Precision, cache_dir, resolve_data_root
+from edge_opt.data import CLASS_NAMES, FashionMNIST, Split, load_fashion_mnist
+from edge_opt.errors import ExportError
+from edge_opt.evaluate import OrtRunner, Parity, Runner, TorchRunner, accuracy_of, host_latency, parity, predict
+from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript, quantize_onnx
+from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
+from edge_opt.quantization import check_backend, to_fp16, to_int8
+from edge_opt.quiet import known_warnings_silenced
+from edge_opt.targets import TargetProfile, resolve_target
+from edge_opt.train import trained_checkpoint
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_top1: float
+    max_rel_error: float | None = None
+    min_cosine: float | None = None
+
+
+PARITY_GATES: dict[tuple[Precision, str], Gate] = {
+    (Precision.FP32, "same"): Gate(min_top1=0.999, max_rel_error=1e-3, min_cosine=0.9999),
+    (Precision.FP16, "same"): Gate(min_top1=0.90, max_rel_error=0.1, min_cosine=0.99),
+    (Precision.INT8, "same"): Gate(min_top1=0.98, max_rel_error=0.1, min_cosine=0.99),
+    (Precision.INT8, "quantized"): Gate(min_top1=0.90, min_cosine=0.95),
+}
+
+#: Models whose built-in weights are trained on Fashion-MNIST when no checkpoint is given.
+TRAINABLE_BY_DEFAULT = ("smallcnn",)
+_SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx"}
+_RUNTIME = {ArtifactFormat.TORCHSCRIPT: "torchscript", ArtifactFormat.ONNX: "onnxruntime"}
+
+
+@dataclass
+class ArtifactRow:
+    """One line of the summary table."""
+
+    precision: Precision
+    format: ArtifactFormat
+    size_bytes: int
+    accuracy: float
+    parity_vs_source: Parity
+    parity_vs_fp32: Parity
+    latency_ms: dict[int, float]
+    sha256: str
+    path: Path | None  # None: a baseline that was measured but not written
+    size_ratio: float = 1.0
+    accuracy_delta: float = 0.0
+    speedup: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def written(self) -> bool:
+        return self.path is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision.value,
+            "format": self.format.value,
+            "written": self.written,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "size_mb": round(self.size_bytes / 1e6, 4),
+            "size_ratio_to_fp32": round(self.size_ratio, 4),
+            "accuracy": round(self.accuracy, 5),
+            "accuracy_delta_to_fp32": round(self.accuracy_delta, 5),
+            "latency_p50_ms": {str(b): round(v, 4) for b, v in self.latency_ms.items()},
+            "speedup_vs_fp32": {str(b): round(v, 3) for b, v in self.speedup.items()},
+            "parity_vs_source": self.parity_vs_source.to_dict(),
+            "parity_vs_fp32": self.parity_vs_fp32.to_dict(),
+        }
+
+
+@dataclass
+class ExportReport:
+    model: str
+    target: TargetProfile
+    out_dir: Path
+    eval_samples: int
+    reference_accuracy: float
+    rows: list[ArtifactRow]
+    notes: list[str]
+    latency_threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "target": self.target.name,
+            "out_dir": str(self.out_dir),
+            "eval_samples": self.eval_samples,
+            "latency_threads": self.latency_threads,
+            "fp32_eager_accuracy": round(self.reference_accuracy, 5),
+            "artifacts": [r.to_dict() for r in self.rows],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class _Context:
+    config: Config
+    profile: TargetProfile
+    spec: ModelSpec
+    data: FashionMNIST
+    eval_split: Split
+    calibration: list[torch.Tensor]
+    fp32_logits: np.ndarray  # eager FP32 on eval_split
+    parity_n: int
+    model_record: dict[str, Any]
+    work: Path  # scratch space for baselines and intermediate files
+    int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
+
+
+def run_export(
+    config: Config,
+    out_dir: Path,
+    *,
+    precisions: tuple[Precision, ...] | None = None,
+    formats: tuple[ArtifactFormat, ...] | None = None,
+) -> ExportReport:
+    """Export every requested (precision, format) of the configured model into ``out_dir``.
+
+    Raises:
+        ToolchainError: data, model, quantization or validation problems, each with a one-line message.
+    """
+    precisions = precisions or config.precisions
+    formats = formats or config.formats
+    profile = resolve_target(config.target)
+    if Precision.INT8 in precisions:
+        check_backend(profile.torch_engine)
+    with known_warnings_silenced(), tempfile.TemporaryDirectory(prefix="edge-opt-") as work:
+        ctx = _prepare(config, profile, Path(work))
+        notes: list[str] = []
+        if ctx.spec.random_init:
+            notes.append(
+                f"{ctx.spec.name} has random weights (no --checkpoint): accuracy figures are meaningless, and ONNX INT8 "
+                "is checked for finite outputs only, not against FP32"
+            )
+        rows: list[ArtifactRow] = []
+        for fmt in formats:
+            baseline = _build(ctx, Precision.FP32, fmt, out_dir if Precision.FP32 in precisions else None)
+            baseline.speedup = dict.fromkeys(baseline.latency_ms, 1.0)
+            rows.append(baseline)
+            for precision in precisions:
+                if precision is not Precision.FP32:
+                    row = _build(ctx, precision, fmt, out_dir)
+                    _relate(row, baseline)
+                    rows.append(row)
+        if Precision.FP16 in precisions:
+            notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
+    rows.sort(key=lambda r: (list(Precision).index(r.precision), r.format.value))
+    report = ExportReport(
+        ctx.spec.name,
+        profile,
+        out_dir,
+        len(ctx.eval_split),
+        accuracy_of(ctx.fp32_logits, ctx.eval_split.labels),
+        rows,
+        notes,
+        config.benchmark.threads,
+    )
+    _write_summary(report)
+    return report
+
+
+def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
+    data = load_fashion_mnist(resolve_data_root(config), download=config.data.download)
+    m = config.model
+    spec = build_model(m.name, num_classes=m.num_classes, input_size=m.input_size, checkpoint=m.checkpoint)
+    record: dict[str, Any] = {"name": spec.name, "num_classes": m.num_classes, "class_names": list(CLASS_NAMES)}
+    if m.checkpoint is not None:
+        record["weights"] = "checkpoint"
+        record["checkpoint"] = str(m.checkpoint)
+    elif spec.name in TRAINABLE_BY_DEFAULT:
+        progress.status(f"training {spec.name} on Fashion-MNIST (once; cached)")
+        path, cached = trained_checkpoint(spec.module, spec.name, data.train, spec.preprocessing, config.train, cache_dir())
+        progress.status(f"{'using cached' if cached else 'cached'} weights {path}")
+        spec.random_init = False
+        record["weights"] = "trained"
+        record["training"] = config.train.model_dump(mode="json")
+    else:
+        record["weights"] = "random-init"
+        warm = [x for x, _ in data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=8)]
+        if recalibrate_batchnorm(spec.module, warm):
+            record["batchnorm_recalibrated_batches"] = len(warm)
+    record["parameters"] = sum(p.numel() for p in spec.module.parameters())
+    record["fp32_parameter_bytes"] = parameter_bytes(spec.module)
+
+    eval_split = data.test if config.data.eval_samples is None else data.test.head(config.data.eval_samples)
+    calibration = [
+        x
+        for x, _ in data.train.batches(
+            spec.preprocessing,
+            config.data.batch_size,
+            shuffle=True,
+            seed=config.train.seed + 1000,
+            limit=config.calibration_batches,
+        )
+    ]
+    progress.status(f"evaluating FP32 {spec.name} on {len(eval_split)} test images")
+    fp32_logits = predict(TorchRunner(spec.module), eval_split, spec.preprocessing, config.data.batch_size)
+    parity_n = min(config.export.parity_samples, len(eval_split))
+    return _Context(config, profile, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
+
+
+def _source_model(ctx: _Context, precision: Precision) -> torch.nn.Module:
+    if precision is Precision.FP16:
+        return to_fp16(ctx.spec.module)
+    if precision is Precision.INT8:
+        if ctx.int8_model is None:
+            progress.status(f"FX INT8 quantization ({ctx.profile.torch_engine}, {len(ctx.calibration)} calibration batches)")
+            ctx.int8_model = to_int8(
+                ctx.spec.module,
+                ctx.calibration,
+                calibration_batches=len(ctx.calibration),
+                backend=ctx.profile.torch_engine,
+                observer=ctx.config.quantization.fx_observer,
+                keep_float=ctx.config.quantization.keep_float,
+            )
+        return ctx.int8_model
+    return ctx.spec.module
+
+
+def _fp32_onnx(ctx: _Context) -> Path:
+    path = ctx.work / "fp32.onnx"
+    if not path.exists():
+        export_onnx(ctx.spec.module, ctx.calibration[0][:1], path, opset=ctx.config.export.opset)
+    return path
+
+
+def _write_model(
+    ctx: _Context, precision: Precision, fmt: ArtifactFormat, path: Path
+) -> tuple[Runner, np.ndarray, str, dict[str, Any] | None]:
+    """Export one model file; returns its runner, the source's parity logits, the relation and quant details."""
+    n = ctx.parity_n
+    example = ctx.calibration[0][:1]
+    engine = ctx.profile.torch_engine if precision is Precision.INT8 else None
+    quant: dict[str, Any] | None = None
+    if fmt is ArtifactFormat.TORCHSCRIPT or precision is not Precision.INT8:
+        source = _source_model(ctx, precision)
+        dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+        source_logits = (
+            ctx.fp32_logits[:n]
+            if precision is Precision.FP32
+            else predict(
+                TorchRunner(source, dtype=dtype, engine=engine),
+                ctx.eval_split.head(n),
+                ctx.spec.preprocessing,
+                ctx.config.data.batch_size,
+            )
+        )
+        if precision is Precision.INT8:
+            quant = {
+                "engine": "torch.ao.quantization FX (prepare_fx / convert_fx)",
+                "backend": ctx.profile.torch_engine,
+                "observer": ctx.config.quantization.fx_observer.value,
+                "per_channel": ctx.profile.torch_engine in ("x86", "fbgemm"),
+                "calibration_batches": len(ctx.calibration),
+                "calibration_batch_size": ctx.config.data.batch_size,
+                "modules_kept_float": list(ctx.config.quantization.keep_float),
+            }
+        if fmt is ArtifactFormat.TORCHSCRIPT:
+            export_torchscript(source, example.to(dtype), path, engine=engine)
+            return TorchRunner(load_torchscript(path), dtype=dtype, engine=engine), source_logits, "same", quant
+        export_onnx(source, example.to(dtype), path, opset=ctx.config.export.opset)
+        return OrtRunner(path), source_logits, "same", quant
+    # INT8 ONNX: ONNX Runtime quantizes the FP32 graph with the same calibration batches.
+    quant = quantize_onnx(
+        _fp32_onnx(ctx),
+        path,
+        [x.numpy() for x in ctx.calibration],
+        ctx.profile,
+        method=ctx.config.quantization.ort_calibration,
+        keep_float=ctx.config.quantization.keep_float,
+    )
+    quant["calibration_batch_size"] = ctx.config.data.batch_size
+    return OrtRunner(path), ctx.fp32_logits[:n], "quantized", quant
+
+
+def _check_gate(
+    label: str, precision: Precision, relation: str, p: Parity, ref: np.ndarray, *, finite_only: bool = False
+) -> None:
+    gate = Gate(min_top1=0.0) if finite_only else PARITY_GATES[(precision, relation)]
+    scale = max(1e-6, float(np.abs(ref).max()))
+    problems = []
+    if not p.finite:
+        problems.append("non-finite outputs")
+    if p.top1_agreement < gate.min_top1:
+        problems.append(f"top-1 agreement {p.top1_agreement:.4f} < {gate.min_top1}")
+    if gate.max_rel_error is not None and p.max_abs_error / scale > gate.max_rel_error:
+        problems.append(f"max error {p.max_abs_error:.3g} > {gate.max_rel_error} x {scale:.3g}")
+    if gate.min_cosine is not None and p.mean_cosine < gate.min_cosine:
+        problems.append(f"cosine {p.mean_cosine:.4f} < {gate.min_cosine}")
+    if problems:
+        raise ExportError(
+            f"{label} refused, it does not match its source model on {p.samples} test images ({'; '.join(problems)}); "
+            "nothing was written. Try more --calibration-batches, another --target, or keep sensitive layers in float"
+        )
+
+
+def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
+    name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}-{precision.value}-{fmt.value}"
+    label = f"{precision.value} {fmt.value}"
+    root = out_dir if out_dir is not None else ctx.work
+    progress.status(f"exporting {label}")
+    with staged_artifact(root, name, "model" + _SUFFIX[fmt]) as staged:
+        runner, source_logits, relation, quant = _write_model(ctx, precision, fmt, staged.model_path)
+        n = ctx.parity_n
+        progress.status(f"validating {label} on {len(ctx.eval_split)} test images")
+        logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, ctx.config.data.batch_size)
+        vs_source = parity(source_logits, logits[:n])
+        # Random weights quantize badly by nature: their INT8-vs-FP32 agreement is reported, not gated.
+        lenient = relation == "quantized" and ctx.spec.random_init
+        _check_gate(label, precision, relation, vs_source, source_logits, finite_only=lenient)
+        vs_fp32 = parity(ctx.fp32_logits[:n], logits[:n])
+        latency = {
+            b: host_latency(runner, ctx.spec.preprocessing, b, ctx.config.benchmark).p50_ms
+            for b in ctx.config.benchmark.batch_sizes
+        }
+        file = staged.file_record()
+        row = ArtifactRow(
+            precision,
+            fmt,
+            file["size_bytes"],
+            accuracy_of(logits, ctx.eval_split.labels),
+            vs_source,
+            vs_fp32,
+            latency,
+            file["sha256"],
+            None,
+        )
+        manifest = _manifest(ctx, row, file, relation, quant)
+        if out_dir is not None:
+            row.path = staged.commit(manifest)
+    return row
+
+
+def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
+    row.size_ratio = row.size_bytes / baseline.size_bytes
+    row.accuracy_delta = row.accuracy - baseline.accuracy
+    row.speedup = {b: baseline.latency_ms[b] / v for b, v in row.latency_ms.items() if v > 0 and b in baseline.latency_ms}
+
+
+def _manifest(
+    ctx: _Context, row: ArtifactRow, file: dict[str, Any], relation: str, quant: dict[str, Any] | None
+) -> dict[str, Any]:
+    p = ctx.spec.preprocessing
+    dtype = "float16" if row.precision is Precision.FP16 else "float32"
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "producer": f"edge-opt {__version__}",
+        "model": {**ctx.model_record, "variant": f"{row.precision.value}-{row.format.value}"},
+        "precision": row.precision.value,
+        "format": row.format.value,
+        "runtime": _RUNTIME[row.format],
+        "target": ctx.profile.to_manifest(),
+        "quantization": quant,
+        "pruning": {"amount": ctx.config.pruning.amount},
+        "input": {"name": INPUT_NAME, "shape": ["batch", p.channels, p.height, p.width], "dtype": dtype, "layout": p.layout},
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", ctx.config.model.num_classes],
+            "dtype": dtype,
+            "meaning": "logits; argmax is the class",
+        },
+        "preprocessing": p.to_manifest(),
+        "file": file,
+        "versions": runtime_versions(),
+        "host_metrics": {
+            "host": {"machine": platform.machine(), "processor": _cpu_model()},
+            "accuracy": row.accuracy,
+            "accuracy_samples": len(ctx.eval_split),
+            "dataset": "Fashion-MNIST test split",
+            "parity_source": relation,
+            "parity_vs_source": row.parity_vs_source.to_dict(),
+            "parity_vs_fp32": row.parity_vs_fp32.to_dict(),
+            "latency_p50_ms": {f"batch_{b}": v for b, v in row.latency_ms.items()},
+            "latency_threads": ctx.config.benchmark.threads,
+        },
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _write_summary(report: ExportReport) -> None:
+    import json
+
+    report.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = report.out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(report.out_dir / "summary.json")
+
+
+def iter_written(report: ExportReport) -> Iterator[Path]:
+    for row in report.rows:
+        if row.path is not None:
+            yield row.path

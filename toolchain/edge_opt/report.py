@@ -1,0 +1,99 @@
+"""Human and machine output: the summary table and the versioned JSON envelope.
+
+``--json`` prints exactly one JSON document on stdout::
+
+    {"edge_result_version": "1", "command": "export", "status": "ok" | "error", "exit_code": 0,
+     "data": {...}, "errors": [{"code": "config", "message": "..."}]}
+
+Consumers (CI, the fleet collector) read this, never the table. ``tests/unit/test_result_contract.py`` pins it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TypedDict
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_opt.pipeline import ExportReport
+
+RESULT_VERSION = "1"
+
+
+class ResultError(TypedDict):
+    code: str
+    message: str
+
+
+class ResultEnvelope(TypedDict):
+    edge_result_version: str
+    command: str
+    status: str
+    exit_code: int
+    data: dict[str, Any] | None
+    errors: list[ResultError]
+
+
+def envelope(command: str, data: dict[str, Any] | None, errors: list[ResultError], exit_code: int) -> ResultEnvelope:
+    return {
+        "edge_result_version": RESULT_VERSION,
+        "command": command,
+        "status": "ok" if exit_code == 0 else "error",
+        "exit_code": exit_code,
+        "data": data,
+        "errors": errors,
+    }
+
+
+def print_json(result: ResultEnvelope) -> None:
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def export_table(report: ExportReport) -> Table:
+    batches = sorted({b for r in report.rows for b in r.latency_ms})
+    table = Table(
+        title=f"{report.model} → target {report.target.name}  (accuracy on {report.eval_samples:,} Fashion-MNIST test images)",
+        title_justify="left",
+    )
+    for col in ("precision", "format", "size MB", "×FP32", "accuracy", "Δ pts"):
+        table.add_column(col, justify="left" if col in ("precision", "format") else "right")
+    for b in batches:
+        table.add_column(f"b{b} ms", justify="right")
+        table.add_column(f"b{b} ×", justify="right")
+    for row in report.rows:
+        cells = [
+            row.precision.value,
+            row.format.value,
+            f"{row.size_bytes / 1e6:.3f}",
+            f"{row.size_ratio:.2f}",
+            f"{row.accuracy * 100:.2f}%",
+            "-" if row.precision.value == "fp32" else f"{row.accuracy_delta * 100:+.2f}",
+        ]
+        for b in batches:
+            cells += [_ms(row.latency_ms.get(b)), f"{row.speedup.get(b, 0):.2f}×"]
+        table.add_row(*cells, style=None if row.written else "dim")
+    return table
+
+
+def print_export_report(report: ExportReport, console: Console) -> None:
+    console.print(export_table(report))
+    if any(not r.written for r in report.rows):
+        console.print("[dim]dim rows: FP32 baselines measured for the ratios, not written (add --precision fp32)[/dim]")
+    for row in report.rows:
+        if row.path is not None:
+            console.print(f"  {row.precision.value:<5} {row.format.value:<12} {row.path}  sha256 {row.sha256[:16]}…")
+    console.print(
+        f"[dim]latency: median of single calls on this host with {report.latency_threads} thread(s); "
+        f"each artifact's manifest.json has the details. Written to {report.out_dir}[/dim]"
+    )
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")

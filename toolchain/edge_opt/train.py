@@ -1,0 +1,94 @@
+"""Training on Fashion-MNIST, cached so that the main job trains once per machine.
+
+The cache key covers everything that changes the weights: the model name and shape, every training setting, the
+data (a digest of the labels) and the training code's version. A checkpoint is written atomically, so an
+interrupted training never leaves a half-written file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edge_opt import progress
+from edge_opt.config import TrainSection
+from edge_opt.data import Preprocessing, Split
+
+#: Bump when the training procedure changes, so that old cached checkpoints are not reused.
+TRAINING_CODE_VERSION = 1
+
+
+def cache_key(model_name: str, settings: TrainSection, train: Split, preprocessing: Preprocessing) -> str:
+    labels_digest = hashlib.sha256(train.labels.numpy().tobytes()).hexdigest()[:16]
+    payload = {
+        "model": model_name,
+        "train": settings.model_dump(mode="json"),
+        "input": [preprocessing.channels, preprocessing.height, preprocessing.width],
+        "data": labels_digest,
+        "n": len(train),
+        "code": TRAINING_CODE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_classifier(module: nn.Module, train: Split, preprocessing: Preprocessing, settings: TrainSection) -> None:
+    """Train ``module`` in place with Adam and cross-entropy; deterministic for a given seed."""
+    torch.manual_seed(settings.seed)
+    optimizer = torch.optim.Adam(module.parameters(), lr=settings.learning_rate)
+    steps_per_epoch = -(-len(train) // settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate * 3, total_steps=max(1, settings.epochs * steps_per_epoch)
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    module.train()
+    for epoch in range(settings.epochs):
+        batches = train.batches(preprocessing, settings.batch_size, shuffle=True, seed=settings.seed + epoch)
+        for x, y in progress.track(batches, f"training epoch {epoch + 1}/{settings.epochs}", steps_per_epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(x), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    module.eval()
+
+
+def trained_checkpoint(
+    module: nn.Module,
+    model_name: str,
+    train: Split,
+    preprocessing: Preprocessing,
+    settings: TrainSection,
+    cache: Path,
+) -> tuple[Path, bool]:
+    """Load cached weights into ``module`` or train it and cache them.
+
+    Returns:
+        The checkpoint path and whether it came from the cache.
+    """
+    path = cache / "checkpoints" / f"{model_name}-{cache_key(model_name, settings, train, preprocessing)}.pt"
+    if path.is_file():
+        try:
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            module.eval()
+            return path, True
+        except Exception:  # an unreadable cache entry is retrained, never trusted
+            path.unlink(missing_ok=True)
+    train_classifier(module, train, preprocessing, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(module.state_dict(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path, False
