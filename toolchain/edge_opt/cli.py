@@ -25,6 +25,8 @@ examples:
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
   edge-export --precision int8 --json > result.json  machine-readable result on stdout
+  edge-export --precision int8 --push 127.0.0.1:50051 --token-file tok --bench
+                                                     push to an edge-agent and benchmark there
 
 environment:
   EDGE_OPT_DATA_DIR   folder holding FashionMNIST/raw (default: ~/.cache/edge-opt/datasets)
@@ -78,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-samples", type=int, metavar="N", help="test images for accuracy (default: all 10,000)")
     parser.add_argument("--threads", type=int, metavar="N", help="threads for host latency (default 1)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default ./artifacts)")
+    device = parser.add_argument_group("device (an edge-agent)")
+    device.add_argument("--push", metavar="HOST:PORT", help="push the written artifacts to this agent (only what it lacks)")
+    device.add_argument("--bench", action="store_true", help="with --push: benchmark each artifact on the device")
+    device.add_argument("--token-file", type=Path, help="the agent's bearer token file")
+    device.add_argument("--tls-ca", type=Path, help="CA certificate of the agent's TLS certificate")
+    device.add_argument("--device-iterations", type=int, default=0, help="device benchmark iterations (default 100)")
+    device.add_argument("--device-threads", type=int, default=0, help="device benchmark threads (default 1)")
     parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
@@ -110,14 +119,27 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
+    if args.bench and not args.push:
+        raise ConfigError("--bench needs --push HOST:PORT (the device to benchmark on)")
     config = config_from_args(args)
     report = run_export(config, args.out)
-    if not args.json:
-        from rich.console import Console
+    from rich.console import Console
 
-        out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    if not args.json:
         print_export_report(report, out)
-    return report.to_dict()
+    data = report.to_dict()
+    if args.push:
+        from edge_opt.device import print_device_rows, push_and_bench
+
+        settings = {k: v for k, v in {"iterations": args.device_iterations, "threads": args.device_threads}.items() if v}
+        rows = push_and_bench(
+            report, args.push, token_file=args.token_file, tls_ca=args.tls_ca, bench=args.bench, settings=settings
+        )
+        data["device"] = {"address": args.push, "runs": rows}
+        if not args.json:
+            print_device_rows(out, args.push, rows)
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

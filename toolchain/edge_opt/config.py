@@ -21,18 +21,18 @@ from edge_opt.errors import ConfigError
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
-class Precision(str, enum.Enum):
+class Precision(enum.StrEnum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8 = "int8"
 
 
-class ArtifactFormat(str, enum.Enum):
+class ArtifactFormat(enum.StrEnum):
     TORCHSCRIPT = "torchscript"
     ONNX = "onnx"
 
 
-class FxObserver(str, enum.Enum):
+class FxObserver(enum.StrEnum):
     """Activation observers for FX INT8 calibration (``default`` = the backend's own qconfig)."""
 
     DEFAULT = "default"
@@ -41,7 +41,7 @@ class FxObserver(str, enum.Enum):
     HISTOGRAM = "histogram"
 
 
-class OrtCalibration(str, enum.Enum):
+class OrtCalibration(enum.StrEnum):
     """ONNX Runtime static-quantization calibration methods."""
 
     MINMAX = "minmax"

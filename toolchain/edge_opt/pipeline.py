@@ -22,7 +22,7 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,7 @@ def _manifest(
     dtype = "float16" if row.precision is Precision.FP16 else "float32"
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "producer": f"edge-opt {__version__}",
         "model": {**ctx.model_record, "variant": f"{row.precision.value}-{row.format.value}"},
         "precision": row.precision.value,

@@ -34,3 +34,10 @@ def status(message: str) -> None:
     """One line of what is happening now (stderr; silent when progress is off)."""
     if _enabled:
         console.print(f"[dim]•[/dim] {message}", highlight=False)
+
+
+def live(message: str) -> None:
+    """Overwrite one status line in place (terminals only; an empty message clears it)."""
+    if _enabled and console.is_terminal:
+        console.file.write("\r\x1b[2K" + message[: max(10, console.width - 1)])
+        console.file.flush()

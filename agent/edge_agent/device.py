@@ -1,0 +1,216 @@
+"""What the device is (static info) and what state it is in (temperature, frequency, throttling, load).
+
+Everything is read from /proc and /sys, so it costs no dependency; fields the OS does not expose are NaN or
+empty. The torch probe runs in a subprocess once (importing torch costs ~2 s and ~600 MB: never in the agent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge_agent import __version__
+
+#: CPU flags that decide INT8 speed: x86 VNNI/AVX, ARM NEON and dot-product.
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+
+
+@dataclass
+class DeviceState:
+    temperature_c: float = math.nan
+    cpu_freq_mhz: float = math.nan
+    governor: str = ""
+    throttled: bool = False
+    throttled_raw: str = ""
+    load_1m: float = math.nan
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class RuntimeInfo:
+    name: str
+    version: str
+    providers: list[str] = field(default_factory=list)
+    quantized_engines: list[str] = field(default_factory=list)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace").strip().rstrip("\x00")
+    except OSError:
+        return ""
+
+
+def cpu_flags() -> list[str]:
+    for line in _read("/proc/cpuinfo").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return sorted(set(value.split()) & set(INT8_FLAGS))
+    return []
+
+
+def cpu_model() -> str:
+    text = _read("/proc/cpuinfo")
+    for key in ("model name", "Model", "Hardware"):
+        for line in text.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    implementer = part = ""
+    for line in text.splitlines():  # ARM without a model name: name the core from its part number
+        if line.startswith("CPU implementer"):
+            implementer = line.split(":", 1)[1].strip()
+        elif line.startswith("CPU part"):
+            part = line.split(":", 1)[1].strip()
+    cores = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd05": "Cortex-A55"}
+    if implementer == "0x41" and part in cores:
+        return f"ARM {cores[part]}"
+    return platform.processor() or "unknown"
+
+
+def _meminfo() -> dict[str, int]:
+    values = {}
+    for line in _read("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        with contextlib.suppress(ValueError, IndexError):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _os_name() -> str:
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def suggested_target(arch: str, flags: list[str]) -> str:
+    if arch in ("aarch64", "arm64"):
+        return "arm64"
+    if arch in ("x86_64", "amd64", "AMD64"):
+        return "x86_64" if {"avx512_vnni", "avx_vnni"} & set(flags) else "x86_64-avx2"
+    return ""
+
+
+@functools.cache
+def torch_probe() -> RuntimeInfo | None:
+    """torch's version and quantized engines, probed in a subprocess (None if torch is not installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    code = "import json, torch; print(json.dumps([torch.__version__, torch.backends.quantized.supported_engines]))"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        version, engines = json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return RuntimeInfo("torch", _dist_version("torch"))
+    return RuntimeInfo("torch", version, quantized_engines=[e for e in engines if e != "none"])
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def runtimes(probe_torch: bool = True) -> list[RuntimeInfo]:
+    found = []
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        found.append(RuntimeInfo("onnxruntime", onnxruntime.__version__, providers=list(onnxruntime.get_available_providers())))
+    torch = torch_probe() if probe_torch else None
+    if torch is not None:
+        found.append(torch)
+    return found
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _throttled() -> tuple[bool, str]:
+    """Raspberry Pi firmware throttling flags (bits 0-3: now; 16-19: since boot)."""
+    raw = _read("/sys/devices/platform/soc/soc:firmware/get_throttled")
+    vcgencmd = shutil.which("vcgencmd")
+    if not raw and vcgencmd:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            out = subprocess.run([vcgencmd, "get_throttled"], capture_output=True, text=True, timeout=2, check=False)
+            raw = out.stdout.strip().partition("=")[2]
+    if not raw:
+        return False, ""
+    try:
+        value = int(raw, 16)  # "0x50005" from sysfs or vcgencmd
+    except ValueError:
+        return False, raw
+    return bool(value & 0xF), raw
+
+
+def device_state() -> DeviceState:
+    state = DeviceState()
+    temps = []
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        with contextlib.suppress(ValueError):
+            temps.append(int(_read(str(zone / "temp"))) / 1000.0)
+    if temps:
+        state.temperature_c = max(temps)
+    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    if freq.isdigit():
+        state.cpu_freq_mhz = int(freq) / 1000.0
+    else:
+        for line in _read("/proc/cpuinfo").splitlines():
+            if line.startswith("cpu MHz"):
+                state.cpu_freq_mhz = float(line.split(":", 1)[1])
+                break
+    state.governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    state.throttled, state.throttled_raw = _throttled()
+    with contextlib.suppress(OSError):
+        state.load_1m = os.getloadavg()[0]
+    return state
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds spent busy by all processes since boot (from /proc/stat), for other-load accounting."""
+    fields = _read("/proc/stat").splitlines()[0].split()[1:]
+    if not fields:
+        return math.nan
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def device_info(device_id: str, probe_torch: bool = True) -> dict[str, object]:
+    arch = platform.machine()
+    flags = cpu_flags()
+    mem = _meminfo()
+    return {
+        "device_id": device_id,
+        "hostname": socket.gethostname(),
+        "arch": arch,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count() or 1,
+        "cpu_flags": flags,
+        "memory_total_bytes": mem.get("MemTotal", 0),
+        "memory_available_bytes": mem.get("MemAvailable", 0),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "python_version": platform.python_version(),
+        "runtimes": [asdict(r) for r in runtimes(probe_torch)],
+        "board_model": _read("/proc/device-tree/model"),
+        "state": device_state().to_dict(),
+        "agent_version": __version__,
+        "suggested_target": suggested_target(arch, flags),
+    }

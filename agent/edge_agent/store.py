@@ -1,0 +1,389 @@
+"""The device's artifact store: content-addressed by sha256, crash-safe, bounded.
+
+Layout under the store root::
+
+    artifacts/<sha256>/model.onnx|model.pt   committed, verified artifacts (read-only from here on)
+    artifacts/<sha256>/manifest.json
+    artifacts/<sha256>/meta.json             name, format, precision, size, committed_at
+    staging/<sha256>.part                    bytes of a push in progress or interrupted (resumable)
+    staging/commit-*/                        a commit being assembled (swept at start)
+
+Upload state machine (one push = one PushArtifact stream)::
+
+    StatArtifact(sha) ─▶ present?  yes ─▶ done (one round trip)
+                                   no  ─▶ staged_bytes = size of staging/<sha>.part (0 if none)
+    PushArtifact: header(sha, size, name, manifest, offset = staged_bytes)
+        ─ checks: sha256 is 64 hex; 0 < size ≤ max_artifact_bytes; quota and free disk for size − offset;
+          name matches NAME_PATTERN; manifest parses, its file.sha256/size/format agree with the header;
+          offset == bytes staged (else FAILED_PRECONDITION). Nothing is written before these pass.
+        ─ chunks: offset must equal the bytes written so far; data ≤ 1 MiB; never past size.
+        ─ stream ends with size bytes staged: fsync, hash the file *read back from disk*, compare;
+          mismatch → DATA_LOSS and the staging file is removed; match → assemble staging/commit-*/, fsync,
+          rename to artifacts/<sha>/, fsync the directory. Only then is OK returned.
+        ─ stream ends short (client gone): the bytes stay staged for resume.
+
+Paths are derived only from the sha256; names are metadata and never touch the filesystem. Staging files are
+opened with O_NOFOLLOW so a planted symlink cannot redirect a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent import onnx_guard
+from edge_agent.errors import (
+    ArtifactNotFound,
+    ArtifactRejected,
+    IntegrityError,
+    OffsetMismatch,
+    QuotaExceeded,
+)
+
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_CHUNK_BYTES = 1 << 20
+MAX_MANIFEST_BYTES = 256 << 10
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+#: Interrupted pushes older than this are swept at start.
+STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    max_artifact_bytes: int = 512 << 20
+    quota_bytes: int = 4 << 30
+    max_artifacts: int = 1000
+    #: Free space always left on the filesystem.
+    reserve_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    sha256: str
+    size_bytes: int
+    name: str
+    format: str
+    precision: str
+    committed_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class PushHeader:
+    sha256: str
+    size_bytes: int
+    name: str
+    manifest_json: str
+    offset: int = 0
+
+
+def check_sha256(value: str) -> str:
+    if not SHA256_PATTERN.fullmatch(value or ""):
+        raise ArtifactRejected(f"sha256 must be 64 lowercase hex characters, got {value[:80]!r}")
+    return value
+
+
+def check_content(path: Path, fmt: str) -> None:
+    """Reject a model file that is not what its manifest says (before it becomes visible)."""
+    if fmt == "torchscript":
+        with path.open("rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise ArtifactRejected("a TorchScript artifact must be a TorchScript zip archive; this file is not")
+        return
+    onnx_guard.check_model_file(str(path))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fault(point: str) -> None:
+    """Test-only crash points (EDGE_AGENT_FAULT=<point>); inert unless EDGE_AGENT_ENABLE_FAULTS=1."""
+    if os.environ.get("EDGE_AGENT_ENABLE_FAULTS") == "1" and os.environ.get("EDGE_AGENT_FAULT") == point:
+        os._exit(97)
+
+
+class ArtifactStore:
+    """Thread-safe; one instance per store root."""
+
+    def __init__(self, root: Path, limits: StoreLimits | None = None) -> None:
+        self.root = root
+        self.limits = limits or StoreLimits()
+        self.artifacts_dir = root / "artifacts"
+        self.staging_dir = root / "staging"
+        for d in (self.artifacts_dir, self.staging_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._active: set[str] = set()  # sha256 of pushes in progress
+        self.sweep()
+
+    # ----- queries -------------------------------------------------------------------------------------------
+    def get(self, sha256: str) -> ArtifactMeta | None:
+        check_sha256(sha256)
+        meta = self.artifacts_dir / sha256 / "meta.json"
+        try:
+            return ArtifactMeta(**json.loads(meta.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def model_path(self, sha256: str) -> Path:
+        meta = self.get(sha256)
+        if meta is None:
+            raise ArtifactNotFound(f"artifact {sha256} is not on this device; push it first")
+        return self.artifacts_dir / sha256 / MODEL_FILES[meta.format]
+
+    def manifest(self, sha256: str) -> dict[str, Any]:
+        return json.loads((self.artifacts_dir / check_sha256(sha256) / "manifest.json").read_text())
+
+    def staged_bytes(self, sha256: str) -> int:
+        try:
+            return (self.staging_dir / f"{check_sha256(sha256)}.part").lstat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def list(self) -> list[ArtifactMeta]:
+        metas = [m for d in self.artifacts_dir.iterdir() if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
+        return sorted(metas, key=lambda m: m.committed_at)
+
+    def used_bytes(self) -> int:
+        committed = sum(m.size_bytes for m in self.list())
+        staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part"))
+        return committed + staged
+
+    # ----- push ----------------------------------------------------------------------------------------------
+    def begin_push(self, header: PushHeader) -> Upload:
+        """Validate a push header and reserve the upload; nothing is written until this passes.
+
+        Raises:
+            ArtifactRejected, QuotaExceeded, OffsetMismatch.
+        """
+        check_sha256(header.sha256)
+        fmt, precision = self._check_header(header)
+        with self._lock:
+            if header.sha256 in self._active:
+                raise OffsetMismatch(f"a push of {header.sha256} is already in progress; retry when it ends")
+            staged = self.staged_bytes(header.sha256)
+            if header.offset != staged:
+                raise OffsetMismatch(
+                    f"push starts at byte {header.offset} but the device has {staged} bytes staged; resume from {staged}"
+                )
+            self._check_space(header.size_bytes - staged)
+            self._active.add(header.sha256)
+        return Upload(self, header, fmt, precision)
+
+    def _check_header(self, header: PushHeader) -> tuple[str, str]:
+        if header.size_bytes <= 0:
+            raise ArtifactRejected(f"size_bytes must be positive, got {header.size_bytes}")
+        if header.size_bytes > self.limits.max_artifact_bytes:
+            raise QuotaExceeded(
+                f"artifact of {header.size_bytes} bytes exceeds the maximum of {self.limits.max_artifact_bytes} bytes"
+            )
+        if not 0 <= header.offset <= header.size_bytes:
+            raise ArtifactRejected(f"offset {header.offset} is outside 0..{header.size_bytes}")
+        if not NAME_PATTERN.fullmatch(header.name or ""):
+            raise ArtifactRejected(f"name {header.name[:40]!r} must match {NAME_PATTERN.pattern} (it is metadata, never a path)")
+        if len(header.manifest_json.encode()) > MAX_MANIFEST_BYTES:
+            raise ArtifactRejected(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            manifest = json.loads(header.manifest_json)
+            file = manifest["file"]
+            fmt, precision = manifest["format"], manifest["precision"]
+        except (ValueError, KeyError, TypeError):
+            raise ArtifactRejected("manifest_json must be an edge-opt manifest with file, format and precision") from None
+        if fmt not in MODEL_FILES:
+            raise ArtifactRejected(f"manifest format {fmt!r} is not one of {sorted(MODEL_FILES)}")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise ArtifactRejected(f"manifest precision {precision!r} is not one of fp16, fp32, int8")
+        if file.get("sha256") != header.sha256 or file.get("size_bytes") != header.size_bytes:
+            raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
+        return fmt, precision
+
+    def _check_space(self, incoming: int) -> None:
+        if len(self.list()) >= self.limits.max_artifacts:
+            raise QuotaExceeded(f"the store holds its maximum of {self.limits.max_artifacts} artifacts; delete some")
+        used = self.used_bytes()
+        if used + incoming > self.limits.quota_bytes:
+            raise QuotaExceeded(
+                f"quota: {used} bytes used + {incoming} incoming exceeds {self.limits.quota_bytes}; delete artifacts"
+            )
+        stat = os.statvfs(self.root)
+        free = stat.f_bavail * stat.f_frsize
+        if incoming + self.limits.reserve_bytes > free:
+            raise QuotaExceeded(f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve")
+
+    def _commit(self, upload: Upload) -> ArtifactMeta:
+        header = upload.header
+        part = self.staging_dir / f"{header.sha256}.part"
+        actual = sha256_of(part)  # read back from disk: what will be served is what was checked
+        if actual != header.sha256:
+            part.unlink(missing_ok=True)
+            raise IntegrityError(f"received bytes hash to {actual}, not the declared {header.sha256}; nothing was kept")
+        try:
+            check_content(part, upload.format)
+        except ArtifactRejected:
+            part.unlink(missing_ok=True)
+            raise
+        _fault("after_verify_before_rename")
+        meta = ArtifactMeta(
+            header.sha256,
+            header.size_bytes,
+            header.name,
+            upload.format,
+            upload.precision,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        final = self.artifacts_dir / header.sha256
+        if final.exists():  # pushed concurrently by someone else: same bytes by definition
+            part.unlink(missing_ok=True)
+            return self.get(header.sha256) or meta
+        assembly = self.staging_dir / f"commit-{header.sha256}-{os.getpid()}-{threading.get_ident()}"
+        assembly.mkdir()
+        try:
+            part.replace(assembly / MODEL_FILES[upload.format])
+            for name, text in (("manifest.json", header.manifest_json), ("meta.json", meta.to_json())):
+                with (assembly / name).open("w", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            _fsync_dir(assembly)
+            assembly.replace(final)
+            _fault("after_rename_before_dir_fsync")
+            _fsync_dir(self.artifacts_dir)
+        except BaseException:
+            shutil.rmtree(assembly, ignore_errors=True)
+            raise
+        return meta
+
+    def _release(self, sha256: str) -> None:
+        with self._lock:
+            self._active.discard(sha256)
+
+    # ----- maintenance ---------------------------------------------------------------------------------------
+    def delete(self, sha256: str) -> bool:
+        check_sha256(sha256)
+        removed = False
+        target = self.artifacts_dir / sha256
+        if target.exists():
+            trash = self.staging_dir / f"delete-{sha256}-{time.monotonic_ns()}"
+            target.replace(trash)  # atomic disappearance, then the slow removal
+            shutil.rmtree(trash, ignore_errors=True)
+            removed = True
+        with contextlib.suppress(FileNotFoundError):
+            (self.staging_dir / f"{sha256}.part").unlink()
+            removed = True
+        return removed
+
+    def sweep(self) -> None:
+        """At start: remove half-assembled commits and deletions, and interrupted pushes past the resume window."""
+        now = time.time()
+        for entry in self.staging_dir.iterdir():
+            if entry.name.startswith(("commit-", "delete-")):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            elif entry.suffix == ".part" and (entry.is_symlink() or now - entry.lstat().st_mtime > STAGING_MAX_AGE_SECONDS):
+                entry.unlink(missing_ok=True)
+        for entry in self.artifacts_dir.iterdir():
+            # A directory without meta.json was never acknowledged (crash between rename and fsync): drop it.
+            if not (entry / "meta.json").is_file() or entry.is_symlink():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+class Upload:
+    """One push in progress; use as a context manager and call :meth:`write` per chunk, then :meth:`finish`."""
+
+    def __init__(self, store: ArtifactStore, header: PushHeader, fmt: str, precision: str) -> None:
+        self.store = store
+        self.header = header
+        self.format = fmt
+        self.precision = precision
+        self.position = header.offset
+        self.received = 0
+        path = store.staging_dir / f"{header.sha256}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o600)
+        os.ftruncate(self._fd, header.offset)  # drop any torn tail beyond the acknowledged offset
+        os.lseek(self._fd, header.offset, os.SEEK_SET)
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close_fd()
+        self.store._release(self.header.sha256)
+
+    def write(self, offset: int, data: bytes) -> None:
+        if offset != self.position:
+            raise ArtifactRejected(f"chunk offset {offset} is not the next byte ({self.position}); send chunks in order")
+        if len(data) > MAX_CHUNK_BYTES:
+            raise ArtifactRejected(f"chunk of {len(data)} bytes exceeds {MAX_CHUNK_BYTES}")
+        if self.position + len(data) > self.header.size_bytes:
+            raise ArtifactRejected(f"data runs past the declared size of {self.header.size_bytes} bytes")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC mid-write: give the space back, keep nothing partial
+                self._close_fd()
+                (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
+                raise QuotaExceeded("the device's disk filled up during the push; nothing was kept") from None
+            raise
+        self.position += len(data)
+        self.received += len(data)
+
+    @property
+    def complete(self) -> bool:
+        return self.position == self.header.size_bytes
+
+    def finish(self) -> ArtifactMeta:
+        """fsync, verify and commit. Raises IntegrityError (DATA_LOSS) on a hash mismatch."""
+        os.fsync(self._fd)
+        self._close_fd()
+        return self.store._commit(self)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)  # bytes a later StatArtifact reports as staged are on disk
+            os.close(self._fd)
+            self._fd = -1
+
+
+def iter_file_chunks(path: Path, offset: int = 0, chunk: int = MAX_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while data := fh.read(chunk):
+            yield offset, data
+            offset += len(data)

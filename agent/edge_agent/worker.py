@@ -1,0 +1,200 @@
+"""The benchmark worker: the only code that loads an (untrusted) model. Runs as a subprocess per run.
+
+    python -m edge_agent.worker < request.json
+
+Protocol: one JSON request on stdin; JSON lines on stdout: ``{"type": "progress", "phase", "done", "total"}``
+while it works, then exactly one ``{"type": "result", ...}`` or ``{"type": "error", "code", "message"}``.
+The parent (:mod:`edge_agent.runner`) owns the timeout, the process group and the accounting; a crash or a hang
+here kills only this process.
+
+Peak RSS is the kernel's ``ru_maxrss`` of this process: no polling thread runs beside the timing loop, so the
+memory figure cannot disturb the latency figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+from edge_agent.errors import ArtifactRejected
+from edge_agent.timing import measure
+
+#: Inputs larger than this are refused before allocation (a model can declare absurd dimensions).
+MAX_INPUT_ELEMENTS = 1 << 28
+_DTYPES = {"float32": "float32", "float16": "float16", "tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+class WorkerError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _input_shape(declared: list[Any], batch: int) -> list[int]:
+    dims = [batch] + [d for d in declared[1:]]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise WorkerError("MODEL_INVALID", f"input shape {declared} has non-positive or symbolic non-batch dimensions")
+    elements = 1
+    for d in dims:
+        elements *= d
+    if elements > MAX_INPUT_ELEMENTS:
+        raise WorkerError("MODEL_INVALID", f"input of {elements} elements exceeds the cap of {MAX_INPUT_ELEMENTS}")
+    return dims
+
+
+def _onnx_runner(path: str, settings: dict[str, Any]) -> tuple[Any, str, list[Any], str, str]:
+    import onnxruntime as ort
+
+    from edge_agent import onnx_guard
+
+    try:
+        onnx_guard.check_model_file(path)
+    except ArtifactRejected as exc:
+        raise WorkerError("MODEL_INVALID", str(exc)) from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings["threads"]
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    level = {
+        "GRAPH_OPT_DISABLE": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "GRAPH_OPT_BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "GRAPH_OPT_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    }.get(settings["graph_optimization"], ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    options.graph_optimization_level = level
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise WorkerError("MODEL_INVALID", f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+    first = session.get_inputs()[0]
+    return session, first.name, list(first.shape), _DTYPES.get(first.type, "float32"), ort.__version__
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    settings = request["settings"]
+    runtime = request["runtime"]
+    manifest_input = request["input"]
+    baseline_rss = _rss_bytes()
+    emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
+    t0 = time.perf_counter()
+    if runtime == "onnxruntime":
+        session, name, shape, dtype, version = _onnx_runner(request["model_path"], settings)
+        declared = [manifest_input["shape"][0], *shape[1:]] if len(shape) == len(manifest_input["shape"]) else shape
+
+        def call(x: Any) -> Any:
+            return session.run(None, {name: x})[0]
+
+    else:
+        import torch
+
+        torch.set_num_threads(settings["threads"])
+        engine = request.get("torch_engine")
+        if engine:
+            if engine not in torch.backends.quantized.supported_engines:
+                raise WorkerError("RUNTIME_ERROR", f"torch here lacks the quantized engine {engine!r} the artifact was built for")
+            torch.backends.quantized.engine = engine
+        try:
+            module = torch.jit.load(request["model_path"], map_location="cpu").eval()
+        except Exception as exc:
+            raise WorkerError("MODEL_INVALID", f"torch.jit.load failed: {str(exc).splitlines()[0][:300]}") from None
+        declared, dtype, version = manifest_input["shape"], manifest_input["dtype"], torch.__version__
+        torch_dtype = torch.float16 if dtype == "float16" else torch.float32
+
+        def call(x: Any) -> Any:
+            with torch.inference_mode():
+                return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
+
+    load_seconds = time.perf_counter() - t0
+    dims = _input_shape(declared, settings["batch_size"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(dims).astype(dtype)
+    t0 = time.perf_counter()
+    call(x)
+    first_ms = (time.perf_counter() - t0) * 1000
+    fixed = np.random.default_rng(1234).standard_normal([1, *dims[1:]]).astype(dtype)
+    output_sample = np.asarray(call(fixed), dtype=np.float64).ravel()[:1000].tolist()
+
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 0.25:
+            last[0] = now
+            emit({"type": "progress", "phase": "measuring", "done": done, "total": max(total, done)})
+
+    emit({"type": "progress", "phase": "warmup", "done": 0, "total": settings["warmup_runs"]})
+    stats = measure(
+        lambda: call(x),
+        warmup_runs=settings["warmup_runs"],
+        warmup_min_seconds=settings["warmup_min_seconds"],
+        iterations=settings["iterations"],
+        min_seconds=settings["min_seconds"],
+        on_progress=progress,
+    )
+    latency = {
+        "count": stats.count,
+        "mean_ms": stats.mean_ms,
+        "std_ms": stats.std_ms,
+        "min_ms": stats.min_ms,
+        "max_ms": stats.max_ms,
+        "p50_ms": stats.p50_ms,
+        "p90_ms": stats.p90_ms,
+        "p95_ms": stats.p95_ms,
+        "p99_ms": stats.p99_ms,
+        "throughput_per_s": stats.throughput(settings["batch_size"]),
+        "samples_ms": stats.samples_ms if settings.get("keep_samples") else [],
+    }
+    return {
+        "latency": latency,
+        "load_seconds": load_seconds,
+        "first_inference_ms": first_ms,
+        "peak_rss_bytes": _rss_bytes(),
+        "baseline_rss_bytes": baseline_rss,
+        "runtime": runtime,
+        "runtime_version": version,
+        "output_sample": output_sample,
+    }
+
+
+def _test_fault() -> None:
+    """Test-only failure modes (EDGE_AGENT_FAULT), inert unless EDGE_AGENT_ENABLE_FAULTS=1."""
+    if os.environ.get("EDGE_AGENT_ENABLE_FAULTS") != "1":
+        return
+    fault = os.environ.get("EDGE_AGENT_FAULT", "")
+    if fault == "worker_abort":
+        os.abort()
+    if fault == "worker_hang":
+        time.sleep(3600)
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    limit = request.get("memory_limit_bytes") or 0
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _test_fault()
+    try:
+        emit({"type": "result", **run(request)})
+    except WorkerError as exc:
+        emit({"type": "error", "code": exc.code, "message": str(exc)})
+    except MemoryError:
+        emit({"type": "error", "code": "OOM", "message": "the worker ran out of its memory limit"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""A real agent on 127.0.0.1 (port 0, in-process), driven through real gRPC channels."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from agent_helpers import FAST, TOKEN, audit_store, client_for, tiny_onnx_bytes, write_artifact
+from edge_agent.client import DeviceCallError
+from edge_agent.server import AgentConfig, run_server
+from edge_agent.v1 import agent_pb2 as pb
+from edge_agent.v1 import agent_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    store = tmp_path / "store"
+    with run_server(AgentConfig(listen="127.0.0.1:0", store=store, token_file=token_file)) as (_server, port):
+        yield port, store
+
+
+def _staging_files(store: Path) -> list[Path]:
+    return [p for p in (store / "staging").iterdir()]
+
+
+def _service_methods() -> list[tuple[str, bool, bool]]:
+    service = pb.DESCRIPTOR.services_by_name["EdgeAgent"]
+    return [(m.name, m.client_streaming, m.server_streaming) for m in service.methods]
+
+
+def test_every_method_needs_the_token_and_writes_nothing(agent, tmp_path: Path) -> None:
+    port, store = agent
+    data = tiny_onnx_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for name, client_streaming, server_streaming in _service_methods():
+            path = f"/edge_agent.v1.EdgeAgent/{name}"
+            for metadata in ((), (("authorization", "Bearer wrong-token-xxxxxxxx"),), (("x-token", TOKEN),)):
+                if client_streaming:
+                    header = pb.PushRequest(header=pb.PushHeader(sha256=sha, size_bytes=len(data), name="m", manifest_json="{}"))
+                    call = channel.stream_unary(path, request_serializer=pb.PushRequest.SerializeToString)
+                    requests = iter([header, pb.PushRequest(chunk=pb.Chunk(offset=0, data=data))])
+                    with pytest.raises(grpc.RpcError) as err:
+                        call(requests, timeout=5, metadata=metadata)
+                elif server_streaming:
+                    call = channel.unary_stream(path, request_serializer=pb.RunBenchmarkRequest.SerializeToString)
+                    with pytest.raises(grpc.RpcError) as err:
+                        list(call(pb.RunBenchmarkRequest(sha256=sha), timeout=5, metadata=metadata))
+                else:
+                    call = channel.unary_unary(path, request_serializer=lambda m: b"")
+                    with pytest.raises(grpc.RpcError) as err:
+                        call(object(), timeout=5, metadata=metadata)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+                assert TOKEN not in (err.value.details() or "")
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # health needs no token
+    assert _staging_files(store) == [] and list((store / "artifacts").iterdir()) == []
+
+
+def test_push_dedup_list_delete(agent, tmp_path: Path) -> None:
+    port, _store = agent
+    folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
+    with client_for(port) as client:
+        first = client.push(folder)
+        assert not first.already_present and first.bytes_sent == (folder / "model.onnx").stat().st_size
+        again = client.push(folder)
+        assert again.already_present and again.bytes_sent == 0
+        assert [a["sha256"] for a in client.list_artifacts()] == [first.sha256]
+        assert client.delete(first.sha256)
+        assert client.list_artifacts() == []
+        with pytest.raises(DeviceCallError) as err:
+            client.delete(first.sha256)
+        assert err.value.code == "NOT_FOUND"
+
+
+def test_interrupted_push_resumes_without_resending(agent, tmp_path: Path) -> None:
+    port, store = agent
+    data = tiny_onnx_bytes(256)  # ~200 KB
+    folder = write_artifact(tmp_path / "a", data)
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = (folder / "manifest.json").read_text()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = agent_pb2_grpc.EdgeAgentStub(channel)
+        header = pb.PushRequest(header=pb.PushHeader(sha256=sha, size_bytes=len(data), name="a", manifest_json=manifest))
+        half = pb.PushRequest(chunk=pb.Chunk(offset=0, data=data[: len(data) // 2]))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.PushArtifact(iter([header, half]), timeout=10, metadata=(("authorization", f"Bearer {TOKEN}"),))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with client_for(port) as client:
+        stat = client.stub.StatArtifact(pb.StatArtifactRequest(sha256=sha), timeout=5, metadata=client._metadata)
+        assert (stat.present, stat.staged_bytes) == (False, len(data) // 2)
+        outcome = client.push(folder)
+        assert outcome.resumed_from == len(data) // 2 and outcome.bytes_sent == len(data) - len(data) // 2
+    audit_store(store, {sha: data})
+
+
+def test_corrupted_chunk_is_data_loss_and_nothing_is_stored(agent, tmp_path: Path) -> None:
+    port, store = agent
+    data = tiny_onnx_bytes()
+    folder = write_artifact(tmp_path / "a", data)
+    sha = hashlib.sha256(data).hexdigest()
+    flipped = bytearray(data)
+    flipped[100] ^= 0x04
+    header = pb.PushHeader(sha256=sha, size_bytes=len(data), name="a", manifest_json=(folder / "manifest.json").read_text())
+    with client_for(port) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.stub.PushArtifact(
+                iter([pb.PushRequest(header=header), pb.PushRequest(chunk=pb.Chunk(offset=0, data=bytes(flipped)))]),
+                timeout=10,
+                metadata=client._metadata,
+            )
+        assert err.value.code() == grpc.StatusCode.DATA_LOSS
+        assert client.list_artifacts() == [] and _staging_files(store) == []
+        assert not client.push(folder).already_present  # a clean push afterwards succeeds
+
+
+def test_benchmark_streams_events_and_is_idempotent(agent, tmp_path: Path) -> None:
+    port, store = agent
+    folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
+    with client_for(port) as client:
+        sha = client.push(folder).sha256
+        events = list(client.bench(sha, {**FAST, "keep_samples": True, "batch_size": 4}, run_id="run-1"))
+        assert "queue_position" in events[0]
+        assert any("phase" in e or "progress" in e for e in events[1:-1])
+        result = events[-1]["result"]
+        lat = result["latency"]
+        assert lat["count"] >= 5 and len(lat["samples_ms"]) == lat["count"]
+        assert lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+        assert result["peak_rss_bytes"] >= result["baseline_rss_bytes"] > 0
+        assert result["settings"]["batch_size"] == 4 and len(result["output_sample"]) == 10
+        assert result["runtime"] == "onnxruntime" and "temperature_c" in result["state_before"]
+        stored = client.get_run("run-1")
+        assert stored["state"] == "RUN_STATE_SUCCEEDED" and stored["result"]["latency"]["p50_ms"] == lat["p50_ms"]
+        replay = list(client.bench(sha, FAST, run_id="run-1"))  # same id: the stored outcome, no second run
+        assert len(replay) == 1 and replay[0]["result"]["latency"]["p50_ms"] == lat["p50_ms"]
+        assert [r["run_id"] for r in client.list_runs()] == ["run-1"]
+    audit_store(store, {sha: (folder / "model.onnx").read_bytes()})
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"iterations": 10**9}, "iterations"),
+        ({"warmup_runs": -5}, "warmup_runs"),
+        ({"threads": 4096}, "threads"),
+        ({"batch_size": 100000}, "batch_size"),
+        ({"timeout_seconds": 10**7}, "timeout_seconds"),
+    ],
+)
+def test_settings_out_of_bounds(agent, tmp_path: Path, settings: dict, fragment: str) -> None:
+    port, _ = agent
+    with client_for(port) as client:
+        sha = client.push(write_artifact(tmp_path / "a", tiny_onnx_bytes())).sha256
+        with pytest.raises(DeviceCallError) as err:
+            list(client.bench(sha, settings))
+    assert err.value.code == "INVALID_ARGUMENT" and fragment in err.value.details and "allowed" in err.value.details
+
+
+def test_unknown_artifact_is_not_found(agent) -> None:
+    port, _ = agent
+    with client_for(port) as client, pytest.raises(DeviceCallError) as err:
+        list(client.bench("a" * 64, FAST))
+    assert err.value.code == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("fault", "state", "code"),
+    [("worker_abort", "RUN_STATE_FAILED", "WORKER_CRASHED"), ("worker_hang", "RUN_STATE_TIMED_OUT", "TIMED_OUT")],
+)
+def test_crashing_or_hanging_worker_fails_only_its_run(
+    agent, tmp_path: Path, monkeypatch, fault: str, state: str, code: str
+) -> None:
+    port, store = agent
+    with client_for(port) as client:
+        sha = client.push(write_artifact(tmp_path / "a", tiny_onnx_bytes())).sha256
+        monkeypatch.setenv("EDGE_AGENT_ENABLE_FAULTS", "1")
+        monkeypatch.setenv("EDGE_AGENT_FAULT", fault)
+        started = time.monotonic()
+        last = list(client.bench(sha, {**FAST, "timeout_seconds": 2}))[-1]
+        assert last["state"] == state and last["error"]["code"] == code
+        assert time.monotonic() - started < 30
+        monkeypatch.delenv("EDGE_AGENT_FAULT")
+        client.wait_ready(5)  # still SERVING
+        assert "result" in list(client.bench(sha, FAST))[-1]
+    audit_store(store, {})
+
+
+def test_raw_garbage_to_every_method_is_an_error_not_a_crash(agent) -> None:
+    port, store = agent
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for name, client_streaming, server_streaming in _service_methods():
+            path = f"/edge_agent.v1.EdgeAgent/{name}"
+            garbage = b"\xff\xff\xff\x0f\x00"
+            with pytest.raises(grpc.RpcError):
+                if client_streaming:
+                    channel.stream_unary(path)(iter([garbage, garbage]), timeout=5, metadata=metadata)
+                elif server_streaming:
+                    list(channel.unary_stream(path)(garbage, timeout=5, metadata=metadata))
+                else:
+                    channel.unary_unary(path)(garbage, timeout=5, metadata=metadata)
+    with client_for(port) as client:
+        client.wait_ready(5)
+    assert _staging_files(store) == []
+
+
+def test_device_info(agent) -> None:
+    port, _ = agent
+    with client_for(port) as client:
+        info = client.info()
+    assert info["arch"] and info["cpu_count"] >= 1 and info["memory_total_bytes"] > 0
+    assert any(r["name"] == "onnxruntime" for r in info["runtimes"])
+    assert info["suggested_target"] in ("x86_64", "x86_64-avx2", "arm64")

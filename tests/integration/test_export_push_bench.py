@@ -1,0 +1,96 @@
+"""The user's two terminals: an agent serving, and ``edge-export ... --push HOST:PORT --bench`` on the host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agent_helpers import TOKEN, AgentProcess
+from conftest import parse_json_result, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    agent = AgentProcess(tmp_path / "store", token)
+    try:
+        port = agent.start()
+        args = [
+            "--precision",
+            "int8",
+            "--out",
+            str(tmp_path / "art"),
+            "--push",
+            f"127.0.0.1:{port}",
+            "--token-file",
+            str(token),
+            "--bench",
+            "--device-iterations",
+            "20",
+            "--json",
+            "-q",
+        ]
+        proc = run_cli(args, cli_env)
+        assert proc.returncode == 0, proc.stderr
+        result = parse_json_result(proc.stdout)
+        runs = result["data"]["device"]["runs"]
+        assert {r["format"] for r in runs} == {"onnx", "torchscript"}
+        for run in runs:
+            assert run["state"] == "RUN_STATE_SUCCEEDED", run
+            assert run["result"]["latency"]["count"] >= 20
+            assert run["sha256"] == next(
+                a["sha256"] for a in result["data"]["artifacts"] if a["path"] and a["format"] == run["format"]
+            )
+        kept = list((tmp_path / "art" / "device-runs").rglob("*.json"))
+        assert len(kept) == 2  # results also kept as files on the host
+        # A second push of the same export sends nothing: the device has both artifacts.
+        again = run_cli(
+            [
+                "--precision",
+                "int8",
+                "--out",
+                str(tmp_path / "art"),
+                "--push",
+                f"127.0.0.1:{port}",
+                "--token-file",
+                str(token),
+                "--json",
+                "-q",
+            ],
+            cli_env,
+        )
+        assert again.returncode == 0, again.stderr
+        pushes = [r["push"] for r in parse_json_result(again.stdout)["data"]["device"]["runs"]]
+        assert any(p["already_present"] for p in pushes)  # the ONNX bytes are identical across exports
+    finally:
+        agent.close()
+
+
+def test_bench_without_push_is_a_usage_error(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = run_cli(["--bench", "--out", str(tmp_path / "o")], cli_env)
+    assert proc.returncode == 2 and "--push" in proc.stderr
+
+
+def test_unreachable_device_is_one_clear_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    proc = run_cli(
+        [
+            "--precision",
+            "fp32",
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "o"),
+            "--push",
+            "127.0.0.1:1",
+            "--eval-samples",
+            "200",
+            "-q",
+        ],
+        cli_env,
+    )
+    assert proc.returncode == 7
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "UNAVAILABLE" in lines[0]
+    assert (tmp_path / "o" / "smallcnn-fp32-onnx" / "manifest.json").is_file()  # the export itself is kept

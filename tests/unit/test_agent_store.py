@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from agent_helpers import tiny_onnx_bytes
+from edge_agent.errors import ArtifactRejected, IntegrityError, OffsetMismatch, QuotaExceeded
+from edge_agent.store import ArtifactStore, PushHeader, StoreLimits
+
+pytestmark = pytest.mark.unit
+
+
+def _header(data: bytes, *, name: str = "m", offset: int = 0, fmt: str = "onnx", sha: str | None = None) -> PushHeader:
+    sha = hashlib.sha256(data).hexdigest() if sha is None else sha
+    manifest = {"format": fmt, "precision": "fp32", "file": {"sha256": sha, "size_bytes": len(data)}}
+    return PushHeader(sha, len(data), name, json.dumps(manifest), offset)
+
+
+def _push(store: ArtifactStore, data: bytes, chunk: int = 1000, **kw):
+    with store.begin_push(_header(data, **kw)) as upload:
+        for i in range(0, len(data), chunk):
+            upload.write(i, data[i : i + chunk])
+        return upload.finish()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_push_commits_content_addressed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    meta = _push(store, data)
+    assert store.get(meta.sha256) == meta
+    assert store.model_path(meta.sha256).read_bytes() == data
+    assert store.model_path(meta.sha256).parent.name == meta.sha256  # the path comes from the hash only
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_corrupted_bytes_are_data_loss_and_nothing_is_kept(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    corrupted = bytearray(data)
+    corrupted[len(data) // 2] ^= 0x01
+    with pytest.raises(IntegrityError), store.begin_push(_header(data)) as upload:
+        upload.write(0, bytes(corrupted))
+        upload.finish()
+    assert store.list() == [] and list(store.staging_dir.iterdir()) == []
+    assert _push(store, data).sha256 == hashlib.sha256(data).hexdigest()  # a clean re-push succeeds
+
+
+def test_interrupted_push_resumes_from_staged_bytes(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    with store.begin_push(_header(data)) as upload:
+        upload.write(0, data[:5000])  # the client vanishes here
+    assert store.staged_bytes(sha) == 5000 and store.get(sha) is None
+    with pytest.raises(OffsetMismatch, match="resume from 5000"):
+        store.begin_push(_header(data, offset=0))
+    with store.begin_push(_header(data, offset=5000)) as upload:
+        upload.write(5000, data[5000:])
+        meta = upload.finish()
+    assert store.model_path(meta.sha256).read_bytes() == data
+    # a restarted agent (new instance) sees the same staged state
+    with store.begin_push(_header(tiny_onnx_bytes(8))) as upload:
+        upload.write(0, tiny_onnx_bytes(8)[:100])
+    assert ArtifactStore(tmp_path).staged_bytes(hashlib.sha256(tiny_onnx_bytes(8)).hexdigest()) == 100
+
+
+def test_chunks_must_be_contiguous_and_within_size(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    with store.begin_push(_header(data)) as upload:
+        with pytest.raises(ArtifactRejected, match="not the next byte"):
+            upload.write(10, data[10:20])
+        upload.write(0, data)
+        with pytest.raises(ArtifactRejected, match="past the declared size"):
+            upload.write(len(data), b"x")
+
+
+def test_limits_checked_before_any_byte_is_written(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, StoreLimits(max_artifact_bytes=1000, quota_bytes=10_000))
+    big = b"x" * 2000
+    with pytest.raises(QuotaExceeded, match="maximum"):
+        store.begin_push(_header(big))
+    store = ArtifactStore(tmp_path, StoreLimits(max_artifact_bytes=1 << 20, quota_bytes=1000))
+    with pytest.raises(QuotaExceeded, match="quota"):
+        store.begin_push(_header(big))
+    store = ArtifactStore(tmp_path, StoreLimits(reserve_bytes=1 << 62))
+    with pytest.raises(QuotaExceeded, match="disk"):
+        store.begin_push(_header(big))
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "..\\x", "a\x00b", "n" * 4096, "ｅｖｉｌ", "a/b", ""])
+def test_names_are_metadata_never_paths(tmp_path: Path, name: str) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ArtifactRejected, match="name"):
+        store.begin_push(_header(b"data", name=name))
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("sha", ["", "abc", "G" * 64, "A" * 64, "../" + "a" * 61])
+def test_malformed_sha256(tmp_path: Path, sha: str) -> None:
+    with pytest.raises(ArtifactRejected, match="sha256"):
+        ArtifactStore(tmp_path).begin_push(_header(b"data", sha=sha))
+
+
+def test_header_must_match_manifest(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    header = _header(data)
+    bad = PushHeader(header.sha256, header.size_bytes + 1, "m", header.manifest_json)
+    with pytest.raises(ArtifactRejected, match="do not match"):
+        store.begin_push(bad)
+    with pytest.raises(ArtifactRejected, match="format"):
+        store.begin_push(_header(data, fmt="tflite"))
+    with pytest.raises(ArtifactRejected, match="manifest_json"):
+        store.begin_push(PushHeader(header.sha256, header.size_bytes, "m", "not json"))
+
+
+def test_symlink_planted_in_staging_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    store = ArtifactStore(tmp_path / "store")
+    data = tiny_onnx_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    (store.staging_dir / f"{sha}.part").symlink_to(outside)
+    with pytest.raises(OSError):
+        store.begin_push(_header(data, offset=store.staged_bytes(sha)))
+    assert outside.read_text() == "precious"
+
+
+def test_content_must_match_format(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(ArtifactRejected, match="TorchScript zip"):
+        _push(store, tiny_onnx_bytes(), fmt="torchscript")
+    assert store.list() == [] and list(store.staging_dir.iterdir()) == []
+
+
+def test_sweep_removes_debris_but_keeps_committed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    meta = _push(store, tiny_onnx_bytes())
+    (store.staging_dir / "commit-deadbeef").mkdir()
+    half = store.artifacts_dir / ("b" * 64)
+    half.mkdir()
+    (half / "model.onnx").write_bytes(b"renamed but never acknowledged")
+    ArtifactStore(tmp_path)
+    assert [m.sha256 for m in store.list()] == [meta.sha256]
+    assert not (store.staging_dir / "commit-deadbeef").exists() and not half.exists()
+
+
+def test_delete(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    meta = _push(store, tiny_onnx_bytes())
+    assert store.delete(meta.sha256) and store.get(meta.sha256) is None
+    assert not store.delete(meta.sha256)
+
+
+def test_concurrent_push_of_same_artifact_is_refused(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    with store.begin_push(_header(data)), pytest.raises(OffsetMismatch, match="in progress"):
+        store.begin_push(_header(data))
+    assert os.path.exists(store.staging_dir / f"{hashlib.sha256(data).hexdigest()}.part")

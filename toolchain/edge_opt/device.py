@@ -1,0 +1,129 @@
+"""``edge-export --push HOST:PORT [--bench]``: send fresh artifacts to a device agent and benchmark them there.
+
+The device client lives in ``edge_agent.client`` (it needs no torch); this module adds what the host knows:
+the artifacts of this export, their host accuracy, a live progress line, a table, and result files kept under
+``OUT/device-runs/<device>/<run_id>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_opt import progress
+from edge_opt.errors import DeviceError
+from edge_opt.pipeline import ExportReport
+
+
+def push_and_bench(
+    report: ExportReport,
+    address: str,
+    *,
+    token_file: Path | None,
+    tls_ca: Path | None,
+    bench: bool,
+    settings: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Push every written artifact of ``report`` (only what the device lacks); benchmark them if asked."""
+    from edge_agent.auth import read_token
+    from edge_agent.client import AgentClient, Credentials, DeviceCallError
+
+    try:
+        token = read_token(token_file) if token_file else None
+    except (OSError, ValueError) as exc:
+        raise DeviceError(f"cannot use --token-file: {exc}") from None
+    rows: list[dict[str, Any]] = []
+    device_dir = report.out_dir / "device-runs" / re.sub(r"[^A-Za-z0-9._-]", "_", address)
+    try:
+        with AgentClient(address, Credentials(token=token, ca_cert=tls_ca)) as client:
+            client.wait_ready(timeout=10)
+            device = client.info()
+            progress.status(
+                f"device {address}: {device['arch']}, {device['cpu_model']}, suggested target {device['suggested_target']}"
+            )
+            if device.get("suggested_target") and device["suggested_target"] != report.target.name:
+                progress.status(
+                    f"[yellow]warning:[/yellow] artifacts were built for {report.target.name}, the device suggests "
+                    f"{device['suggested_target']}: re-export with --target {device['suggested_target']}"
+                )
+            for row in report.rows:
+                if row.path is None:
+                    continue
+                pushed = client.push(row.path)
+                verb = "already on the device" if pushed.already_present else f"pushed {pushed.bytes_sent / 1e6:.2f} MB"
+                progress.status(f"{row.path.name}: {verb}")
+                entry: dict[str, Any] = {
+                    "artifact": row.path.name,
+                    "sha256": pushed.sha256,
+                    "push": pushed.__dict__,
+                    "host_accuracy": row.accuracy,
+                    "precision": row.precision.value,
+                    "format": row.format.value,
+                }
+                if bench:
+                    last: dict[str, Any] = {}
+                    for event in client.bench(pushed.sha256, settings):
+                        last = event
+                        if "progress" in event:
+                            p = event["progress"]
+                            progress.live(f"{row.path.name} on {address}: {p['phase']} {p['done']}/{p['total']}")
+                        elif "queue_position" in event:
+                            progress.status(f"{row.path.name}: queued on the device (position {event['queue_position']})")
+                    progress.live("")
+                    entry.update(last)
+                    device_dir.mkdir(parents=True, exist_ok=True)
+                    (device_dir / f"{last.get('run_id', 'run')}.json").write_text(
+                        json.dumps({**entry, "device": device}, indent=2)
+                    )
+                rows.append(entry)
+    except DeviceCallError as exc:
+        raise DeviceError(f"device {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise DeviceError(f"device {address}: {exc}") from None
+    return rows
+
+
+def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"on device {address}", title_justify="left")
+    for col in ("artifact", "host accuracy", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s", "peak RSS MiB", "note"):
+        table.add_column(col, justify="left" if col in ("artifact", "note") else "right")
+    for row in rows:
+        if "result" in row:
+            r = row["result"]
+            lat = r["latency"]
+            note = "disturbed: " + "; ".join(r["warnings"]) if r.get("disturbed") else ""
+            table.add_row(
+                row["artifact"],
+                f"{row['host_accuracy'] * 100:.2f}%",
+                f"{lat['p50_ms']:.3f}",
+                f"{lat['p90_ms']:.3f}",
+                f"{lat['p99_ms']:.3f}",
+                f"{lat['throughput_per_s']:.0f}",
+                f"{r['load_seconds']:.2f}",
+                f"{int(r['peak_rss_bytes']) / 2**20:.0f}",
+                note,
+            )
+        elif "error" in row:
+            table.add_row(
+                row["artifact"],
+                f"{row['host_accuracy'] * 100:.2f}%",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                f"{row['error'].get('code')}: {row['error'].get('message')}",
+            )
+        else:
+            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", "-", "-", "-", "-", "-", "-", "pushed")
+    return table
+
+
+def print_device_rows(console: Console, address: str, rows: list[dict[str, Any]]) -> None:
+    console.print(device_table(address, rows))
