@@ -7,7 +7,6 @@ which the device treats as idempotent, so a result is never lost and a run never
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -27,6 +26,7 @@ from edge_agent.v1 import agent_pb2_grpc
 DEFAULT_TIMEOUT = 30.0
 #: Per-chunk allowance on top of DEFAULT_TIMEOUT for a push (a Pi on Wi-Fi moves ~2 MB/s).
 PUSH_SECONDS_PER_MIB = 2.0
+PUSH_RESUME_ATTEMPTS = 40
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 CLIENT_OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
@@ -86,19 +86,22 @@ def _value(field: Any, value: Any) -> Any:
 
 
 def _local_artifact(folder: Path) -> tuple[Path, dict[str, Any], str]:
+    """The model file and manifest of an artifact folder.
+
+    The manifest's sha256 is the artifact's identity; the device hashes every byte it receives and refuses a
+    mismatch (DATA_LOSS), so the host does not re-hash the file here: a re-push of an artifact the device has
+    costs one round trip, not a pass over the file. The size is checked, which catches a truncated file.
+    """
     manifest_path = folder / "manifest.json"
     try:
         manifest_text = manifest_path.read_text(encoding="utf-8")
         manifest = json.loads(manifest_text)
         model = folder / manifest["file"]["name"]
-    except (OSError, ValueError, KeyError) as exc:
+        size = model.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{folder} is not an artifact folder (manifest.json + model file): {exc}") from None
-    digest = hashlib.sha256()
-    with model.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    if digest.hexdigest() != manifest["file"]["sha256"]:
-        raise ValueError(f"{model} does not match its manifest's sha256; re-export it")
+    if size != manifest["file"]["size_bytes"]:
+        raise ValueError(f"{model} is {size} bytes but its manifest says {manifest['file']['size_bytes']}; re-export it")
     return model, manifest, manifest_text
 
 
@@ -177,10 +180,31 @@ class AgentClient:
         sha, size = manifest["file"]["sha256"], manifest["file"]["size_bytes"]
         started = time.monotonic()
         name = folder.name if folder.name else "artifact"
-        stat = self._call(self.stub.StatArtifact, pb.StatArtifactRequest(sha256=sha))
-        if stat.present:
-            return PushOutcome(sha, name, True, 0, 0, time.monotonic() - started)
-        offset = stat.staged_bytes
+        # FAILED_PRECONDITION means the device's staged bytes moved (an earlier stream of ours, cut off, is still
+        # being wound up there): ask again where to resume, for a few seconds.
+        for attempt in range(PUSH_RESUME_ATTEMPTS):
+            stat = self._call(self.stub.StatArtifact, pb.StatArtifactRequest(sha256=sha))
+            if stat.present:
+                return PushOutcome(sha, name, True, 0, 0, time.monotonic() - started)
+            try:
+                return self._push_from(model, sha, size, name, manifest_text, stat.staged_bytes, on_progress, started)
+            except DeviceCallError as exc:
+                if exc.code != "FAILED_PRECONDITION" or attempt == PUSH_RESUME_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.25)
+        raise AssertionError("unreachable")
+
+    def _push_from(
+        self,
+        model: Path,
+        sha: str,
+        size: int,
+        name: str,
+        manifest_text: str,
+        offset: int,
+        on_progress: Callable[[int, int], None] | None,
+        started: float,
+    ) -> PushOutcome:
         header = pb.PushHeader(sha256=sha, size_bytes=size, name=name, manifest_json=manifest_text, offset=offset)
 
         def requests() -> Iterator[pb.PushRequest]:

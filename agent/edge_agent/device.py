@@ -65,20 +65,17 @@ def cpu_flags() -> list[str]:
 
 def cpu_model() -> str:
     text = _read("/proc/cpuinfo")
-    for key in ("model name", "Model", "Hardware"):
-        for line in text.splitlines():
-            if line.split(":")[0].strip() == key:
-                return line.split(":", 1)[1].strip()
-    implementer = part = ""
-    for line in text.splitlines():  # ARM without a model name: name the core from its part number
-        if line.startswith("CPU implementer"):
-            implementer = line.split(":", 1)[1].strip()
-        elif line.startswith("CPU part"):
-            part = line.split(":", 1)[1].strip()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if fields.get("model name"):
+        return fields["model name"]
+    # ARM: name the core from its part number (a Pi's "Model" line names the board, reported separately).
     cores = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd05": "Cortex-A55"}
-    if implementer == "0x41" and part in cores:
-        return f"ARM {cores[part]}"
-    return platform.processor() or "unknown"
+    if fields.get("CPU implementer") == "0x41" and fields.get("CPU part") in cores:
+        return f"ARM {cores[fields['CPU part']]}"
+    return fields.get("Hardware") or fields.get("Model") or platform.processor() or "unknown"
 
 
 def _meminfo() -> dict[str, int]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -68,6 +70,8 @@ class AgentConfig:
     memory_limit_bytes: int = 0
     grace_seconds: float = 30.0
     worker_threads: int = 16
+    #: The interpreter that runs benchmark workers (default: this one; an emulator's launcher under qemu).
+    worker_python: str | None = None
 
     def check(self) -> None:
         """Raises ValueError for a config that would not start or would be unsafe."""
@@ -130,7 +134,14 @@ def start_agent(config: AgentConfig) -> Agent:
     config.check()
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl")
-    runs = RunManager(store, journal, max_queue=config.max_queue, memory_limit_bytes=config.memory_limit_bytes)
+    worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
+    runs = RunManager(
+        store,
+        journal,
+        max_queue=config.max_queue,
+        memory_limit_bytes=config.memory_limit_bytes,
+        worker_command=[worker_python, "-m", "edge_agent.worker"],
+    )
     if runs.interrupted_at_start:
         _LOGGER.warning(
             "%d run(s) were interrupted by the last stop and are reported as INTERRUPTED", len(runs.interrupted_at_start)

@@ -17,9 +17,11 @@ Upload state machine (one push = one PushArtifact stream)::
           name matches NAME_PATTERN; manifest parses, its file.sha256/size/format agree with the header;
           offset == bytes staged (else FAILED_PRECONDITION). Nothing is written before these pass.
         ─ chunks: offset must equal the bytes written so far; data ≤ 1 MiB; never past size.
-        ─ stream ends with size bytes staged: fsync, hash the file *read back from disk*, compare;
-          mismatch → DATA_LOSS and the staging file is removed; match → assemble staging/commit-*/, fsync,
-          rename to artifacts/<sha>/, fsync the directory. Only then is OK returned.
+        ─ while chunks land, a reader thread hashes the staged file *read back from disk*, following the writer
+          (a resumed push re-reads the staged prefix), so the check costs little wall time.
+        ─ stream ends with size bytes staged: fsync, finish the read-back hash, compare; mismatch → DATA_LOSS
+          and the staging file is removed; match → check the content (ONNX guard / TorchScript zip), assemble
+          staging/commit-*/, fsync, rename to artifacts/<sha>/, fsync the directory. Only then is OK returned.
         ─ stream ends short (client gone): the bytes stay staged for resume.
 
 Paths are derived only from the sha256; names are metadata and never touch the filesystem. Staging files are
@@ -237,10 +239,9 @@ class ArtifactStore:
         if incoming + self.limits.reserve_bytes > free:
             raise QuotaExceeded(f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve")
 
-    def _commit(self, upload: Upload) -> ArtifactMeta:
+    def _commit(self, upload: Upload, actual: str) -> ArtifactMeta:
         header = upload.header
         part = self.staging_dir / f"{header.sha256}.part"
-        actual = sha256_of(part)  # read back from disk: what will be served is what was checked
         if actual != header.sha256:
             part.unlink(missing_ok=True)
             raise IntegrityError(f"received bytes hash to {actual}, not the declared {header.sha256}; nothing was kept")
@@ -319,6 +320,75 @@ class ArtifactStore:
                     entry.unlink(missing_ok=True)
 
 
+#: The read-back thread flushes the staged file to disk every this many bytes.
+_SYNC_EVERY_BYTES = 8 << 20
+
+
+class _ReadBackHasher(threading.Thread):
+    """Hashes the staged file by reading it back from disk, following the writer as chunks land.
+
+    Reading back (rather than hashing the bytes in memory) checks what the kernel actually stored, and doing it
+    concurrently with the receive keeps that check almost free in wall time: hashing and file reads release the
+    GIL, so this runs beside the gRPC thread that writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="edge-agent-readback", daemon=True)
+        self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._digest = hashlib.sha256()
+        self._cond = threading.Condition()
+        self._available = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self.hashed = 0
+        self._synced = 0
+
+    def advance(self, position: int) -> None:
+        with self._cond:
+            self._available = position
+            self._cond.notify()
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self.hashed >= self._available and not self._closed:
+                        self._cond.wait()
+                    target = self._available
+                    if self.hashed >= target and self._closed:
+                        return
+                while self.hashed < target:
+                    block = os.pread(self._fd, min(MAX_CHUNK_BYTES, target - self.hashed), self.hashed)
+                    if not block:
+                        raise OSError(f"staged file is shorter than the {target} bytes written")
+                    self._digest.update(block)
+                    self.hashed += len(block)
+                    if self.hashed - self._synced >= _SYNC_EVERY_BYTES:
+                        # Flush as we go, beside the receive: the final fsync then only has the tail to write.
+                        os.fdatasync(self._fd)
+                        self._synced = self.hashed
+        except BaseException as exc:  # reported by result()
+            self._error = exc
+        finally:
+            os.close(self._fd)
+
+    def result(self) -> str:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self.join()
+        if self._error is not None:
+            raise IntegrityError(f"could not read the staged bytes back: {self._error}")
+        return self._digest.hexdigest()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._available = self.hashed
+            self._cond.notify()
+        self.join()
+
+
 class Upload:
     """One push in progress; use as a context manager and call :meth:`write` per chunk, then :meth:`finish`."""
 
@@ -334,11 +404,16 @@ class Upload:
         self._fd = os.open(path, flags, 0o600)
         os.ftruncate(self._fd, header.offset)  # drop any torn tail beyond the acknowledged offset
         os.lseek(self._fd, header.offset, os.SEEK_SET)
+        self._hasher = _ReadBackHasher(path)  # a resumed push re-reads the staged prefix from disk too
+        self._hasher.advance(header.offset)
+        self._hasher.start()
 
     def __enter__(self) -> Upload:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._hasher.is_alive():
+            self._hasher.stop()
         self._close_fd()
         self.store._release(self.header.sha256)
 
@@ -356,22 +431,28 @@ class Upload:
                 view = view[written:]
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC mid-write: give the space back, keep nothing partial
+                self._hasher.stop()
                 self._close_fd()
                 (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
                 raise QuotaExceeded("the device's disk filled up during the push; nothing was kept") from None
             raise
         self.position += len(data)
         self.received += len(data)
+        self._hasher.advance(self.position)
 
     @property
     def complete(self) -> bool:
         return self.position == self.header.size_bytes
 
     def finish(self) -> ArtifactMeta:
-        """fsync, verify and commit. Raises IntegrityError (DATA_LOSS) on a hash mismatch."""
+        """fsync, verify the bytes read back from disk, and commit. Raises IntegrityError (DATA_LOSS) on a mismatch."""
         os.fsync(self._fd)
         self._close_fd()
-        return self.store._commit(self)
+        actual = self._hasher.result()
+        if actual != self.header.sha256:
+            (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
+            raise IntegrityError(f"received bytes hash to {actual}, not the declared {self.header.sha256}; nothing was kept")
+        return self.store._commit(self, actual)
 
     def _close_fd(self) -> None:
         if self._fd >= 0:

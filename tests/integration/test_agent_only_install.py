@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from agent_helpers import FAST, TOKEN, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
 from conftest import REPO
 from edge_agent.client import DeviceCallError
@@ -24,8 +23,9 @@ def agent_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     venv.EnvBuilder(with_pip=True, clear=True).create(root)
     python = str(root / "bin" / "python")
     # A regular (non-editable) install from the repository, exactly what `pip install edge-opt[agent]` does.
-    subprocess.run([python, "-m", "pip", "install", "--quiet", f"{REPO}[agent]"], check=True, timeout=900,
-                   cwd=root, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", f"{REPO}[agent]"], check=True, timeout=900, cwd=root, capture_output=True
+    )
     return python
 
 
