@@ -73,9 +73,20 @@ def test_bench_without_push_is_a_usage_error(tmp_path: Path, cli_env: dict[str, 
     assert proc.returncode == 2 and "--push" in proc.stderr
 
 
-def test_unreachable_device_is_one_clear_line(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_unreachable_device_fails_before_the_export(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    # Without --target the device is asked for its target first: a dead device fails fast, nothing is exported.
+    proc = run_cli(["--out", str(tmp_path / "o"), "--push", "127.0.0.1:1", "-q"], cli_env)
+    assert proc.returncode == 7
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "UNAVAILABLE" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_device_after_export_keeps_the_export(tmp_path: Path, cli_env: dict[str, str]) -> None:
     proc = run_cli(
         [
+            "--target",
+            "host",
             "--precision",
             "fp32",
             "--format",

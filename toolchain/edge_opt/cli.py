@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--precision", type=_precisions, help="fp32, fp16, int8, a comma list, or all (default: config)")
     parser.add_argument("--format", type=_formats, help="torchscript, onnx or both (default: config)")
-    parser.add_argument("--target", help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types")
+    parser.add_argument(
+        "--target",
+        help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types (default: the --push device's, else host)",
+    )
     parser.add_argument("--model", help="smallcnn, a torchvision name (mobilenet_v2, resnet18, ...) or package.module:factory")
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
     parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
@@ -122,6 +125,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if args.bench and not args.push:
         raise ConfigError("--bench needs --push HOST:PORT (the device to benchmark on)")
     config = config_from_args(args)
+    if args.push and args.target is None:
+        # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
+        from edge_opt.device import device_target
+
+        target = device_target(args.push, token_file=args.token_file, tls_ca=args.tls_ca)
+        if target and target != config.target:
+            from edge_opt.config import with_overrides
+
+            config = with_overrides(config, {"target": target})
     report = run_export(config, args.out)
     from rich.console import Console
 

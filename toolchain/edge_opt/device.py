@@ -20,6 +20,32 @@ from edge_opt.errors import DeviceError
 from edge_opt.pipeline import ExportReport
 
 
+def _credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
+    from edge_agent.auth import read_token
+    from edge_agent.client import Credentials
+
+    try:
+        token = read_token(token_file) if token_file else None
+    except (OSError, ValueError) as exc:
+        raise DeviceError(f"cannot use --token-file: {exc}") from None
+    return Credentials(token=token, ca_cert=tls_ca)
+
+
+def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None) -> str:
+    """The target profile the device suggests for itself (from its CPU architecture and flags)."""
+    from edge_agent.client import AgentClient, DeviceCallError
+
+    try:
+        with AgentClient(address, _credentials(token_file, tls_ca)) as client:
+            client.wait_ready(timeout=10)
+            info = client.info()
+    except DeviceCallError as exc:
+        raise DeviceError(f"device {exc}") from None
+    target = str(info.get("suggested_target", ""))
+    progress.status(f"device {address}: {info['arch']}, {info['cpu_model']} → target {target or 'host'}")
+    return target
+
+
 def push_and_bench(
     report: ExportReport,
     address: str,
@@ -30,17 +56,13 @@ def push_and_bench(
     settings: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Push every written artifact of ``report`` (only what the device lacks); benchmark them if asked."""
-    from edge_agent.auth import read_token
-    from edge_agent.client import AgentClient, Credentials, DeviceCallError
+    from edge_agent.client import AgentClient, DeviceCallError
 
-    try:
-        token = read_token(token_file) if token_file else None
-    except (OSError, ValueError) as exc:
-        raise DeviceError(f"cannot use --token-file: {exc}") from None
+    credentials = _credentials(token_file, tls_ca)
     rows: list[dict[str, Any]] = []
     device_dir = report.out_dir / "device-runs" / re.sub(r"[^A-Za-z0-9._-]", "_", address)
     try:
-        with AgentClient(address, Credentials(token=token, ca_cert=tls_ca)) as client:
+        with AgentClient(address, credentials) as client:
             client.wait_ready(timeout=10)
             device = client.info()
             progress.status(
