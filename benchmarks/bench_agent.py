@@ -201,8 +201,13 @@ def main() -> None:
                 agent_p50, local_p50 = [], []
                 for _ in range(3):
                     agent_p50.append(list(client.bench(sha, settings))[-1]["result"]["latency"]["p50_ms"])
-                    local = measure(lambda s=session, x=x: s.run(None, {"input": x}), warmup_runs=100, warmup_min_seconds=1.0,
-                                    iterations=2000, min_seconds=3.0)
+                    local = measure(
+                        lambda s=session, x=x: s.run(None, {"input": x}),
+                        warmup_runs=100,
+                        warmup_min_seconds=1.0,
+                        iterations=2000,
+                        min_seconds=3.0,
+                    )
                     local_p50.append(local.p50_ms)
                 figures[f"p50_agent_ms_{label}"] = statistics.median(agent_p50)
                 figures[f"p50_inprocess_ms_{label}"] = statistics.median(local_p50)

@@ -22,6 +22,7 @@ examples:
   edge-export --precision int8                       SmallCNN on Fashion-MNIST → INT8 TorchScript + ONNX in ./artifacts
   edge-export --precision all --out build/art        FP32, FP16 and INT8, both formats
   edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
+  edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
   edge-export --precision int8 --json > result.json  machine-readable result on stdout
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
     parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
     parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
+    parser.add_argument("--prune", type=float, metavar="AMOUNT", help="prune this fraction (e.g. 0.5) before quantizing")
+    parser.add_argument("--prune-method", choices=["structured", "unstructured"], help="default structured (layers shrink)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="calibration and evaluation batch size")
     parser.add_argument("--data-dir", type=Path, help="folder holding FashionMNIST/raw (or set EDGE_OPT_DATA_DIR)")
     parser.add_argument("--no-download", action="store_true", help="never try to download Fashion-MNIST")
@@ -108,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model.checkpoint": args.checkpoint,
         "model.input_size": args.input_size,
         "calibration_batches": args.calibration_batches,
+        "pruning.amount": args.prune,
+        "pruning.method": args.prune_method,
         "data.batch_size": args.batch_size,
         "data.root": args.data_dir,
         "data.eval_samples": args.eval_samples,

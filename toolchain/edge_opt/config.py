@@ -93,8 +93,16 @@ class ExportSection(_Section):
     parity_samples: int = Field(1000, ge=32, le=10000)
 
 
+class PruneMethod(enum.StrEnum):
+    STRUCTURED = "structured"
+    UNSTRUCTURED = "unstructured"
+
+
 class PruningSection(_Section):
     amount: float = Field(0.0, ge=0.0, lt=1.0)
+    method: PruneMethod = PruneMethod.STRUCTURED
+    fine_tune_epochs: int = Field(2, ge=0, le=100)
+    fine_tune_learning_rate: float = Field(5e-4, gt=0, le=1)
     amounts: tuple[float, ...] = (0.0, 0.5)
 
 

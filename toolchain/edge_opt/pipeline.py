@@ -214,6 +214,8 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
         warm = [x for x, _ in data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=8)]
         if recalibrate_batchnorm(spec.module, warm):
             record["batchnorm_recalibrated_batches"] = len(warm)
+    if config.pruning.amount > 0:
+        record["pruning"] = _prune(config, spec, data)
     record["parameters"] = sum(p.numel() for p in spec.module.parameters())
     record["fp32_parameter_bytes"] = parameter_bytes(spec.module)
 
@@ -232,6 +234,42 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
     fp32_logits = predict(TorchRunner(spec.module), eval_split, spec.preprocessing, config.data.batch_size)
     parity_n = min(config.export.parity_samples, len(eval_split))
     return _Context(config, profile, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
+
+
+def _prune(config: Config, spec: ModelSpec, data: FashionMNIST) -> dict[str, Any]:
+    """Prune the model in place, then fine-tune it (trained weights) or re-estimate BatchNorm (random weights)."""
+    from edge_opt.config import TrainSection
+    from edge_opt.pruning import prune, sparsity
+    from edge_opt.train import train_classifier
+
+    p = config.pruning
+    before = sum(x.numel() for x in spec.module.parameters())
+    example = next(data.train.batches(spec.preprocessing, 2))[0]
+    progress.status(f"pruning {p.amount:.0%} ({p.method.value})")
+    prune(spec.module, example, p.amount, p.method)
+    tuned = 0
+    if spec.random_init:
+        warm = [x for x, _ in data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=8)]
+        recalibrate_batchnorm(spec.module, warm)
+    elif p.fine_tune_epochs:
+        progress.status(f"fine-tuning the pruned model for {p.fine_tune_epochs} epoch(s)")
+        settings = TrainSection(
+            epochs=p.fine_tune_epochs,
+            learning_rate=p.fine_tune_learning_rate,
+            batch_size=config.train.batch_size,
+            seed=config.train.seed,
+        )
+        train_classifier(spec.module, data.train, spec.preprocessing, settings)
+        tuned = p.fine_tune_epochs
+    spec.module.eval()
+    return {
+        "amount": p.amount,
+        "method": p.method.value,
+        "fine_tune_epochs": tuned,
+        "parameters_before": before,
+        "parameters_after": sum(x.numel() for x in spec.module.parameters()),
+        "weight_sparsity": round(sparsity(spec.module), 4),
+    }
 
 
 def _source_model(ctx: _Context, precision: Precision) -> torch.nn.Module:
@@ -330,7 +368,8 @@ def _check_gate(
 
 
 def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
-    name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}-{precision.value}-{fmt.value}"
+    pruned = f"-p{round(ctx.config.pruning.amount * 100)}" if ctx.config.pruning.amount > 0 else ""
+    name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}{pruned}-{precision.value}-{fmt.value}"
     label = f"{precision.value} {fmt.value}"
     root = out_dir if out_dir is not None else ctx.work
     progress.status(f"exporting {label}")
@@ -387,7 +426,7 @@ def _manifest(
         "runtime": _RUNTIME[row.format],
         "target": ctx.profile.to_manifest(),
         "quantization": quant,
-        "pruning": {"amount": ctx.config.pruning.amount},
+        "pruning": ctx.model_record.get("pruning", {"amount": 0.0}),
         "input": {"name": INPUT_NAME, "shape": ["batch", p.channels, p.height, p.width], "dtype": dtype, "layout": p.layout},
         "output": {
             "name": OUTPUT_NAME,

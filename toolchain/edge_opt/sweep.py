@@ -1,0 +1,225 @@
+"""``edge-sweep``: every precision × pruning amount × format, one table, CSV, JSON and a plot.
+
+Each pruning amount is one full export (prune → fine-tune → FP16 / INT8 → validated artifacts) into
+``OUT/p<amount>/``; the rows are then compared with the unpruned FP32 artifact of the same format. For SmallCNN
+the reference guide's six published configurations are printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edge_opt.errors import ConfigError, ToolchainError
+
+#: The reference guide's SmallCNN / Fashion-MNIST table: (precision, pruning) → (accuracy %, size MB).
+GUIDE: dict[tuple[str, float], tuple[float, float]] = {
+    ("fp32", 0.0): (89.0, 2.85),
+    ("fp16", 0.0): (88.9, 1.43),
+    ("int8", 0.0): (88.4, 0.78),
+    ("fp32", 0.5): (87.2, 0.91),
+    ("fp16", 0.5): (87.1, 0.46),
+    ("int8", 0.5): (86.3, 0.24),
+}
+
+
+def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str, Any]]:
+    from edge_opt.config import with_overrides
+    from edge_opt.pipeline import run_export
+
+    rows: list[dict[str, Any]] = []
+    for amount in amounts:
+        report = run_export(with_overrides(config, {"pruning.amount": amount}), out / f"p{round(amount * 100)}")
+        for row in report.rows:
+            entry = row.to_dict()
+            entry["pruning"] = amount
+            entry["model"] = report.model
+            rows.append(entry)
+    baselines = {r["format"]: r for r in rows if r["pruning"] == 0.0 and r["precision"] == "fp32"}
+    for r in rows:
+        base = baselines.get(r["format"])
+        if base is not None:
+            r["accuracy_delta_to_unpruned_fp32"] = r["accuracy"] - base["accuracy"]
+            r["size_ratio_to_unpruned_fp32"] = r["size_bytes"] / base["size_bytes"]
+    return rows
+
+
+def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    flat = [
+        {
+            "model": r["model"],
+            "pruning": r["pruning"],
+            "precision": r["precision"],
+            "format": r["format"],
+            "written": r["written"],
+            "size_mb": r["size_mb"],
+            "accuracy": r["accuracy"],
+            "accuracy_delta_to_unpruned_fp32": r.get("accuracy_delta_to_unpruned_fp32"),
+            "latency_b1_ms": r["latency_p50_ms"].get("1"),
+            "latency_b32_ms": r["latency_p50_ms"].get("32"),
+            "sha256": r["sha256"],
+            "path": r["path"],
+        }
+        for r in rows
+    ]
+    paths = {"csv": out / "sweep.csv", "json": out / "sweep.json", "plot": out / "sweep.png"}
+    with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(flat[0]))
+        writer.writeheader()
+        writer.writerows(flat)
+    paths["json"].write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
+    plot(flat, paths["plot"])
+    return paths
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against size and against latency; one line per precision × format through the pruning amounts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    colors = {"onnx": "tab:blue", "torchscript": "tab:orange"}
+    series: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        series.setdefault((r["precision"], r["format"]), []).append(r)
+    for (precision, fmt), points in sorted(series.items()):
+        points.sort(key=lambda r: r["pruning"])
+        style = {"marker": markers.get(precision, "o"), "color": colors.get(fmt, "gray"), "markersize": 7}
+        dash = "-" if fmt == "onnx" else "--"
+        axes[0].plot(
+            [p["size_mb"] for p in points], [p["accuracy"] * 100 for p in points], dash, label=f"{precision} {fmt}", **style
+        )
+        timed = [p for p in points if p["latency_b1_ms"] is not None]
+        axes[1].plot([p["latency_b1_ms"] for p in timed], [p["accuracy"] * 100 for p in timed], dash, **style)
+        for p in points:
+            if p["pruning"]:
+                axes[0].annotate(
+                    f"prune {p['pruning']:g}",
+                    (p["size_mb"], p["accuracy"] * 100),
+                    fontsize=7,
+                    xytext=(3, -9),
+                    textcoords="offset points",
+                    color="dimgray",
+                )
+    axes[0].set(xlabel="model file size (MB, log)", ylabel="test accuracy (%)", title="accuracy vs size", xscale="log")
+    axes[1].set(
+        xlabel="host latency p50 at batch 1 (ms, log)", ylabel="test accuracy (%)", title="accuracy vs latency", xscale="log"
+    )
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+    axes[0].legend(title="precision / format", fontsize=8)
+    fig.suptitle("edge-sweep: each line runs from unpruned to the largest pruning amount")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def guide_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="reference guide vs edge-opt (SmallCNN, full Fashion-MNIST test set)", title_justify="left")
+    for col in ("configuration", "guide acc", "ours ONNX", "ours TorchScript", "guide MB", "ours MB (ONNX)", "beats guide"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    by_key = {(r["precision"], r["pruning"], r["format"]): r for r in rows}
+    for (precision, amount), (acc, size) in GUIDE.items():
+        onnx_row, ts_row = by_key.get((precision, amount, "onnx")), by_key.get((precision, amount, "torchscript"))
+        if onnx_row is None:
+            continue
+        ours = [r["accuracy"] * 100 for r in (onnx_row, ts_row) if r is not None]
+        beats = min(ours) >= acc and round(onnx_row["size_mb"], 2) <= size  # the guide rounds to 0.01 MB
+        table.add_row(
+            f"{precision.upper()}, {'no' if amount == 0 else amount} pruning",
+            f"{acc:.1f}%",
+            f"{onnx_row['accuracy'] * 100:.2f}%",
+            f"{ts_row['accuracy'] * 100:.2f}%" if ts_row else "-",
+            f"{size:.2f}",
+            f"{onnx_row['size_mb']:.3f}",
+            "yes" if beats else "no",
+        )
+    return table
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="edge-sweep", title_justify="left")
+    for col in ("pruning", "precision", "format", "size MB", "accuracy", "Δ vs unpruned FP32", "b1 ms", "b32 ms"):
+        table.add_column(col, justify="left" if col in ("precision", "format") else "right")
+    for r in sorted(rows, key=lambda r: (r["pruning"], r["format"], r["precision"])):
+        delta = r.get("accuracy_delta_to_unpruned_fp32")
+        lat = r["latency_p50_ms"]
+        table.add_row(
+            f"{r['pruning']:.2f}",
+            r["precision"],
+            r["format"],
+            f"{r['size_mb']:.3f}",
+            f"{r['accuracy'] * 100:.2f}%",
+            "-" if delta is None else f"{delta * 100:+.2f}",
+            f"{lat.get('1', float('nan')):.3f}",
+            f"{lat.get('32', float('nan')):.3f}",
+        )
+    return table
+
+
+def _amounts(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid amounts {value!r}; use e.g. 0,0.5") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge_opt import progress, quiet
+    from edge_opt.cli import build_parser, config_from_args
+    from edge_opt.report import envelope, print_json
+
+    parser = build_parser()
+    parser.prog = "edge-sweep"
+    parser.description = "Every precision × pruning amount × format: table, CSV, JSON and a plot (edge-export's flags apply)."
+    parser.add_argument("--amounts", type=_amounts, help="pruning amounts, e.g. 0,0.25,0.5 (default: config pruning.amounts)")
+    parser.set_defaults(out=Path("sweep"))
+    args = parser.parse_args(argv)
+    quiet.show_all_warnings(args.verbose)
+    progress.set_enabled(not args.quiet)
+    try:
+        if args.push or args.bench:
+            raise ConfigError("edge-sweep does not push; export with edge-export --push, or push the sweep's folders")
+        config = config_from_args(args)
+        if args.precision is None:
+            from edge_opt.config import with_overrides
+
+            config = with_overrides(config, {"precisions": ["fp32", "fp16", "int8"]})
+        amounts = args.amounts or config.pruning.amounts
+        if 0.0 not in amounts:
+            amounts = (0.0, *amounts)  # the unpruned FP32 baseline every row is compared with
+        rows = run_sweep(config, args.out, amounts)
+        paths = write_outputs(rows, args.out)
+    except ToolchainError as exc:
+        print(f"edge-sweep: error: {exc}", file=sys.stderr)
+        if args.json:
+            print_json(envelope("sweep", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
+        return exc.exit_code
+    if args.json:
+        print_json(envelope("sweep", {"rows": rows, "files": {k: str(v) for k, v in paths.items()}}, [], 0))
+        return 0
+    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    console.print(sweep_table(rows))
+    if rows and rows[0]["model"] == "smallcnn":
+        console.print(guide_table(rows))
+    console.print(f"[dim]wrote {paths['csv']}, {paths['json']}, {paths['plot']}[/dim]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
