@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
     parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
     parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
+    parser.add_argument("--fx-observer", choices=["default", "minmax", "moving_average", "histogram"], help="FX INT8 observer")
+    parser.add_argument("--ort-calibration", choices=["minmax", "entropy", "percentile"], help="ONNX Runtime calibration")
+    parser.add_argument(
+        "--keep-float",
+        action="append",
+        metavar="MODULE",
+        help="keep this layer in float in INT8 (repeatable; see edge-sweep --sensitivity)",
+    )
     parser.add_argument("--prune", type=float, metavar="AMOUNT", help="prune this fraction (e.g. 0.5) before quantizing")
     parser.add_argument("--prune-method", choices=["structured", "unstructured"], help="default structured (layers shrink)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="calibration and evaluation batch size")
@@ -112,6 +120,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model.input_size": args.input_size,
         "calibration_batches": args.calibration_batches,
         "pruning.amount": args.prune,
+        "quantization.fx_observer": args.fx_observer,
+        "quantization.ort_calibration": args.ort_calibration,
+        "quantization.keep_float": args.keep_float,
         "pruning.method": args.prune_method,
         "data.batch_size": args.batch_size,
         "data.root": args.data_dir,

@@ -84,8 +84,10 @@ class TrainSection(_Section):
 class QuantizationSection(_Section):
     fx_observer: FxObserver = FxObserver.DEFAULT
     ort_calibration: OrtCalibration = OrtCalibration.MINMAX
-    #: Module names kept in float (FX) / node names excluded from ONNX Runtime quantization.
+    #: Module names kept in float: FX qconfig None, and the ONNX nodes exported from them are not quantized.
     keep_float: tuple[str, ...] = ()
+    #: Exact ONNX node names excluded from ONNX Runtime quantization (as the sensitivity report lists them).
+    keep_float_nodes: tuple[str, ...] = ()
 
 
 class ExportSection(_Section):

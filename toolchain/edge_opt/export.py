@@ -13,8 +13,9 @@ and only publishes it after validation. Measured facts that shaped this module (
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,10 @@ class BatchReader:
     def rewind(self) -> None:
         self._next = 0
 
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while (item := self.get_next()) is not None:
+            yield item
+
 
 def quantize_onnx(
     fp32_path: Path,
@@ -127,7 +132,13 @@ def quantize_onnx(
         "calibration_batches": len(batches),
         "nodes_excluded": list(keep_float),
     }
-    with tempfile.TemporaryDirectory(prefix="edge-opt-ortq-") as tmp, known_warnings_silenced():
+    # The entropy / percentile calibrators print() their progress: keep stdout clean for --json.
+    chatter = io.StringIO()
+    with (
+        tempfile.TemporaryDirectory(prefix="edge-opt-ortq-") as tmp,
+        known_warnings_silenced(),
+        contextlib.redirect_stdout(chatter),
+    ):
         prepared = Path(tmp) / "prepared.onnx"
         try:
             # Shape inference and graph optimisation first, as ONNX Runtime recommends before quantizing.
@@ -143,7 +154,6 @@ def quantize_onnx(
                 weight_type=getattr(QuantType, profile.ort_weight_type),
                 calibrate_method=calibrate,
                 nodes_to_exclude=list(keep_float) or None,
-                extra_options={"CalibTensorRangeSymmetric": False},
             )
         except Exception as exc:
             raise ExportError(f"ONNX Runtime quantization failed ({type(exc).__name__}: {_first_line(exc)})") from None

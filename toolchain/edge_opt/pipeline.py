@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchsc
 from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
 from edge_opt.quantization import check_backend, to_fp16, to_int8
 from edge_opt.quiet import known_warnings_silenced
+from edge_opt.sensitivity import onnx_nodes_for_modules
 from edge_opt.targets import TargetProfile, resolve_target
 from edge_opt.train import trained_checkpoint
 
@@ -57,6 +59,8 @@ PARITY_GATES: dict[tuple[Precision, str], Gate] = {
     (Precision.INT8, "quantized"): Gate(min_top1=0.90, min_cosine=0.95),
 }
 
+#: An INT8 accuracy drop (fraction) beyond which the summary points at the sensitivity report.
+INT8_DROP_NOTE = 0.01
 #: Models whose built-in weights are trained on Fashion-MNIST when no checkpoint is given.
 TRAINABLE_BY_DEFAULT = ("smallcnn",)
 _SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx"}
@@ -79,6 +83,7 @@ class ArtifactRow:
     size_ratio: float = 1.0
     accuracy_delta: float = 0.0
     speedup: dict[int, float] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None
 
     @property
     def written(self) -> bool:
@@ -100,6 +105,7 @@ class ArtifactRow:
             "speedup_vs_fp32": {str(b): round(v, 3) for b, v in self.speedup.items()},
             "parity_vs_source": self.parity_vs_source.to_dict(),
             "parity_vs_fp32": self.parity_vs_fp32.to_dict(),
+            "quantization": self.quantization,
         }
 
 
@@ -140,6 +146,7 @@ class _Context:
     model_record: dict[str, Any]
     work: Path  # scratch space for baselines and intermediate files
     int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
+    int8_seconds: float = 0.0  # prepare + calibrate + convert
 
 
 def run_export(
@@ -179,6 +186,13 @@ def run_export(
                     rows.append(row)
         if Precision.FP16 in precisions:
             notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
+        for row in rows:
+            if row.precision is Precision.INT8 and row.accuracy_delta < -INT8_DROP_NOTE and not ctx.spec.random_init:
+                notes.append(
+                    f"INT8 {row.format.value} lost {-row.accuracy_delta * 100:.2f} points: `edge-sweep --sensitivity` "
+                    "(same flags) lists the layers INT8 hurts most and what keeping them in float buys back; "
+                    "or raise --calibration-batches"
+                )
     rows.sort(key=lambda r: (list(Precision).index(r.precision), r.format.value))
     report = ExportReport(
         ctx.spec.name,
@@ -192,6 +206,12 @@ def run_export(
     )
     _write_summary(report)
     return report
+
+
+def prepare_model(config: Config, profile: TargetProfile, work: Path) -> _Context:
+    """Data, model (trained / loaded / pruned), calibration batches and FP32 reference logits, as an export sees them."""
+    with known_warnings_silenced():
+        return _prepare(config, profile, work)
 
 
 def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
@@ -278,6 +298,7 @@ def _source_model(ctx: _Context, precision: Precision) -> torch.nn.Module:
     if precision is Precision.INT8:
         if ctx.int8_model is None:
             progress.status(f"FX INT8 quantization ({ctx.profile.torch_engine}, {len(ctx.calibration)} calibration batches)")
+            started = time.perf_counter()
             ctx.int8_model = to_int8(
                 ctx.spec.module,
                 ctx.calibration,
@@ -286,6 +307,7 @@ def _source_model(ctx: _Context, precision: Precision) -> torch.nn.Module:
                 observer=ctx.config.quantization.fx_observer,
                 keep_float=ctx.config.quantization.keep_float,
             )
+            ctx.int8_seconds = time.perf_counter() - started
         return ctx.int8_model
     return ctx.spec.module
 
@@ -327,6 +349,7 @@ def _write_model(
                 "calibration_batches": len(ctx.calibration),
                 "calibration_batch_size": ctx.config.data.batch_size,
                 "modules_kept_float": list(ctx.config.quantization.keep_float),
+                "calibration_seconds": round(ctx.int8_seconds, 3),
             }
         if fmt is ArtifactFormat.TORCHSCRIPT:
             export_torchscript(source, example.to(dtype), path, engine=engine)
@@ -334,14 +357,14 @@ def _write_model(
         export_onnx(source, example.to(dtype), path, opset=ctx.config.export.opset)
         return OrtRunner(path), source_logits, "same", quant
     # INT8 ONNX: ONNX Runtime quantizes the FP32 graph with the same calibration batches.
+    q = ctx.config.quantization
+    fp32_onnx = _fp32_onnx(ctx)
+    excluded = list(dict.fromkeys([*onnx_nodes_for_modules(fp32_onnx, q.keep_float), *q.keep_float_nodes]))
+    started = time.perf_counter()
     quant = quantize_onnx(
-        _fp32_onnx(ctx),
-        path,
-        [x.numpy() for x in ctx.calibration],
-        ctx.profile,
-        method=ctx.config.quantization.ort_calibration,
-        keep_float=ctx.config.quantization.keep_float,
+        fp32_onnx, path, [x.numpy() for x in ctx.calibration], ctx.profile, method=q.ort_calibration, keep_float=excluded
     )
+    quant["calibration_seconds"] = round(time.perf_counter() - started, 3)
     quant["calibration_batch_size"] = ctx.config.data.batch_size
     return OrtRunner(path), ctx.fp32_logits[:n], "quantized", quant
 
@@ -399,6 +422,7 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
             file["sha256"],
             None,
         )
+        row.quantization = quant
         manifest = _manifest(ctx, row, file, relation, quant)
         if out_dir is not None:
             row.path = staged.commit(manifest)

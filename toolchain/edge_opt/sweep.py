@@ -172,6 +172,135 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def calibration_sweep(config: Any, out: Path, counts: Sequence[int]) -> list[dict[str, Any]]:
+    """INT8 accuracy and calibration time (FX and ONNX Runtime) for each number of calibration batches."""
+    from edge_opt.config import with_overrides
+    from edge_opt.pipeline import run_export
+
+    rows = []
+    for count in counts:
+        report = run_export(with_overrides(config, {"calibration_batches": count, "precisions": ["int8"]}), out / f"cal{count}")
+        for row in report.rows:
+            if row.precision.value == "int8":
+                rows.append(
+                    {
+                        "calibration_batches": count,
+                        "format": row.format.value,
+                        "accuracy": row.accuracy,
+                        "accuracy_delta_to_fp32": row.accuracy_delta,
+                        "calibration_seconds": (row.quantization or {}).get("calibration_seconds"),
+                        "images": count * config.data.batch_size,
+                    }
+                )
+    return rows
+
+
+def calibration_table(rows: list[dict[str, Any]], method: str) -> Table:
+    table = Table(title=f"INT8 accuracy against calibration batches ({method})", title_justify="left")
+    for col in ("batches", "images", "format", "accuracy", "Δ vs FP32", "calibration s"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["calibration_batches"]),
+            str(r["images"]),
+            r["format"],
+            f"{r['accuracy'] * 100:.2f}%",
+            f"{r['accuracy_delta_to_fp32'] * 100:+.2f}",
+            f"{r['calibration_seconds']:.2f}",
+        )
+    return table
+
+
+def sensitivity_report(config: Any, out: Path, top: int) -> dict[str, Any]:
+    """Per-layer INT8 sensitivity (FX and ONNX Runtime), then what keeping the worst layers in float buys back."""
+    import tempfile
+
+    import numpy as np
+
+    from edge_opt.config import with_overrides
+    from edge_opt.export import export_onnx, quantize_onnx
+    from edge_opt.pipeline import prepare_model, run_export
+    from edge_opt.sensitivity import fx_sensitivity, onnx_sensitivity
+    from edge_opt.targets import resolve_target
+
+    profile = resolve_target(config.target)
+    with tempfile.TemporaryDirectory(prefix="edge-opt-sens-") as tmp:
+        ctx = prepare_model(config, profile, Path(tmp))
+        inputs = next(ctx.eval_split.batches(ctx.spec.preprocessing, min(512, len(ctx.eval_split))))[0]
+        base_sqnr, fx_layers = fx_sensitivity(
+            ctx.spec.module, ctx.calibration, inputs, profile.torch_engine, config.quantization.fx_observer
+        )
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(ctx.spec.module, ctx.calibration[0][:1], fp32, opset=config.export.opset)
+        batches = [x.numpy() for x in ctx.calibration]
+        quantize_onnx(fp32, int8, batches, profile, method=config.quantization.ort_calibration)
+        onnx_layers = onnx_sensitivity(fp32, int8, [np.ascontiguousarray(batches[0][:64])])
+    buyback = []
+    keep_modules = tuple(layer.name for layer in fx_layers[:top])
+    keep_nodes = tuple(layer.name for layer in onnx_layers[:top])
+    for label, modules, nodes in (("full INT8", (), ()), (f"top {top} kept in float", keep_modules, keep_nodes)):
+        overrides = {
+            "precisions": ["int8"],
+            "quantization.keep_float": list(modules),
+            "quantization.keep_float_nodes": list(nodes),
+        }
+        report = run_export(with_overrides(config, overrides), out / ("keep0" if not modules else f"keep{top}"))
+        for row in report.rows:
+            buyback.append(
+                {
+                    "variant": label,
+                    "precision": row.precision.value,
+                    "format": row.format.value,
+                    "accuracy": row.accuracy,
+                    "latency_b1_ms": row.latency_ms.get(1),
+                }
+            )
+    return {
+        "fx_full_int8_logits_sqnr_db": base_sqnr,
+        "fx_layers": [layer.__dict__ for layer in fx_layers],
+        "onnx_layers": [layer.__dict__ for layer in onnx_layers],
+        "kept_modules": list(keep_modules),
+        "kept_nodes": list(keep_nodes),
+        "buyback": buyback,
+    }
+
+
+def print_sensitivity(console: Console, result: dict[str, Any], limit: int = 10) -> None:
+    fx = Table(
+        title=f"FX INT8: logits SQNR {result['fx_full_int8_logits_sqnr_db']:.1f} dB; keeping one layer in float gives",
+        title_justify="left",
+    )
+    for col in ("module", "logits SQNR dB", "gain dB"):
+        fx.add_column(col, justify="left" if col == "module" else "right")
+    for layer in result["fx_layers"][:limit]:
+        fx.add_row(layer["name"], f"{layer['sqnr_db']:.1f}", f"{layer['gain_db']:+.1f}")
+    console.print(fx)
+    ort_table = Table(title="ONNX Runtime INT8: activation SQNR against FP32, worst first", title_justify="left")
+    for col in ("node", "SQNR dB"):
+        ort_table.add_column(col, justify="left" if col == "node" else "right")
+    for layer in result["onnx_layers"][:limit]:
+        ort_table.add_row(layer["name"], f"{layer['sqnr_db']:.1f}")
+    console.print(ort_table)
+    buy = Table(title="what keeping the most sensitive layers in float buys back", title_justify="left")
+    for col in ("variant", "format", "accuracy", "b1 ms"):
+        buy.add_column(col, justify="left" if col in ("variant", "format") else "right")
+    for r in result["buyback"]:
+        if r["precision"] == "int8":
+            buy.add_row(r["variant"], r["format"], f"{r['accuracy'] * 100:.2f}%", f"{r['latency_b1_ms']:.3f}")
+    console.print(buy)
+    console.print(
+        f"[dim]kept in float: modules {result['kept_modules']} (FX); nodes {result['kept_nodes']} (ONNX). "
+        "Use edge-export --keep-float MODULE, or quantization.keep_float / keep_float_nodes in the config.[/dim]"
+    )
+
+
+def _counts(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid batch counts {value!r}; use e.g. 4,8,16,32,64") from None
+
+
 def _amounts(value: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in value.split(",") if v.strip())
@@ -188,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.prog = "edge-sweep"
     parser.description = "Every precision × pruning amount × format: table, CSV, JSON and a plot (edge-export's flags apply)."
     parser.add_argument("--amounts", type=_amounts, help="pruning amounts, e.g. 0,0.25,0.5 (default: config pruning.amounts)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--calibration-sweep", type=_counts, metavar="N,N,...", help="INT8 accuracy vs calibration batches")
+    mode.add_argument("--sensitivity", action="store_true", help="per-layer INT8 sensitivity and keep-in-float buy-back")
+    parser.add_argument("--top", type=int, default=2, help="with --sensitivity: layers to keep in float (default 2)")
     parser.set_defaults(out=Path("sweep"))
     args = parser.parse_args(argv)
     quiet.show_all_warnings(args.verbose)
@@ -200,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge_opt.config import with_overrides
 
             config = with_overrides(config, {"precisions": ["fp32", "fp16", "int8"]})
+        if args.calibration_sweep or args.sensitivity:
+            return _special(args, config)
         amounts = args.amounts or config.pruning.amounts
         if 0.0 not in amounts:
             amounts = (0.0, *amounts)  # the unpruned FP32 baseline every row is compared with
@@ -218,6 +353,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rows and rows[0]["model"] == "smallcnn":
         console.print(guide_table(rows))
     console.print(f"[dim]wrote {paths['csv']}, {paths['json']}, {paths['plot']}[/dim]")
+    return 0
+
+
+def _special(args: argparse.Namespace, config: Any) -> int:
+    from edge_opt.report import envelope, print_json
+
+    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.calibration_sweep:
+        rows = calibration_sweep(config, args.out, args.calibration_sweep)
+        (args.out / "calibration.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        if args.json:
+            print_json(envelope("sweep", {"calibration": rows}, [], 0))
+        else:
+            method = f"FX {config.quantization.fx_observer.value}, ONNX Runtime {config.quantization.ort_calibration.value}"
+            console.print(calibration_table(rows, method))
+        return 0
+    result = sensitivity_report(config, args.out, args.top)
+    (args.out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print_json(envelope("sweep", {"sensitivity": result}, [], 0))
+    else:
+        print_sensitivity(console, result)
     return 0
 
 
