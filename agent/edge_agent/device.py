@@ -7,7 +7,6 @@ empty. The torch probe runs in a subprocess once (importing torch costs ~2 s and
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -18,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,18 +102,39 @@ def suggested_target(arch: str, flags: list[str]) -> str:
     return ""
 
 
-@functools.cache
-def torch_probe() -> RuntimeInfo | None:
-    """torch's version and quantized engines, probed in a subprocess (None if torch is not installed)."""
+_torch_probe: RuntimeInfo | None = None
+_torch_probe_done = threading.Event()
+
+
+def start_torch_probe() -> None:
+    """Probe torch in the background (at agent start), so GetDeviceInfo never waits for it."""
+    threading.Thread(target=_probe_torch, name="edge-agent-torch-probe", daemon=True).start()
+
+
+def _probe_torch() -> None:
+    global _torch_probe
+    if importlib.util.find_spec("torch") is not None:
+        code = "import json, torch; print(json.dumps([torch.__version__, torch.backends.quantized.supported_engines]))"
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+            version, engines = json.loads(out.stdout.strip().splitlines()[-1])
+            _torch_probe = RuntimeInfo("torch", version, quantized_engines=[e for e in engines if e != "none"])
+        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+            _torch_probe = RuntimeInfo("torch", _dist_version("torch"))
+    _torch_probe_done.set()
+
+
+def torch_probe(wait: float = 0.0) -> RuntimeInfo | None:
+    """torch's version and quantized engines (None if torch is not installed).
+
+    Importing torch costs seconds, so it is probed once in a subprocess; until that finishes, the version from the
+    package metadata is reported without the engines.
+    """
     if importlib.util.find_spec("torch") is None:
         return None
-    code = "import json, torch; print(json.dumps([torch.__version__, torch.backends.quantized.supported_engines]))"
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-        version, engines = json.loads(out.stdout.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+    if not _torch_probe_done.wait(wait):
         return RuntimeInfo("torch", _dist_version("torch"))
-    return RuntimeInfo("torch", version, quantized_engines=[e for e in engines if e != "none"])
+    return _torch_probe
 
 
 def _dist_version(name: str) -> str:
@@ -129,7 +150,7 @@ def runtimes(probe_torch: bool = True) -> list[RuntimeInfo]:
         import onnxruntime
 
         found.append(RuntimeInfo("onnxruntime", onnxruntime.__version__, providers=list(onnxruntime.get_available_providers())))
-    torch = torch_probe() if probe_torch else None
+    torch = torch_probe(wait=0.5) if probe_torch else None
     if torch is not None:
         found.append(torch)
     return found

@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge_agent.auth import TokenAuthInterceptor, read_token, server_credentials
+from edge_agent.device import start_torch_probe
 from edge_agent.journal import Journal
 from edge_agent.runs import RunManager
 from edge_agent.service import AgentService
@@ -132,6 +133,7 @@ class Agent:
 
 def start_agent(config: AgentConfig) -> Agent:
     config.check()
+    start_torch_probe()
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl")
     worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable

@@ -119,6 +119,15 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
 
     load_seconds = time.perf_counter() - t0
+    if _fault_active("worker_slow"):  # a device slowed on purpose: 2 ms of busy-wait per call
+        model_call = call
+
+        def call(x: Any) -> Any:
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+            return model_call(x)
+
     dims = _input_shape(declared, settings["batch_size"])
     rng = np.random.default_rng(0)
     x = rng.standard_normal(dims).astype(dtype)
@@ -170,14 +179,15 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _test_fault() -> None:
+def _fault_active(name: str) -> bool:
     """Test-only failure modes (EDGE_AGENT_FAULT), inert unless EDGE_AGENT_ENABLE_FAULTS=1."""
-    if os.environ.get("EDGE_AGENT_ENABLE_FAULTS") != "1":
-        return
-    fault = os.environ.get("EDGE_AGENT_FAULT", "")
-    if fault == "worker_abort":
+    return os.environ.get("EDGE_AGENT_ENABLE_FAULTS") == "1" and os.environ.get("EDGE_AGENT_FAULT") == name
+
+
+def _test_fault() -> None:
+    if _fault_active("worker_abort"):
         os.abort()
-    if fault == "worker_hang":
+    if _fault_active("worker_hang"):
         time.sleep(3600)
 
 

@@ -36,11 +36,16 @@ class ResultEnvelope(TypedDict):
     errors: list[ResultError]
 
 
+#: Exit code of a command that did part of its work (some devices unreachable, say): status "partial".
+EXIT_PARTIAL = 8
+
+
 def envelope(command: str, data: dict[str, Any] | None, errors: list[ResultError], exit_code: int) -> ResultEnvelope:
+    status = "ok" if exit_code == 0 else ("partial" if exit_code == EXIT_PARTIAL else "error")
     return {
         "edge_result_version": RESULT_VERSION,
         "command": command,
-        "status": "ok" if exit_code == 0 else "error",
+        "status": status,
         "exit_code": exit_code,
         "data": data,
         "errors": errors,

@@ -1,0 +1,148 @@
+"""How fleet collection scales: N agents as subprocesses on 127.0.0.1, one tiny artifact, tiny benchmark settings,
+so that what is measured is the collector (push, stream, store), not the models.
+
+    python benchmarks/bench_fleet.py [--sizes 1,2,4,8,16,32,64] [--json]
+
+Prints, per N: total collection time, the collector's CPU time (user + system of this process) per device, and
+the agents' start-up time. One machine, one run: on a 2-core host the N agents and their N benchmark workers
+share the same two cores as the collector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from edge_agent.client import AgentClient, Credentials
+from edge_opt.fleet.collect import Collector, load_artifacts
+from edge_opt.fleet.inventory import Device
+from edge_opt.fleet.store import open_store
+from onnx import TensorProto, helper, numpy_helper
+
+TOKEN = "fleet-benchmark-token-0123456789"
+
+
+def tiny_artifact(folder: Path) -> Path:
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    graph = helper.make_graph(
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [w, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(data)
+    manifest = {
+        "schema_version": 1,
+        "precision": "fp32",
+        "format": "onnx",
+        "model": {"name": "tiny"},
+        "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32"},
+        "file": {"name": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def start_agents(n: int, root: Path, token: Path) -> tuple[list[subprocess.Popen[str]], list[int], float]:
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                str(root / f"s{i}"),
+                "--token-file",
+                str(token),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    ports = []
+    for proc in procs:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        ports.append(int(line.split("serving on ", 1)[1].split()[0].rsplit(":", 1)[1]))
+    for port in ports:
+        AgentClient(f"127.0.0.1:{port}", Credentials(token=TOKEN)).wait_ready(120)
+    return procs, ports, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            token = root / "token"
+            token.write_text(TOKEN)
+            artifact = tiny_artifact(root / "art" / "tiny-onnx")
+            procs, ports, start_s = start_agents(n, root, token)
+            try:
+                devices = [Device(name=f"d{i}", address=f"127.0.0.1:{p}", token_file=token) for i, p in enumerate(ports)]
+                engine = open_store(str(root / "r.sqlite"))
+                # 0 means "the agent default" on the wire, so the smallest bounds are spelled as tiny positive values.
+                settings = {
+                    "iterations": 1,
+                    "min_seconds": 0.001,
+                    "warmup_runs": -1,
+                    "warmup_min_seconds": 0.001,
+                    "keep_samples": True,
+                    "timeout_seconds": 600,
+                }
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                t0 = time.perf_counter()
+                outcomes = Collector(engine, "scale", settings, call_timeout=120).run(devices, load_artifacts([artifact]))
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                ok = sum(o.complete for o in outcomes)
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    proc.wait(30)
+        row = {
+            "agents": n,
+            "complete": ok,
+            "collection_s": wall,
+            "collector_cpu_ms_per_device": cpu * 1000 / n,
+            "agents_start_s": start_s,
+        }
+        results.append(row)
+        if not args.json:
+            print(
+                f"N={n:>3}  complete {ok:>3}/{n:<3}  collection {wall:7.2f} s  ({wall / n * 1000:7.1f} ms/device)  "
+                f"collector CPU {row['collector_cpu_ms_per_device']:6.1f} ms/device  agents up in {start_s:6.2f} s",
+                flush=True,
+            )
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

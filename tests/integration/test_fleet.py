@@ -1,0 +1,193 @@
+"""Fleet collection against real agents (subprocesses on 127.0.0.1), into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from agent_helpers import TOKEN, AgentProcess, tiny_onnx_bytes, write_artifact
+from conftest import parse_json_result, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FLEET = "edge_opt.fleet.cli"
+FAST = ["--iterations", "30", "--min-seconds", "0.05", "--warmup-runs", "2"]
+
+
+class Fleet:
+    def __init__(self, root: Path, count: int) -> None:
+        self.root = root
+        self.token = root / "token"
+        self.token.write_text(TOKEN)
+        self.agents = {f"dev-{i}": AgentProcess(root / f"store-{i}", self.token) for i in range(count)}
+
+    def start(self, name: str | None = None, env: dict[str, str] | None = None) -> None:
+        for key, agent in self.agents.items():
+            if name in (None, key):
+                if env is not None:
+                    agent.env = {**os.environ, **env}
+                agent.start()
+
+    def inventory(self, extra: list[dict] | None = None) -> Path:
+        devices = [
+            {"name": n, "address": f"127.0.0.1:{a.port}", "tags": ["x86", "even" if i % 2 == 0 else "odd"]}
+            for i, (n, a) in enumerate(self.agents.items())
+        ]
+        path = self.root / "inventory.yaml"
+        path.write_text(yaml.safe_dump({"defaults": {"token_file": str(self.token)}, "devices": devices + (extra or [])}))
+        return path
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    export = tmp_path / "export"
+    # About 0.1 and 0.3 ms per call: big enough that scheduling noise stays well below the 2 ms slow-down.
+    write_artifact(export / "tiny-a-onnx", tiny_onnx_bytes(512), accuracy=0.80)
+    write_artifact(export / "tiny-b-onnx", tiny_onnx_bytes(1536), accuracy=0.85)
+    return export
+
+
+def fleet_cli(args: list[str], env: dict[str, str]) -> tuple[int, dict]:
+    proc = run_cli([*args, "--json", "-q"], env, module=FLEET)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, parse_json_result(proc.stdout)
+
+
+def _runs(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT device, run_id, state FROM runs ORDER BY device, run_id").fetchall()
+
+
+def test_devices_lists_unreachable_with_reason(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    fleet = Fleet(tmp_path, 2)
+    try:
+        fleet.start()
+        inventory = fleet.inventory([{"name": "ghost", "address": "127.0.0.1:1"}])
+        code, result = fleet_cli(["devices", "--inventory", str(inventory), "--timeout", "5"], cli_env)
+        assert code == 8 and result["status"] == "partial"
+        by_name = {d["name"]: d for d in result["data"]["devices"]}
+        assert by_name["dev-0"]["reachable"] and by_name["dev-0"]["info"]["cpu_count"] >= 1
+        assert not by_name["ghost"]["reachable"] and "UNAVAILABLE" in by_name["ghost"]["reason"]
+    finally:
+        fleet.close()
+
+
+def test_collection_survives_killed_devices_and_completes_only_what_is_missing(
+    tmp_path: Path, cli_env: dict[str, str], artifacts: Path
+) -> None:
+    fleet = Fleet(tmp_path, 4)
+    db = tmp_path / "results.sqlite"
+    try:
+        fleet.start()
+        inventory = fleet.inventory()
+        args = ["bench", "--inventory", str(inventory), str(artifacts), "--collection", "c1", "--db", str(db), "--timeout", "5"]
+        slow = ["--iterations", "50", "--min-seconds", "1.5", "--warmup-runs", "2"]
+        victims = ("dev-1", "dev-3")
+
+        def kill_soon() -> None:
+            time.sleep(2.0)
+            for name in victims:
+                fleet.agents[name].kill()
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        code, result = fleet_cli([*args, *slow], cli_env)
+        killer.join()
+        assert code == 8 and result["status"] == "partial"
+        outcomes = {d["device"]: d for d in result["data"]["devices"]}
+        for name in ("dev-0", "dev-2"):
+            assert outcomes[name]["succeeded"] == 2 and not outcomes[name]["error"]
+        for name in victims:
+            assert outcomes[name]["error"], outcomes[name]  # reported with the reason
+
+        for name in victims:  # restart them (new ports) and re-run the same collection
+            fleet.start(name)
+        inventory = fleet.inventory()
+        code, result = fleet_cli([*args, *slow], cli_env)
+        assert code == 0, result
+        outcomes = {d["device"]: d for d in result["data"]["devices"]}
+        for name in ("dev-0", "dev-2"):
+            assert outcomes[name]["reused"] == 2 and outcomes[name]["pushed_bytes"] == 0  # nothing redone
+        for name in victims:
+            assert outcomes[name]["succeeded"] == 2 and outcomes[name]["reused"] < 2  # the missing work was done
+        runs = _runs(db)
+        assert len({(d, r) for d, r, _ in runs}) == len(runs)  # nothing recorded twice
+        succeeded = [(d, r.split("-a")[0]) for d, r, s in runs if s == "SUCCEEDED"]
+        assert sorted(succeeded) == sorted(set(succeeded)) and len(succeeded) == 8  # 4 devices × 2 artifacts, once
+    finally:
+        fleet.close()
+
+
+def test_report_and_compare_flag_exactly_the_slowed_device(tmp_path: Path, cli_env: dict[str, str], artifacts: Path) -> None:
+    fleet = Fleet(tmp_path, 3)
+    db = tmp_path / "results.sqlite"
+    try:
+        fleet.start()
+        inventory = fleet.inventory()
+        common = ["--inventory", str(inventory), str(artifacts), "--db", str(db), "--timeout", "10", "--parallel", "1", *FAST]
+        assert fleet_cli(["bench", *common, "--collection", "base"], cli_env)[0] == 0
+        # Slow one device on purpose: its worker busy-waits 2 ms per call (a throttled or busy device).
+        fleet.agents["dev-1"].close()
+        fleet.start("dev-1", env={"EDGE_AGENT_ENABLE_FAULTS": "1", "EDGE_AGENT_FAULT": "worker_slow"})
+        inventory = fleet.inventory()
+        assert fleet_cli(["bench", *common, "--collection", "slowed"], cli_env)[0] == 0
+
+        html, csv_path = tmp_path / "report.html", tmp_path / "report.csv"
+        code, report = fleet_cli(
+            ["report", "--db", str(db), "--collection", "slowed", "--html", str(html), "--csv", str(csv_path)], cli_env
+        )
+        assert code == 0 and len(report["data"]["rows"]) == 6
+        page = html.read_text()
+        assert page.count("<img") == 3 and "data:image/png;base64," in page and "outlier" in page
+        assert len(csv_path.read_text().strip().splitlines()) == 7
+
+        # The slowed rows are 7-20x slower; on this shared 2-core machine unslowed rows have been seen to drift by
+        # 1.5x between two collections, so the minimum effect is set above that drift.
+        code, compared = fleet_cli(["compare", "base", "slowed", "--db", str(db), "--min-effect", "1.0"], cli_env)
+        assert code == 0
+        flagged = {(v["device"], v["artifact"]) for v in compared["data"]["verdicts"] if v["verdict"] == "regression"}
+        assert flagged == {("dev-1", "tiny-a-onnx"), ("dev-1", "tiny-b-onnx")}
+        assert set(compared["data"]["outliers"]) == {"dev-1"}
+    finally:
+        fleet.close()
+
+
+def test_collection_into_postgresql(tmp_path: Path, cli_env: dict[str, str], artifacts: Path) -> None:
+    url = os.environ.get("EDGE_FLEET_TEST_POSTGRES", "")
+    if not url:
+        message = "EDGE_FLEET_TEST_POSTGRES is not set: run scripts/postgres_for_tests.sh DIR and export its output"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    fleet = Fleet(tmp_path, 2)
+    try:
+        fleet.start()
+        collection = f"pg-{os.getpid()}-{int(time.time())}"
+        args = ["bench", "--inventory", str(fleet.inventory()), str(artifacts), "--collection", collection, "--db", url, *FAST]
+        assert fleet_cli(args, cli_env)[0] == 0
+        assert fleet_cli(args, cli_env)[0] == 0  # idempotent
+        code, report = fleet_cli(["report", "--db", url, "--collection", collection], cli_env)
+        assert code == 0 and len(report["data"]["rows"]) == 4
+        assert all(r["state"] == "SUCCEEDED" and r["p50_ms"] > 0 for r in report["data"]["rows"])
+    finally:
+        fleet.close()
+
+
+def test_inventory_errors_are_one_line(tmp_path: Path, cli_env: dict[str, str], artifacts: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices:\n  - {name: a, adress: '127.0.0.1:1'}\n")
+    proc = run_cli(["devices", "--inventory", str(bad)], cli_env, module=FLEET)
+    assert proc.returncode == 2 and "adress" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    good = tmp_path / "good.yaml"
+    good.write_text("devices:\n  - {name: a, address: '127.0.0.1:1'}\n")
+    proc = run_cli(["bench", "--inventory", str(good), str(artifacts), "--device", "nope"], cli_env, module=FLEET)
+    assert proc.returncode == 2 and "nope" in proc.stderr

@@ -1,0 +1,289 @@
+"""``edge-fleet``: benchmark a set of artifacts on many devices at once, keep every result, report and compare.
+
+    edge-fleet devices  --inventory fleet.yaml [--device NAME] [--tag TAG]
+    edge-fleet bench    --inventory fleet.yaml ARTIFACT_DIR|EXPORT_DIR ... [--collection NAME] [--db results.sqlite]
+    edge-fleet report   --collection NAME [--csv F] [--json-out F] [--html F]
+    edge-fleet compare  BASELINE CANDIDATE [--min-effect 0.05]
+
+The results store is ``--db`` (or ``$EDGE_FLEET_DB``): a SQLite file (default ``edge-fleet.sqlite``) or a
+``postgresql://`` URL shared by several hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from edge_opt.errors import ConfigError, ToolchainError
+from edge_opt.report import EXIT_PARTIAL
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("EDGE_FLEET_DB", "edge-fleet.sqlite"),
+        help="SQLite file or postgresql:// URL (default edge-fleet.sqlite, or $EDGE_FLEET_DB)",
+    )
+    parser.add_argument("--json", action="store_true", help="versioned JSON result on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true")
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inventory", type=Path, required=True, help="YAML inventory of devices")
+    parser.add_argument("--device", action="append", help="a device by name (repeatable; default all)")
+    parser.add_argument("--tag", action="append", help="devices carrying this tag (repeatable)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call to a device (s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    devices = sub.add_parser("devices", help="check every device concurrently")
+    _selection(devices)
+    _common(devices)
+    bench = sub.add_parser("bench", help="push and benchmark artifacts on the selected devices")
+    _selection(bench)
+    bench.add_argument("artifacts", nargs="+", type=Path, help="artifact folders, or export folders holding them")
+    bench.add_argument("--collection", help="name of this collection (re-use it to complete a partial run)")
+    bench.add_argument("--iterations", type=int, default=100)
+    bench.add_argument("--min-seconds", type=float, default=1.0)
+    bench.add_argument("--warmup-runs", type=int, default=10)
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--batch-size", type=int, default=1)
+    bench.add_argument("--run-timeout", type=float, default=600.0)
+    bench.add_argument("--parallel", type=int, help="devices benchmarked at once (default: all)")
+    _common(bench)
+    report = sub.add_parser("report", help="one collection: table, CSV, JSON, HTML")
+    report.add_argument("--collection", help="default: the newest")
+    report.add_argument("--csv", type=Path)
+    report.add_argument("--json-out", type=Path)
+    report.add_argument("--html", type=Path)
+    _common(report)
+    compare = sub.add_parser("compare", help="regressions and improvements beyond the noise, and outlier devices")
+    compare.add_argument("baseline")
+    compare.add_argument("candidate")
+    compare.add_argument("--min-effect", type=float, default=0.05, help="smallest change that counts (default 5%%)")
+    _common(compare)
+    return parser
+
+
+def artifact_folders(paths: list[Path]) -> list[Path]:
+    """Artifact folders (manifest.json inside) given directly or inside export folders."""
+    found = []
+    for path in paths:
+        if (path / "manifest.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            inner = sorted(p.parent for p in path.glob("*/manifest.json"))
+            if not inner:
+                raise ConfigError(f"{path} holds no artifacts (folders with manifest.json); export with edge-export first")
+            found.extend(inner)
+        else:
+            raise ConfigError(f"{path} does not exist")
+    return found
+
+
+def short_reason(exc: Any) -> str:
+    """gRPC's UNAVAILABLE details are a paragraph; the last clause says what happened ("Connection refused")."""
+    return f"{exc.code}: {str(exc.details).rsplit(': ', 1)[-1][:100]}"
+
+
+def cmd_devices(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+    from edge_agent.client import AgentClient, DeviceCallError
+
+    from edge_opt.fleet.collect import credentials_for
+    from edge_opt.fleet.inventory import load_inventory
+
+    devices = load_inventory(args.inventory).select(args.device, args.tag)
+
+    def check(device: Any) -> dict[str, Any]:
+        try:
+            with AgentClient(device.address, credentials_for(device), timeout=args.timeout) as client:
+                return {"name": device.name, "address": device.address, "reachable": True, "info": client.info()}
+        except DeviceCallError as exc:
+            return {"name": device.name, "address": device.address, "reachable": False, "reason": short_reason(exc)}
+        except (OSError, ValueError) as exc:
+            return {"name": device.name, "address": device.address, "reachable": False, "reason": str(exc)[:120]}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(devices))) as pool:
+        results = list(pool.map(check, devices))
+    table = Table(title="devices", title_justify="left")
+    for col in ("device", "address", "reachable", "arch", "CPU", "INT8 features", "runtimes", "agent", "temp °C", "reason"):
+        table.add_column(col)
+    for r in results:
+        info = r.get("info") or {}
+        runtimes = ", ".join(f"{x['name']} {x['version']}" for x in info.get("runtimes", []))
+        temp = (info.get("state") or {}).get("temperature_c")
+        table.add_row(
+            r["name"],
+            r["address"],
+            "yes" if r["reachable"] else "[red]no[/red]",
+            info.get("arch", ""),
+            info.get("cpu_model", ""),
+            " ".join(info.get("cpu_flags", [])),
+            runtimes,
+            info.get("agent_version", ""),
+            "" if not isinstance(temp, float) or temp != temp else f"{temp:.0f}",
+            r.get("reason", ""),
+        )
+    if not args.json:
+        console.print(table)
+    return {"devices": results}, 0 if all(r["reachable"] for r in results) else EXIT_PARTIAL
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+    from edge_opt.fleet.collect import Collector, load_artifacts
+    from edge_opt.fleet.inventory import load_inventory
+    from edge_opt.fleet.store import open_store
+
+    devices = load_inventory(args.inventory).select(args.device, args.tag)
+    artifacts = load_artifacts(artifact_folders(args.artifacts))
+    collection = args.collection or datetime.now(UTC).strftime("c%Y%m%d-%H%M%S")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", collection):
+        raise ConfigError(f"collection name {collection!r} must match [A-Za-z0-9._-]{{1,64}}")
+    settings = {
+        "iterations": args.iterations,
+        "min_seconds": args.min_seconds,
+        "warmup_runs": args.warmup_runs,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "timeout_seconds": args.run_timeout,
+        "keep_samples": True,
+    }
+    engine = open_store(args.db)
+
+    def on_event(device: str, message: str) -> None:
+        if not args.quiet and not args.json:
+            console.print(f"[dim]{device}[/dim]: {message}", highlight=False)
+
+    collector = Collector(engine, collection, settings, call_timeout=args.timeout, on_event=on_event)
+    outcomes = collector.run(devices, artifacts, workers=args.parallel)
+    table = Table(title=f"collection {collection}: {len(devices)} devices × {len(artifacts)} artifacts", title_justify="left")
+    for col in ("device", "reachable", "ran", "reused", "failed", "pushed MB", "seconds", "reason"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(
+            o.device,
+            "yes" if o.reachable else "[red]no[/red]",
+            str(o.succeeded - o.reused),
+            str(o.reused),
+            str(o.failed),
+            f"{o.pushed_bytes / 1e6:.2f}",
+            f"{o.seconds:.1f}",
+            o.error,
+        )
+    if not args.json:
+        console.print(table)
+    data = {"collection": collection, "devices": [o.__dict__ for o in outcomes]}
+    return data, 0 if all(o.complete for o in outcomes) else EXIT_PARTIAL
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+    from edge_opt.fleet import report as rep
+    from edge_opt.fleet.store import collections, open_store
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        known = collections(session)
+        name = args.collection or (known[-1] if known else None)
+        if name is None or name not in known:
+            raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
+        rows = rep.collection_rows(session, name)
+    for path, writer in ((args.csv, rep.write_csv), (args.json_out, rep.write_json)):
+        if path:
+            writer(rows, path)
+    if args.html:
+        rep.write_html(rows, args.html, name)
+    if not args.json:
+        console.print(rep.terminal_table(rows, f"collection {name}"))
+    slim = [{k: v for k, v in r.items() if k not in ("samples_ms", "device_info")} for r in rows]
+    return {"collection": name, "rows": slim}, 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+    from edge_opt.fleet import report as rep
+    from edge_opt.fleet.stats import compare_run, outlier_devices
+    from edge_opt.fleet.store import collections, open_store
+
+    engine = open_store(args.db)
+    with Session(engine) as session:
+        known = collections(session)
+        for name in (args.baseline, args.candidate):
+            if name not in known:
+                raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
+        base = {(r["device"], r["sha256"]): r for r in rep.collection_rows(session, args.baseline) if r["state"] == "SUCCEEDED"}
+        cand_rows = rep.collection_rows(session, args.candidate)
+    verdicts = []
+    for r in cand_rows:
+        b = base.get((r["device"], r["sha256"]))
+        if b is None or r["state"] != "SUCCEEDED":
+            continue
+        verdict, change, b_ci, c_ci = compare_run(b, r, args.min_effect)
+        verdicts.append(
+            {
+                "device": r["device"],
+                "artifact": r["artifact"],
+                "baseline_p50_ms": b["p50_ms"],
+                "candidate_p50_ms": r["p50_ms"],
+                "change": change,
+                "verdict": verdict,
+                "baseline_ci_ms": b_ci,
+                "candidate_ci_ms": c_ci,
+            }
+        )
+    outliers = outlier_devices(cand_rows)
+    table = Table(title=f"{args.candidate} against {args.baseline}", title_justify="left")
+    for col in ("device", "artifact", "baseline p50", "candidate p50", "change", "verdict"):
+        table.add_column(col)
+    for v in verdicts:
+        color = {"regression": "red", "improvement": "green"}.get(v["verdict"], "white")
+        table.add_row(
+            v["device"],
+            v["artifact"],
+            f"{v['baseline_p50_ms']:.3f}",
+            f"{v['candidate_p50_ms']:.3f}",
+            f"{v['change'] * 100:+.1f}%",
+            f"[{color}]{v['verdict']}[/{color}]",
+        )
+    if not args.json:
+        console.print(table)
+        for device, ratio in outliers.items():
+            console.print(f"[yellow]outlier device[/yellow] {device}: {ratio:.1f}× slower than its peers in {args.candidate}")
+    regressions = sum(v["verdict"] == "regression" for v in verdicts)
+    return {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}, 0
+
+
+COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge_opt.report import envelope, print_json
+
+    args = build_parser().parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
+    try:
+        data, code = COMMANDS[args.command](args, console)
+    except ToolchainError as exc:
+        print(f"edge-fleet: error: {exc}", file=sys.stderr)
+        if args.json:
+            print_json(envelope(f"fleet {args.command}", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
+        return exc.exit_code
+    if args.json:
+        print_json(envelope(f"fleet {args.command}", json.loads(json.dumps(data, default=str)), [], code))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
