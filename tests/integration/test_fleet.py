@@ -84,14 +84,14 @@ def test_devices_lists_unreachable_with_reason(tmp_path: Path, cli_env: dict[str
 def test_collection_survives_killed_devices_and_completes_only_what_is_missing(
     tmp_path: Path, cli_env: dict[str, str], artifacts: Path
 ) -> None:
-    fleet = Fleet(tmp_path, 4)
+    fleet = Fleet(tmp_path, 8)
     db = tmp_path / "results.sqlite"
     try:
         fleet.start()
         inventory = fleet.inventory()
         args = ["bench", "--inventory", str(inventory), str(artifacts), "--collection", "c1", "--db", str(db), "--timeout", "5"]
         slow = ["--iterations", "50", "--min-seconds", "1.5", "--warmup-runs", "2"]
-        victims = ("dev-1", "dev-3")
+        victims = ("dev-1", "dev-6")
 
         def kill_soon() -> None:
             time.sleep(2.0)
@@ -104,8 +104,9 @@ def test_collection_survives_killed_devices_and_completes_only_what_is_missing(
         killer.join()
         assert code == 8 and result["status"] == "partial"
         outcomes = {d["device"]: d for d in result["data"]["devices"]}
-        for name in ("dev-0", "dev-2"):
-            assert outcomes[name]["succeeded"] == 2 and not outcomes[name]["error"]
+        survivors = [name for name in fleet.agents if name not in victims]
+        for name in survivors:
+            assert outcomes[name]["succeeded"] == 2 and not outcomes[name]["error"], outcomes[name]
         for name in victims:
             assert outcomes[name]["error"], outcomes[name]  # reported with the reason
 
@@ -115,14 +116,14 @@ def test_collection_survives_killed_devices_and_completes_only_what_is_missing(
         code, result = fleet_cli([*args, *slow], cli_env)
         assert code == 0, result
         outcomes = {d["device"]: d for d in result["data"]["devices"]}
-        for name in ("dev-0", "dev-2"):
+        for name in survivors:
             assert outcomes[name]["reused"] == 2 and outcomes[name]["pushed_bytes"] == 0  # nothing redone
         for name in victims:
             assert outcomes[name]["succeeded"] == 2 and outcomes[name]["reused"] < 2  # the missing work was done
         runs = _runs(db)
         assert len({(d, r) for d, r, _ in runs}) == len(runs)  # nothing recorded twice
         succeeded = [(d, r.split("-a")[0]) for d, r, s in runs if s == "SUCCEEDED"]
-        assert sorted(succeeded) == sorted(set(succeeded)) and len(succeeded) == 8  # 4 devices × 2 artifacts, once
+        assert sorted(succeeded) == sorted(set(succeeded)) and len(succeeded) == 16  # 8 devices × 2 artifacts, once
     finally:
         fleet.close()
 
@@ -191,3 +192,48 @@ def test_inventory_errors_are_one_line(tmp_path: Path, cli_env: dict[str, str], 
     good.write_text("devices:\n  - {name: a, address: '127.0.0.1:1'}\n")
     proc = run_cli(["bench", "--inventory", str(good), str(artifacts), "--device", "nope"], cli_env, module=FLEET)
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_bench_runs_an_export_config_first(tmp_path: Path, cli_env: dict[str, str], data_root: Path) -> None:
+    config = tmp_path / "export.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "edge_test_models:tiny"},
+                "precisions": ["int8"],
+                "formats": ["onnx"],
+                "calibration_batches": 2,
+                "data": {"root": str(data_root), "download": False, "eval_samples": 200},
+                "benchmark": {
+                    "iterations": 2,
+                    "min_seconds": 0.001,
+                    "warmup_runs": 1,
+                    "warmup_min_seconds": 0.001,
+                    "batch_sizes": [1],
+                },
+            }
+        )
+    )
+    fleet = Fleet(tmp_path, 1)
+    try:
+        fleet.start()
+        args = [
+            "bench",
+            "--inventory",
+            str(fleet.inventory()),
+            "--export-config",
+            str(config),
+            "--export-out",
+            str(tmp_path / "exported"),
+            "--db",
+            str(tmp_path / "r.sqlite"),
+            "--collection",
+            "from-config",
+            *FAST,
+        ]
+        code, result = fleet_cli(args, cli_env)
+        assert code == 0, result
+        assert result["data"]["devices"][0]["succeeded"] == 1
+        assert (tmp_path / "exported" / "edge_test_models.tiny-int8-onnx" / "manifest.json").is_file()
+    finally:
+        fleet.close()

@@ -55,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(devices)
     bench = sub.add_parser("bench", help="push and benchmark artifacts on the selected devices")
     _selection(bench)
-    bench.add_argument("artifacts", nargs="+", type=Path, help="artifact folders, or export folders holding them")
+    bench.add_argument("artifacts", nargs="*", type=Path, help="artifact folders, or export folders holding them")
+    bench.add_argument(
+        "--export-config",
+        type=Path,
+        metavar="CONFIG",
+        help="run edge-export with this config first (into --export-out) and benchmark what it wrote",
+    )
+    bench.add_argument("--export-out", type=Path, default=Path("fleet-artifacts"), help="where --export-config writes")
     bench.add_argument("--collection", help="name of this collection (re-use it to complete a partial run)")
     bench.add_argument("--iterations", type=int, default=100)
     bench.add_argument("--min-seconds", type=float, default=1.0)
@@ -93,6 +100,17 @@ def artifact_folders(paths: list[Path]) -> list[Path]:
         else:
             raise ConfigError(f"{path} does not exist")
     return found
+
+
+def exported_folders(config_path: Path, out: Path, *, quiet: bool) -> list[Path]:
+    """Run the export job of ``config_path`` and return the artifact folders it wrote."""
+    from edge_opt import progress
+    from edge_opt.config import load_config
+    from edge_opt.pipeline import run_export
+
+    progress.set_enabled(not quiet)
+    report = run_export(load_config(config_path), out)
+    return [row.path for row in report.rows if row.path is not None]
 
 
 def short_reason(exc: Any) -> str:
@@ -149,7 +167,12 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any
     from edge_opt.fleet.store import open_store
 
     devices = load_inventory(args.inventory).select(args.device, args.tag)
-    artifacts = load_artifacts(artifact_folders(args.artifacts))
+    folders = list(args.artifacts)
+    if args.export_config:
+        folders += exported_folders(args.export_config, args.export_out, quiet=args.quiet or args.json)
+    if not folders:
+        raise ConfigError("nothing to benchmark: give artifact or export folders, or --export-config CONFIG")
+    artifacts = load_artifacts(artifact_folders(folders))
     collection = args.collection or datetime.now(UTC).strftime("c%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", collection):
         raise ConfigError(f"collection name {collection!r} must match [A-Za-z0-9._-]{{1,64}}")
