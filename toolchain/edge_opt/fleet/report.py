@@ -89,21 +89,26 @@ def terminal_table(rows: list[dict[str, Any]], title: str) -> Table:
         table.add_column(col, justify="left" if col in ("device", "artifact", "state", "note") else "right")
     outliers = outlier_devices(rows)
     for r in rows:
-        note = r["error"] or ("disturbed" if r["disturbed"] else "")
-        if r["device"] in outliers:
-            note = (note + "; " if note else "") + f"outlier: {outliers[r['device']]:.1f}× its peers"
-        table.add_row(
-            r["device"],
-            r["artifact"],
-            r["state"],
-            _f(r["p50_ms"]),
-            _f(r["p90_ms"]),
-            _f(r["p99_ms"]),
-            _f(r["throughput_per_s"], 0),
-            _pct(r["host_accuracy"]),
-            note,
-        )
+        table.add_row(*_cells(r, outliers))
     return table
+
+
+def _cells(r: dict[str, Any], outliers: dict[str, float]) -> list[str]:
+    """One row of the results table, as text: the same in the terminal and in HTML."""
+    note = r["error"] or ("disturbed" if r["disturbed"] else "")
+    if r["device"] in outliers:
+        note = (note + "; " if note else "") + f"outlier: {outliers[r['device']]:.1f}× its peers"
+    return [
+        r["device"],
+        r["artifact"],
+        r["state"],
+        _f(r["p50_ms"]),
+        _f(r["p90_ms"]),
+        _f(r["p99_ms"]),
+        _f(r["throughput_per_s"], 0),
+        _pct(r["host_accuracy"]),
+        note,
+    ]
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -240,21 +245,8 @@ def write_html(rows: list[dict[str, Any]], path: Path, collection: str) -> None:
         + "</tr>"
     )
     for r in rows:
-        note = r["error"] or ("disturbed" if r["disturbed"] else "")
         css = "fail" if r["state"] != "SUCCEEDED" else ("out" if r["device"] in outliers else "")
-        if r["device"] in outliers:
-            note = (note + "; " if note else "") + f"outlier: {outliers[r['device']]:.1f}× its peers"
-        cells = [
-            r["device"],
-            r["artifact"],
-            r["state"],
-            _f(r["p50_ms"]),
-            _f(r["p90_ms"]),
-            _f(r["p99_ms"]),
-            _f(r["throughput_per_s"], 0),
-            _pct(r["host_accuracy"]),
-            note,
-        ]
+        cells = _cells(r, outliers)
         body.append(
             f"<tr class='{css}'>"
             + "".join(f"<td class='{'l' if i in (0, 1, 2, 8) else ''}'>{html.escape(str(c))}</td>" for i, c in enumerate(cells))
