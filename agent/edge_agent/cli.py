@@ -50,6 +50,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-artifact-mb", type=int, help="largest artifact accepted (default 512)")
     parser.add_argument("--quota-mb", type=int, help="store quota (default 4096)")
     parser.add_argument("--grace", type=float, help="seconds a running benchmark may finish on SIGTERM (default 30)")
+    parser.add_argument("--memory-limit-mb", type=int, help="address-space limit of each benchmark worker (default none)")
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +147,7 @@ def agent_config(args: argparse.Namespace) -> Any:
         "insecure": args.insecure,
         "max_queue": args.max_queue,
         "grace_seconds": args.grace,
+        "memory_limit_bytes": args.memory_limit_mb << 20 if args.memory_limit_mb else None,
     }
     raw.update({k: v for k, v in flags.items() if v is not None})
     limits = StoreLimits()

@@ -329,7 +329,8 @@ class RunManager:
         if outcome is None:
             last = stderr_tail.decode(errors="replace").strip().splitlines()
             detail = last[-1][:300] if last else f"exit code {proc.returncode}"
-            code = "OOM" if "MemoryError" in detail or "bad_alloc" in detail else "RUNTIME_ERROR"
+            out_of_memory = ("MemoryError", "bad_alloc", "failed to map segment", "Cannot allocate memory")
+            code = "OOM" if any(marker in detail for marker in out_of_memory) else "RUNTIME_ERROR"
             return {"code": code, "message": f"the benchmark worker failed: {detail}"}, child_cpu
         return outcome, child_cpu
 

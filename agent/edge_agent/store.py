@@ -320,6 +320,9 @@ class ArtifactStore:
                     entry.unlink(missing_ok=True)
 
 
+#: The write call, a seam for the disk-full (ENOSPC) test.
+_write = os.write
+
 #: The read-back thread flushes the staged file to disk every this many bytes.
 _SYNC_EVERY_BYTES = 8 << 20
 
@@ -427,7 +430,7 @@ class Upload:
         view = memoryview(data)
         try:
             while view:
-                written = os.write(self._fd, view)
+                written = _write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC mid-write: give the space back, keep nothing partial

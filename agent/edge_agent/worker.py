@@ -77,7 +77,10 @@ def _onnx_runner(path: str, settings: dict[str, Any]) -> tuple[Any, str, list[An
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise WorkerError("MODEL_INVALID", f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from None
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if "bad_alloc" in first:  # the address-space limit (RLIMIT_AS), not the model
+            raise WorkerError("OOM", f"the worker ran out of its memory limit loading the model: {first}") from None
+        raise WorkerError("MODEL_INVALID", f"onnxruntime cannot load the model: {first}") from None
     first = session.get_inputs()[0]
     return session, first.name, list(first.shape), _DTYPES.get(first.type, "float32"), ort.__version__
 

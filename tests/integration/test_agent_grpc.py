@@ -219,3 +219,14 @@ def test_device_info(agent) -> None:
     assert info["arch"] and info["cpu_count"] >= 1 and info["memory_total_bytes"] > 0
     assert any(r["name"] == "onnxruntime" for r in info["runtimes"])
     assert info["suggested_target"] in ("x86_64", "x86_64-avx2", "arm64")
+
+
+def test_worker_over_its_memory_limit_is_oom_and_the_agent_stays_up(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    config = AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file, memory_limit_bytes=150 << 20)
+    with run_server(config) as (_, port), client_for(port) as client:
+        sha = client.push(write_artifact(tmp_path / "a", tiny_onnx_bytes())).sha256
+        last = list(client.bench(sha, FAST))[-1]
+        assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "OOM", last
+        client.wait_ready(5)

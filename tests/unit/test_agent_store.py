@@ -167,3 +167,24 @@ def test_concurrent_push_of_same_artifact_is_refused(tmp_path: Path) -> None:
     with store.begin_push(_header(data)), pytest.raises(OffsetMismatch, match="in progress"):
         store.begin_push(_header(data))
     assert os.path.exists(store.staging_dir / f"{hashlib.sha256(data).hexdigest()}.part")
+
+
+def test_disk_full_mid_write_keeps_nothing_and_the_store_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import edge_agent.store as store_module
+
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+
+    def disk_full(fd: int, buf: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with store.begin_push(_header(data)) as upload:
+        upload.write(0, data[:1000])
+        monkeypatch.setattr(store_module, "_write", disk_full)
+        with pytest.raises(QuotaExceeded, match="filled up"):
+            upload.write(1000, data[1000:2000])
+    monkeypatch.undo()
+    assert list(store.staging_dir.iterdir()) == [] and store.list() == []
+    assert _push(store, data).size_bytes == len(data)  # the next push succeeds
