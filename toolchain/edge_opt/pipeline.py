@@ -5,14 +5,7 @@ compared with the model it came from on real test images (the parity gate below)
 timed on this host, and only then published with its manifest. FP32 artifacts of the same formats are always
 built as the baseline of the size, accuracy and latency ratios, and written only when FP32 is asked for.
 
-Parity gates (``PARITY_GATES``) catch broken exports (a traced branch that is wrong for batches, a lost layer,
-overflow), not quantization noise: an artifact is refused when its outputs are not finite, when its top-1
-agreement with its source falls below ``min_top1``, when its mean cosine similarity falls below ``min_cosine``,
-or when its largest logit error, relative to the largest reference logit, exceeds ``max_rel_error``. Top-1
-alone is not enough: random-init models have near-tied logits that FP16 rounding legitimately reorders. The
-source of an ONNX INT8 artifact is the FP32 model (ONNX Runtime quantizes the FP32 graph), so it has no
-error-bound gate, only agreement and cosine; for random-init models (which quantize badly by nature: 0.46 top-1
-agreement for MobileNetV2 here) that comparison is reported, not enforced. Accuracy is reported separately.
+Parity gates are in :mod:`edge_opt.validation`.
 """
 
 from __future__ import annotations
@@ -34,7 +27,6 @@ from edge_opt import __version__, progress
 from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
 from edge_opt.config import ArtifactFormat, Config, Precision, cache_dir, resolve_data_root
 from edge_opt.data import CLASS_NAMES, FashionMNIST, Split, load_fashion_mnist
-from edge_opt.errors import ExportError
 from edge_opt.evaluate import OrtRunner, Parity, Runner, TorchRunner, accuracy_of, host_latency, parity, predict
 from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript, quantize_onnx
 from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
@@ -43,21 +35,7 @@ from edge_opt.quiet import known_warnings_silenced
 from edge_opt.sensitivity import onnx_nodes_for_modules
 from edge_opt.targets import TargetProfile, resolve_target
 from edge_opt.train import trained_checkpoint
-
-
-@dataclass(frozen=True)
-class Gate:
-    min_top1: float
-    max_rel_error: float | None = None
-    min_cosine: float | None = None
-
-
-PARITY_GATES: dict[tuple[Precision, str], Gate] = {
-    (Precision.FP32, "same"): Gate(min_top1=0.999, max_rel_error=1e-3, min_cosine=0.9999),
-    (Precision.FP16, "same"): Gate(min_top1=0.90, max_rel_error=0.1, min_cosine=0.99),
-    (Precision.INT8, "same"): Gate(min_top1=0.98, max_rel_error=0.1, min_cosine=0.99),
-    (Precision.INT8, "quantized"): Gate(min_top1=0.90, min_cosine=0.95),
-}
+from edge_opt.validation import check_parity
 
 #: An INT8 accuracy drop (fraction) beyond which the summary points at the sensitivity report.
 INT8_DROP_NOTE = 0.01
@@ -369,27 +347,6 @@ def _write_model(
     return OrtRunner(path), ctx.fp32_logits[:n], "quantized", quant
 
 
-def _check_gate(
-    label: str, precision: Precision, relation: str, p: Parity, ref: np.ndarray, *, finite_only: bool = False
-) -> None:
-    gate = Gate(min_top1=0.0) if finite_only else PARITY_GATES[(precision, relation)]
-    scale = max(1e-6, float(np.abs(ref).max()))
-    problems = []
-    if not p.finite:
-        problems.append("non-finite outputs")
-    if p.top1_agreement < gate.min_top1:
-        problems.append(f"top-1 agreement {p.top1_agreement:.4f} < {gate.min_top1}")
-    if gate.max_rel_error is not None and p.max_abs_error / scale > gate.max_rel_error:
-        problems.append(f"max error {p.max_abs_error:.3g} > {gate.max_rel_error} x {scale:.3g}")
-    if gate.min_cosine is not None and p.mean_cosine < gate.min_cosine:
-        problems.append(f"cosine {p.mean_cosine:.4f} < {gate.min_cosine}")
-    if problems:
-        raise ExportError(
-            f"{label} refused, it does not match its source model on {p.samples} test images ({'; '.join(problems)}); "
-            "nothing was written. Try more --calibration-batches, another --target, or keep sensitive layers in float"
-        )
-
-
 def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
     pruned = f"-p{round(ctx.config.pruning.amount * 100)}" if ctx.config.pruning.amount > 0 else ""
     name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}{pruned}-{precision.value}-{fmt.value}"
@@ -404,7 +361,7 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
         vs_source = parity(source_logits, logits[:n])
         # Random weights quantize badly by nature: their INT8-vs-FP32 agreement is reported, not gated.
         lenient = relation == "quantized" and ctx.spec.random_init
-        _check_gate(label, precision, relation, vs_source, source_logits, finite_only=lenient)
+        check_parity(label, precision, relation, vs_source, source_logits, finite_only=lenient)
         vs_fp32 = parity(ctx.fp32_logits[:n], logits[:n])
         latency = {
             b: host_latency(runner, ctx.spec.preprocessing, b, ctx.config.benchmark).p50_ms
