@@ -1,7 +1,7 @@
 """The main job end to end, as a user runs it: ``edge-export --precision all`` on SmallCNN / Fashion-MNIST.
 
-One session-scoped run (the CLI in a fresh interpreter) feeds every assertion below; the accuracy and size
-bounds are the acceptance criteria of the toolchain issue and the reference guide.
+One module-scoped run (the CLI in a fresh interpreter) feeds every assertion below; the accuracy and size bounds
+are the ones the README promises (and the reference guide's figures they improve on).
 """
 
 from __future__ import annotations
