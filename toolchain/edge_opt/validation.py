@@ -7,7 +7,8 @@ or when its largest logit error, relative to the largest reference logit, exceed
 alone is not enough: random-init models have near-tied logits that FP16 rounding legitimately reorders. The
 source of an ONNX INT8 artifact is the FP32 model (ONNX Runtime quantizes the FP32 graph), so it has no
 error-bound gate, only agreement and cosine; for random-init models (which quantize badly by nature: 0.46 top-1
-agreement for MobileNetV2 here) that comparison is reported, not enforced. Accuracy is reported separately.
+agreement for MobileNetV2 here) that comparison is reported, not enforced, and their FP16 / INT8 artifacts are
+not held to top-1 agreement (cosine and error bounds still apply). Accuracy is reported separately.
 """
 
 from __future__ import annotations
@@ -37,9 +38,19 @@ PARITY_GATES: dict[tuple[Precision, str], Gate] = {
 
 
 def check_parity(
-    label: str, precision: Precision, relation: str, p: Parity, ref: np.ndarray, *, finite_only: bool = False
+    label: str, precision: Precision, relation: str, p: Parity, ref: np.ndarray, *, random_weights: bool = False
 ) -> None:
-    gate = Gate(min_top1=0.0) if finite_only else PARITY_GATES[(precision, relation)]
+    """Raise ExportError naming every failed bound; ``random_weights`` relaxes what random weights cannot meet.
+
+    Random weights give near-tied logits: reduced precision legitimately reorders them, so top-1 agreement is not
+    required of their FP16 / INT8 artifacts (cosine and error bounds still are), and their INT8 ONNX artifact,
+    compared with FP32, is only checked for finite outputs.
+    """
+    gate = PARITY_GATES[(precision, relation)]
+    if random_weights and relation == "quantized":
+        gate = Gate(min_top1=0.0)
+    elif random_weights and precision is not Precision.FP32:
+        gate = Gate(min_top1=0.0, max_rel_error=gate.max_rel_error, min_cosine=gate.min_cosine)
     scale = max(1e-6, float(np.abs(ref).max()))
     problems = []
     if not p.finite:
