@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agent_helpers import TOKEN, AgentProcess, tiny_onnx_bytes, write_artifact
+from agent_helpers import TOKEN, AgentProcess, tiny_onnx_bytes, wait_for, write_artifact
 from conftest import parse_json_result, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -93,12 +93,14 @@ def test_collection_survives_killed_devices_and_completes_only_what_is_missing(
         slow = ["--iterations", "50", "--min-seconds", "1.5", "--warmup-runs", "2"]
         victims = ("dev-1", "dev-6")
 
-        def kill_soon() -> None:
-            time.sleep(2.0)
+        def kill_mid_run() -> None:
+            # Pull the plug once each victim's benchmark has started (its journal says so).
             for name in victims:
+                journal = fleet.agents[name].store / "runs" / "journal.jsonl"
+                wait_for(lambda j=journal: j.exists() and '"event":"started"' in j.read_text(), timeout=120)
                 fleet.agents[name].kill()
 
-        killer = threading.Thread(target=kill_soon)
+        killer = threading.Thread(target=kill_mid_run)
         killer.start()
         code, result = fleet_cli([*args, *slow], cli_env)
         killer.join()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from rich.console import Console
 from rich.table import Table
 
-from edge_opt.pipeline import ExportReport
+if TYPE_CHECKING:  # the pipeline imports torch: commands that only print results should not pay for it
+    from edge_opt.pipeline import ExportReport
 
 RESULT_VERSION = "1"
 
