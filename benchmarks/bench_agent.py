@@ -19,8 +19,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,72 +32,10 @@ from edge_agent.client import AgentClient, Credentials
 from edge_agent.store import MAX_CHUNK_BYTES, iter_file_chunks
 from edge_agent.timing import measure
 from edge_agent.v1 import agent_pb2 as pb
-from onnx import TensorProto, helper, numpy_helper
+from edge_opt.testing import AgentProcess, tiny_onnx_bytes, write_artifact
 
 TOKEN = "benchmark-token-0123456789"
 PUSH_MB = 50
-
-
-def onnx_model(hidden: int, inputs: int = 784) -> bytes:
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array((rng.standard_normal((inputs, hidden)) * 0.02).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array((rng.standard_normal((hidden, 10)) * 0.02).astype(np.float32), "w2")
-    shape = numpy_helper.from_array(np.array([-1, inputs], dtype=np.int64), "shape")
-    nodes = [
-        helper.make_node("Reshape", ["input", "shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "w1"], ["h"]),
-        helper.make_node("Relu", ["h"], ["r"]),
-        helper.make_node("MatMul", ["r", "w2"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "bench",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [w1, w2, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
-def write_artifact(folder: Path, data: bytes) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.onnx").write_bytes(data)
-    manifest = {
-        "schema_version": 1,
-        "precision": "fp32",
-        "format": "onnx",
-        "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32"},
-        "file": {"name": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
-
-
-def start_agent(store: Path, token: Path) -> tuple[subprocess.Popen[str], int, float]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            str(store),
-            "--token-file",
-            str(token),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = proc.stdout.readline()  # type: ignore[union-attr]
-    port = int(line.split("serving on ", 1)[1].split()[0].rsplit(":", 1)[1])
-    AgentClient(f"127.0.0.1:{port}", Credentials(token=TOKEN)).wait_ready(30)
-    return proc, port, time.perf_counter() - started
 
 
 def rss_mib(pid: int) -> float:
@@ -182,7 +118,11 @@ def main() -> None:
         tmpdir = Path(tmp)
         token = tmpdir / "token"
         token.write_text(TOKEN)
-        proc, port, start_s = start_agent(tmpdir / "store", token)
+        agent = AgentProcess(tmpdir / "store", token)
+        started = time.perf_counter()
+        port = agent.start()
+        start_s = time.perf_counter() - started
+        proc = agent.proc
         try:
             time.sleep(1.0)
             figures["agent_start_to_serving_s"] = start_s
@@ -191,7 +131,7 @@ def main() -> None:
 
             # 1. agent p50 vs in-process onnxruntime, same model, threads, iterations; interleaved rounds
             for label, hidden in (("small", 448), ("medium", 4096)):
-                folder = write_artifact(tmpdir / f"m-{label}", onnx_model(hidden))
+                folder = write_artifact(tmpdir / f"m-{label}", tiny_onnx_bytes(hidden))
                 sha = client.push(folder).sha256
                 settings = {"threads": 1, "iterations": 2000, "min_seconds": 3.0, "warmup_runs": 100, "warmup_min_seconds": 1.0}
                 options = ort.SessionOptions()
@@ -214,7 +154,7 @@ def main() -> None:
                 figures[f"p50_ratio_agent_vs_inprocess_{label}"] = statistics.median(agent_p50) / statistics.median(local_p50)
 
             # 2. push throughput, 50 MB
-            big = write_artifact(tmpdir / "big", onnx_model(PUSH_MB * (1 << 20) // (784 * 4)))
+            big = write_artifact(tmpdir / "big", tiny_onnx_bytes(PUSH_MB * (1 << 20) // (784 * 4)))
             size = (big / "model.onnx").stat().st_size
             push_times = []
             for _ in range(args.rounds):
@@ -240,8 +180,8 @@ def main() -> None:
             figures["agent_rss_after_work_mib"] = rss_mib(proc.pid)
             client.close()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            agent.terminate()
+            agent.close()
     if args.json:
         print(json.dumps(figures, indent=2))
         return

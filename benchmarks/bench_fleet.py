@@ -11,7 +11,6 @@ share the same two cores as the collector.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import resource
 import subprocess
@@ -20,42 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from edge_agent.client import AgentClient, Credentials
 from edge_opt.fleet.collect import Collector, load_artifacts
 from edge_opt.fleet.inventory import Device
 from edge_opt.fleet.store import open_store
-from onnx import TensorProto, helper, numpy_helper
+from edge_opt.testing import tiny_onnx_bytes, write_artifact
 
 TOKEN = "fleet-benchmark-token-0123456789"
-
-
-def tiny_artifact(folder: Path) -> Path:
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((784, 10)).astype(np.float32), "w")
-    shape = numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "shape")
-    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])]
-    graph = helper.make_graph(
-        nodes,
-        "t",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        [w, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    data = model.SerializeToString()
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(data)
-    manifest = {
-        "schema_version": 1,
-        "precision": "fp32",
-        "format": "onnx",
-        "model": {"name": "tiny"},
-        "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32"},
-        "file": {"name": "model.onnx", "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def start_agents(n: int, root: Path, token: Path) -> tuple[list[subprocess.Popen[str]], list[int], float]:
@@ -100,7 +70,7 @@ def main() -> None:
             root = Path(tmp)
             token = root / "token"
             token.write_text(TOKEN)
-            artifact = tiny_artifact(root / "art" / "tiny-onnx")
+            artifact = write_artifact(root / "art" / "tiny-onnx", tiny_onnx_bytes(10), accuracy=0.5)
             procs, ports, start_s = start_agents(n, root, token)
             try:
                 devices = [Device(name=f"d{i}", address=f"127.0.0.1:{p}", token_file=token) for i, p in enumerate(ports)]
