@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import grpc
 from edge_agent.client import AgentClient, Credentials
 from edge_opt.testing import AgentProcess, tiny_onnx_bytes, write_artifact
 
@@ -49,11 +48,3 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> None:
             return
         time.sleep(interval)
     raise TimeoutError("condition not met in time")
-
-
-def grpc_code(exc: BaseException) -> str:
-    return (
-        exc.code
-        if hasattr(exc, "code") and isinstance(exc.code, str)
-        else (exc.code().name if isinstance(exc, grpc.RpcError) else "")
-    )

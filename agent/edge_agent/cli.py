@@ -170,13 +170,11 @@ def agent_config(args: argparse.Namespace) -> Any:
 
 
 def make_client(args: argparse.Namespace) -> Any:
-    from edge_agent.auth import read_token
     from edge_agent.client import AgentClient, Credentials
 
-    token = os.environ.get("EDGE_AGENT_TOKEN")
-    if args.token_file:
-        token = read_token(args.token_file)
-    creds = Credentials(token, args.tls_ca, args.tls_cert, args.tls_key, args.server_name)
+    creds = Credentials.from_files(
+        args.token_file, args.tls_ca, args.tls_cert, args.tls_key, args.server_name, token=os.environ.get("EDGE_AGENT_TOKEN")
+    )
     return AgentClient(args.device, creds, timeout=args.timeout)
 
 

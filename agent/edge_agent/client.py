@@ -52,6 +52,26 @@ class Credentials:
     client_key: Path | None = None
     server_name: str | None = None
 
+    @classmethod
+    def from_files(
+        cls,
+        token_file: Path | None = None,
+        ca_cert: Path | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        server_name: str | None = None,
+        *,
+        token: str | None = None,
+    ) -> Credentials:
+        """Credentials as the CLIs and the inventory name them: the token read from its file (it wins over ``token``).
+
+        Raises:
+            ValueError / OSError: an unreadable or too short token file.
+        """
+        from edge_agent.auth import read_token
+
+        return cls(read_token(token_file) if token_file else token, ca_cert, client_cert, client_key, server_name)
+
 
 @dataclass(frozen=True)
 class PushOutcome:

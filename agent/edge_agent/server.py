@@ -88,7 +88,7 @@ class AgentConfig:
             )
         for path in (self.token_file, self.tls_cert, self.tls_key, self.client_ca):
             if path is not None and not path.is_file():
-                raise ValueError(f"{path} does not exist")
+                raise ValueError(f"{path} does not exist; check the path given to the flag or config key")
         if self.token_file is not None:
             read_token(self.token_file)
 

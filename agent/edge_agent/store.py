@@ -117,14 +117,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fault(point: str) -> None:
     """Test-only crash points (EDGE_AGENT_FAULT=<point>); inert unless EDGE_AGENT_ENABLE_FAULTS=1."""
     if os.environ.get("EDGE_AGENT_ENABLE_FAULTS") == "1" and os.environ.get("EDGE_AGENT_FAULT") == point:
@@ -173,10 +165,10 @@ class ArtifactStore:
         metas = [m for d in self.artifacts_dir.iterdir() if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
         return sorted(metas, key=lambda m: m.committed_at)
 
-    def used_bytes(self) -> int:
-        committed = sum(m.size_bytes for m in self.list())
+    def used_bytes(self, committed: list[ArtifactMeta] | None = None) -> int:
+        committed = self.list() if committed is None else committed
         staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part"))
-        return committed + staged
+        return sum(m.size_bytes for m in committed) + staged
 
     # ----- push ----------------------------------------------------------------------------------------------
     def begin_push(self, header: PushHeader) -> Upload:
@@ -227,9 +219,10 @@ class ArtifactStore:
         return fmt, precision
 
     def _check_space(self, incoming: int) -> None:
-        if len(self.list()) >= self.limits.max_artifacts:
+        committed = self.list()  # reads every meta.json: once per push
+        if len(committed) >= self.limits.max_artifacts:
             raise QuotaExceeded(f"the store holds its maximum of {self.limits.max_artifacts} artifacts; delete some")
-        used = self.used_bytes()
+        used = self.used_bytes(committed)
         if used + incoming > self.limits.quota_bytes:
             raise QuotaExceeded(
                 f"quota: {used} bytes used + {incoming} incoming exceeds {self.limits.quota_bytes}; delete artifacts"
@@ -237,7 +230,10 @@ class ArtifactStore:
         stat = os.statvfs(self.root)
         free = stat.f_bavail * stat.f_frsize
         if incoming + self.limits.reserve_bytes > free:
-            raise QuotaExceeded(f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve")
+            raise QuotaExceeded(
+                f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve; "
+                "free space on the device or delete artifacts"
+            )
 
     def _commit(self, upload: Upload, actual: str) -> ArtifactMeta:
         header = upload.header

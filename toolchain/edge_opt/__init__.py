@@ -1,6 +1,6 @@
 """edge-opt toolchain: prune, quantize and export PyTorch models for edge devices.
 
-The public helpers most users want are re-exported lazily so that ``import edge_opt`` stays cheap:
+Importing the package is cheap; the helpers most users want live in their modules:
 ``edge_opt.quantization.to_fp16`` / ``to_int8`` and ``edge_opt.pipeline.run_export``.
 """
 

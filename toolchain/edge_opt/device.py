@@ -19,16 +19,17 @@ from edge_opt import progress
 from edge_opt.errors import DeviceError
 from edge_opt.pipeline import ExportReport
 
+#: What to check when a device cannot be reached or refuses us.
+_DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --tls-ca match its settings"
+
 
 def _credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
-    from edge_agent.auth import read_token
     from edge_agent.client import Credentials
 
     try:
-        token = read_token(token_file) if token_file else None
+        return Credentials.from_files(token_file, tls_ca)
     except (OSError, ValueError) as exc:
         raise DeviceError(f"cannot use --token-file: {exc}") from None
-    return Credentials(token=token, ca_cert=tls_ca)
 
 
 def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None) -> str:
@@ -40,7 +41,7 @@ def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None)
             client.wait_ready(timeout=10)
             info = client.info()
     except DeviceCallError as exc:
-        raise DeviceError(f"device {exc}") from None
+        raise DeviceError(f"device {exc}; {_DEVICE_FIX}") from None
     target = str(info.get("suggested_target", ""))
     progress.status(f"device {address}: {info['arch']}, {info['cpu_model']} → target {target or 'host'}")
     return target
@@ -104,9 +105,9 @@ def push_and_bench(
                     )
                 rows.append(entry)
     except DeviceCallError as exc:
-        raise DeviceError(f"device {exc}") from None
+        raise DeviceError(f"device {exc}; {_DEVICE_FIX}") from None
     except (OSError, ValueError) as exc:
-        raise DeviceError(f"device {address}: {exc}") from None
+        raise DeviceError(f"device {address}: {exc}; {_DEVICE_FIX}") from None
     return rows
 
 

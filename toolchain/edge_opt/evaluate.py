@@ -66,7 +66,6 @@ class OrtRunner:
         self.path = path
         self.name = name
         self._sessions: dict[int, object] = {}
-        self._threads = threads
         self._session = self._make(threads)
         first = self._session.get_inputs()[0]
         self.input_name = first.name

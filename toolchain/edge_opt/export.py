@@ -46,7 +46,10 @@ def export_torchscript(module: nn.Module, example: torch.Tensor, path: Path, *, 
             frozen = torch.jit.freeze(traced, optimize_numerics=optimize_numerics)
             torch.jit.save(frozen, str(path))
     except Exception as exc:
-        raise ExportError(f"TorchScript export failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ExportError(
+            f"TorchScript export failed ({type(exc).__name__}: {_first_line(exc)}); the model must be traceable "
+            "(no data-dependent Python control flow), or export --format onnx only"
+        ) from None
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
@@ -70,7 +73,10 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, opset: 
                 do_constant_folding=True,
             )
     except Exception as exc:
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ExportError(
+            f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)}); try another export.opset in the config, "
+            "or --format torchscript only"
+        ) from None
 
 
 class BatchReader:
@@ -87,9 +93,6 @@ class BatchReader:
         batch = self._batches[self._next]
         self._next += 1
         return {self._input_name: batch}
-
-    def rewind(self) -> None:
-        self._next = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         while (item := self.get_next()) is not None:
@@ -115,7 +118,7 @@ def quantize_onnx(
 
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in calibration_batches]
     if not batches:
-        raise ExportError("no calibration batches for ONNX INT8 quantization")
+        raise ExportError("no calibration batches for ONNX INT8 quantization; set --calibration-batches to 1 or more")
     calibrate = {
         OrtCalibration.MINMAX: CalibrationMethod.MinMax,
         OrtCalibration.ENTROPY: CalibrationMethod.Entropy,
@@ -156,7 +159,10 @@ def quantize_onnx(
                 nodes_to_exclude=list(keep_float) or None,
             )
         except Exception as exc:
-            raise ExportError(f"ONNX Runtime quantization failed ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise ExportError(
+                f"ONNX Runtime quantization failed ({type(exc).__name__}: {_first_line(exc)}); keep the failing node "
+                "in float (quantization.keep_float_nodes) or use --format torchscript for INT8"
+            ) from None
     return settings
 
 

@@ -113,7 +113,9 @@ def _from_factory(spec: str, num_classes: int, size: tuple[int, int]) -> tuple[n
     except TypeError:
         module = factory()
     if not isinstance(module, nn.Module):
-        raise ModelError(f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
+        raise ModelError(
+            f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module; make it return the model"
+        )
     module.eval()
     for channels in (1, 3):  # grey first: Fashion-MNIST is grey; many user models expect RGB
         try:

@@ -10,11 +10,10 @@ Parity gates are in :mod:`edge_opt.validation`.
 
 from __future__ import annotations
 
-import contextlib
 import platform
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_agent.device import cpu_model
 
 from edge_opt import __version__, progress
 from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
@@ -39,6 +39,8 @@ from edge_opt.validation import check_parity
 
 #: An INT8 accuracy drop (fraction) beyond which the summary points at the sensitivity report.
 INT8_DROP_NOTE = 0.01
+#: Training batches used to re-estimate BatchNorm statistics of random-init models.
+BATCHNORM_BATCHES = 8
 #: Models whose built-in weights are trained on Fashion-MNIST when no checkpoint is given.
 TRAINABLE_BY_DEFAULT = ("smallcnn",)
 _SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx"}
@@ -149,8 +151,8 @@ def run_export(
         notes: list[str] = []
         if ctx.spec.random_init:
             notes.append(
-                f"{ctx.spec.name} has random weights (no --checkpoint): accuracy figures are meaningless, and ONNX INT8 "
-                "is checked for finite outputs only, not against FP32"
+                f"{ctx.spec.name} has random weights (no --checkpoint): accuracy figures are meaningless; FP16 / INT8 "
+                "artifacts are not held to top-1 agreement, and ONNX INT8 only to finite outputs"
             )
         rows: list[ArtifactRow] = []
         for fmt in formats:
@@ -210,9 +212,8 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
         record["training"] = config.train.model_dump(mode="json")
     else:
         record["weights"] = "random-init"
-        warm = [x for x, _ in data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=8)]
-        if recalibrate_batchnorm(spec.module, warm):
-            record["batchnorm_recalibrated_batches"] = len(warm)
+        if _recalibrate_batchnorm(config, spec, data):
+            record["batchnorm_recalibrated_batches"] = BATCHNORM_BATCHES
     if config.pruning.amount > 0:
         record["pruning"] = _prune(config, spec, data)
     record["parameters"] = sum(p.numel() for p in spec.module.parameters())
@@ -235,6 +236,12 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
     return _Context(config, profile, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
 
 
+def _recalibrate_batchnorm(config: Config, spec: ModelSpec, data: FashionMNIST) -> bool:
+    """Random weights: re-estimate BatchNorm statistics on training batches, so outputs are not degenerate."""
+    warm = data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=BATCHNORM_BATCHES)
+    return recalibrate_batchnorm(spec.module, [x for x, _ in warm])
+
+
 def _prune(config: Config, spec: ModelSpec, data: FashionMNIST) -> dict[str, Any]:
     """Prune the model in place, then fine-tune it (trained weights) or re-estimate BatchNorm (random weights)."""
     from edge_opt.config import TrainSection
@@ -248,8 +255,7 @@ def _prune(config: Config, spec: ModelSpec, data: FashionMNIST) -> dict[str, Any
     prune(spec.module, example, p.amount, p.method)
     tuned = 0
     if spec.random_init:
-        warm = [x for x, _ in data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=8)]
-        recalibrate_batchnorm(spec.module, warm)
+        _recalibrate_batchnorm(config, spec, data)
     elif p.fine_tune_epochs:
         progress.status(f"fine-tuning the pruned model for {p.fine_tune_epochs} epoch(s)")
         settings = TrainSection(
@@ -333,7 +339,10 @@ def _write_model(
         if fmt is ArtifactFormat.TORCHSCRIPT:
             export_torchscript(source, example.to(dtype), path, engine=engine)
             return TorchRunner(load_torchscript(path), dtype=dtype, engine=engine), source_logits, "same", quant
-        export_onnx(source, example.to(dtype), path, opset=ctx.config.export.opset)
+        if precision is Precision.FP32:
+            shutil.copyfile(_fp32_onnx(ctx), path)  # the same graph INT8 ONNX quantizes: export it once
+        else:
+            export_onnx(source, example.to(dtype), path, opset=ctx.config.export.opset)
         return OrtRunner(path), source_logits, "same", quant
     # INT8 ONNX: ONNX Runtime quantizes the FP32 graph with the same calibration batches.
     q = ctx.config.quantization
@@ -360,7 +369,6 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
         progress.status(f"validating {label} on {len(ctx.eval_split)} test images")
         logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, ctx.config.data.batch_size)
         vs_source = parity(source_logits, logits[:n])
-        # Random weights quantize badly by nature: their INT8-vs-FP32 agreement is reported, not gated.
         check_parity(label, precision, relation, vs_source, source_logits, random_weights=ctx.spec.random_init)
         vs_fp32 = parity(ctx.fp32_logits[:n], logits[:n])
         latency = {
@@ -378,8 +386,8 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
             latency,
             file["sha256"],
             None,
+            quantization=quant,
         )
-        row.quantization = quant
         manifest = _manifest(ctx, row, file, relation, quant)
         if out_dir is not None:
             row.path = staged.commit(manifest)
@@ -419,7 +427,7 @@ def _manifest(
         "file": file,
         "versions": runtime_versions(),
         "host_metrics": {
-            "host": {"machine": platform.machine(), "processor": _cpu_model()},
+            "host": {"machine": platform.machine(), "processor": cpu_model()},
             "accuracy": row.accuracy,
             "accuracy_samples": len(ctx.eval_split),
             "dataset": "Fashion-MNIST test split",
@@ -432,14 +440,6 @@ def _manifest(
     }
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _write_summary(report: ExportReport) -> None:
     import json
 
@@ -447,9 +447,3 @@ def _write_summary(report: ExportReport) -> None:
     tmp = report.out_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     tmp.replace(report.out_dir / "summary.json")
-
-
-def iter_written(report: ExportReport) -> Iterator[Path]:
-    for row in report.rows:
-        if row.path is not None:
-            yield row.path

@@ -53,7 +53,10 @@ def prune_structured(model: nn.Module, example: torch.Tensor, amount: float) -> 
         )
         pruner.step()
     except Exception as exc:  # Torch-Pruning raises a variety of errors on untraceable models
-        raise ModelError(f"structured pruning cannot trace this model ({type(exc).__name__}: {exc})") from None
+        raise ModelError(
+            f"structured pruning cannot trace this model ({type(exc).__name__}: {exc}); "
+            "use --prune-method unstructured, or no --prune"
+        ) from None
     return model
 
 

@@ -28,7 +28,6 @@ from edge_opt.config import FxObserver
 from edge_opt.export import BatchReader
 from edge_opt.quantization import quantized_engine, to_int8
 from edge_opt.quiet import known_warnings_silenced
-from edge_opt.targets import TargetProfile
 
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -131,7 +130,3 @@ def onnx_nodes_for_modules(onnx_path: Path, modules: Sequence[str]) -> list[str]
 def _contiguous(needle: list[str], haystack: list[str]) -> bool:
     n = len(needle)
     return any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
-
-
-def describe(profile: TargetProfile) -> str:
-    return f"FX backend {profile.torch_engine}, ONNX Runtime {profile.ort_activation_type}×{profile.ort_weight_type}"

@@ -98,7 +98,7 @@ def artifact_folders(paths: list[Path]) -> list[Path]:
                 raise ConfigError(f"{path} holds no artifacts (folders with manifest.json); export with edge-export first")
             found.extend(inner)
         else:
-            raise ConfigError(f"{path} does not exist")
+            raise ConfigError(f"{path} does not exist; give artifact folders (with manifest.json) or export folders")
     return found
 
 

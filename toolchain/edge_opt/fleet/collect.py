@@ -56,10 +56,7 @@ def settings_digest(settings: dict[str, Any]) -> str:
 
 
 def credentials_for(device: Device) -> Credentials:
-    from edge_agent.auth import read_token
-
-    token = read_token(device.token_file) if device.token_file else None
-    return Credentials(token, device.tls_ca, device.client_cert, device.client_key, device.server_name)
+    return Credentials.from_files(device.token_file, device.tls_ca, device.client_cert, device.client_key, device.server_name)
 
 
 def load_artifacts(folders: list[Path]) -> list[tuple[Path, dict[str, Any]]]:

@@ -82,7 +82,8 @@ class Inventory(_Strict):
             raise ConfigError(f"unknown device(s) {', '.join(unknown)}; the inventory has {', '.join(sorted(known))}")
         chosen = [d for d in devices if d.name in (names or []) or set(d.tags) & set(tags or [])]
         if not chosen:
-            raise ConfigError(f"no device carries the tag(s) {', '.join(tags or [])}")
+            known = sorted({t for d in devices for t in d.tags})
+            raise ConfigError(f"no device carries the tag(s) {', '.join(tags or [])}; the inventory's tags: {', '.join(known)}")
         return chosen
 
 
@@ -105,4 +106,4 @@ def load_inventory(path: Path) -> Inventory:
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(Device.model_fields)
             raise ConfigError(f"{path}: unknown key {loc!r}; a device has {allowed}") from None
-        raise ConfigError(f"{path}: invalid {loc!r}: {first['msg']}") from None
+        raise ConfigError(f"{path}: invalid {loc!r}: {first['msg']}; fix that entry of the inventory") from None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 Z95 = 1.959964
@@ -37,18 +36,6 @@ def median_ci(samples: list[float]) -> tuple[float, float, float]:
     lo = max(0, math.floor(n / 2 - half) - 1)
     hi = min(n - 1, math.ceil(n / 2 + half) - 1)
     return ordered[lo], statistics.median(ordered), ordered[hi]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    device: str
-    artifact: str
-    baseline_p50: float
-    candidate_p50: float
-    change: float  # candidate / baseline - 1
-    verdict: str  # regression | improvement | same
-    baseline_ci: tuple[float, float]
-    candidate_ci: tuple[float, float]
 
 
 def compare_run(
