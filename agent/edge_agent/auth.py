@@ -2,13 +2,17 @@
 
 Every method except ``grpc.health.v1.Health`` needs ``authorization: Bearer <token>``; the interceptor rejects
 anything else with UNAUTHENTICATED before the handler runs (so nothing is read or written). Tokens are compared
-with :func:`hmac.compare_digest` and never logged or echoed in status details.
+with :func:`hmac.compare_digest` and never logged or echoed in status details. An agent started without a token
+file makes its own (:func:`ensure_token`: ``<store>/token``, mode 0600) and says where it is; only ``--insecure``
+runs an agent that accepts calls without a token.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +35,63 @@ def tokens_match(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call without the right bearer token (health excepted) before its handler is looked up."""
+
     def __init__(self, token: str) -> None:
         self._token = token
         self._denied = {
             "unary_unary": grpc.unary_unary_rpc_method_handler(self._deny),
-            "unary_stream": grpc.unary_stream_rpc_method_handler(self._deny),
+            "unary_stream": grpc.unary_stream_rpc_method_handler(self._deny_stream),
             "stream_unary": grpc.stream_unary_rpc_method_handler(self._deny),
-            "stream_stream": grpc.stream_stream_rpc_method_handler(self._deny),
+            "stream_stream": grpc.stream_stream_rpc_method_handler(self._deny_stream),
         }
 
     @staticmethod
-    def _deny(_request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    async def _deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
-    def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
+    @staticmethod
+    async def _deny_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        yield  # pragma: no cover - an async generator that aborts before yielding
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         if details.method.startswith(UNAUTHENTICATED_PREFIXES):
-            return continuation(details)
+            return await continuation(details)
         presented = ""
         for key, value in details.invocation_metadata or ():
             if key == AUTH_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
                 presented = value[len("Bearer ") :]
-        if presented and tokens_match(presented, self._token):
-            return continuation(details)
-        handler = continuation(details)
-        if handler is None:
-            return None
+        handler = await continuation(details)
+        if handler is None or (presented and tokens_match(presented, self._token)):
+            return handler
         kind = ("stream" if handler.request_streaming else "unary") + "_" + ("stream" if handler.response_streaming else "unary")
         return self._denied[kind]
+
+
+def ensure_token(store: Path) -> tuple[Path, bool]:
+    """The store's own token file, created on first use (0600, 256 random bits); returns (path, created)."""
+    path = store / "token"
+    store.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        if path.is_symlink() or not path.is_file():
+            raise ValueError(f"{path} must be a regular file holding the agent's token") from None
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        read_token(path)
+        return path, False
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secrets.token_urlsafe(32) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path, True
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:

@@ -41,16 +41,27 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with the same keys as these flags (flags win)")
     parser.add_argument("--listen", help="address:port (default 127.0.0.1:50051; port 0 picks a free one)")
     parser.add_argument("--store", type=Path, help="artifact store and results journal folder")
-    parser.add_argument("--token-file", type=Path, help="file holding the bearer token clients must present")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token clients must present (default: STORE/token, created on first start)",
+    )
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--client-ca", type=Path, help="CA whose client certificates are required (mTLS)")
-    parser.add_argument("--insecure", action="store_true", default=None, help="allow plaintext on non-loopback addresses")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="no token (unless --token-file) and plaintext allowed on any address: only on a network you trust",
+    )
     parser.add_argument("--max-queue", type=int, help="runs allowed to wait (default 16)")
     parser.add_argument("--max-artifact-mb", type=int, help="largest artifact accepted (default 512)")
     parser.add_argument("--quota-mb", type=int, help="store quota (default 4096)")
     parser.add_argument("--grace", type=float, help="seconds a running benchmark may finish on SIGTERM (default 30)")
     parser.add_argument("--memory-limit-mb", type=int, help="address-space limit of each benchmark worker (default none)")
+    parser.add_argument("--idle-timeout", type=float, help="seconds a silent client stream is kept open (default 30)")
+    parser.add_argument("--max-streams-per-client", type=int, help="open streams one client address may hold (default 32)")
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -65,13 +76,14 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=0, help="default 1")
-    parser.add_argument("--threads", type=int, default=0, help="default 1")
-    parser.add_argument("--warmup-runs", type=int, default=0, help="default 10 (-1: none)")
-    parser.add_argument("--warmup-seconds", type=float, default=0.0, help="minimum warm-up time, default 0.5")
-    parser.add_argument("--iterations", type=int, default=0, help="default 100")
-    parser.add_argument("--min-seconds", type=float, default=0.0, help="minimum measuring time, default 1.0")
-    parser.add_argument("--run-timeout", type=float, default=0.0, help="worker timeout in seconds, default 600")
+    # Unset flags take the agent's defaults; 0 is a value (--min-seconds 0: no minimum time).
+    parser.add_argument("--batch-size", type=int, help="default 1")
+    parser.add_argument("--threads", type=int, help="default 1")
+    parser.add_argument("--warmup-runs", type=int, help="default 10 (0: none)")
+    parser.add_argument("--warmup-seconds", type=float, help="minimum warm-up time, default 0.5")
+    parser.add_argument("--iterations", type=int, help="default 100")
+    parser.add_argument("--min-seconds", type=float, help="minimum measuring time, default 1.0")
+    parser.add_argument("--run-timeout", type=float, help="worker timeout in seconds, default 600")
     parser.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], help="onnxruntime graph optimisation")
     parser.add_argument("--keep-samples", action="store_true", help="return every latency sample")
 
@@ -89,7 +101,7 @@ def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.graph_opt:
         settings["graph_optimization"] = f"GRAPH_OPT_{args.graph_opt.upper()}"
-    return {k: v for k, v in settings.items() if v}
+    return {k: v for k, v in settings.items() if v is not None and v is not False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the agent daemon")
     _add_server_options(serve)
@@ -148,6 +161,8 @@ def agent_config(args: argparse.Namespace) -> Any:
         "max_queue": args.max_queue,
         "grace_seconds": args.grace,
         "memory_limit_bytes": args.memory_limit_mb << 20 if args.memory_limit_mb else None,
+        "idle_timeout": args.idle_timeout,
+        "max_streams_per_client": args.max_streams_per_client,
     }
     raw.update({k: v for k, v in flags.items() if v is not None})
     limits = StoreLimits()
@@ -309,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-agent {__version__}")
         return 0
     if args.command in ("serve", "check-config"):
+        from edge_agent.errors import StoreLocked
         from edge_agent.server import serve
 
         try:
@@ -322,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         try:
             return serve(config)
-        except OSError as exc:
+        except (OSError, ValueError, StoreLocked) as exc:
             print(f"edge-agent: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
     return _client_command(args)

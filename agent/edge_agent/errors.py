@@ -33,3 +33,15 @@ class InvalidSettings(AgentError):
 
 class RuntimeUnavailable(AgentError):
     """The artifact's runtime is not installed on this device (FAILED_PRECONDITION)."""
+
+
+class ShuttingDown(AgentError):
+    """The agent is stopping; the client should retry elsewhere or later (UNAVAILABLE)."""
+
+
+class IdleStream(AgentError):
+    """A client stream sent nothing for the idle timeout (DEADLINE_EXCEEDED)."""
+
+
+class StoreLocked(Exception):
+    """Another agent holds the store (not a client error: the daemon refuses to start)."""

@@ -1,30 +1,88 @@
-"""The device's results journal: append-only JSON lines, fsynced before anything is streamed.
+"""The device's results journal: append-only, self-checking JSON lines, fsynced before anything is streamed.
 
-Each line is one entry ``{"seq": n, "run_id": ..., "event": "accepted" | "started" | "finished", ...}`` with a
-monotonic ``seq``. A run's record is the fold of its entries. Promises:
+Each line is one entry ``{"seq": n, "run_id": ..., "event": "accepted" | "started" | "finished", "ts": ...,
+..., "sum": <sha256 of the rest, 16 hex>}`` with a monotonic ``seq``. A run's record is the fold of its entries.
 
-* every accepted run ends with exactly one ``finished`` entry (state SUCCEEDED, FAILED, TIMED_OUT or
-  INTERRUPTED), written and fsynced before the outcome is streamed;
-* on open, a torn last line (the agent died mid-write) is truncated and every earlier entry is kept;
+Why a line log and not SQLite: a record here is written once and never updated, and the failure that matters on
+an SD card is a damaged sector or a torn write. With one self-checking record per line, damage costs exactly the
+records it touches: recovery reads every line, keeps every record whose checksum and schema hold (before and
+after the damage), and sets the bad ones aside. A damaged SQLite page can make the whole database unreadable,
+and Python's ``sqlite3`` has no recovery API to get the other rows back.
+
+Promises:
+
+* every accepted run ends with exactly one ``finished`` entry (SUCCEEDED, FAILED, TIMED_OUT or INTERRUPTED),
+  written and fsynced before the outcome is streamed;
+* on open, every valid entry is kept wherever it is in the file; unreadable, torn, mis-checksummed or
+  malformed lines (``{}`` included) are moved to ``journal.rejected`` beside the journal and reported in
+  :attr:`Journal.problems`; start-up never fails because of the journal's content;
+* an append that fails (disk full, I/O error) is rolled back (the file is truncated to its last good byte), so a
+  failed write never leaves a torn line for later entries to follow; the caller gets :class:`JournalUnavailable`
+  and decides what to do (the run manager goes degraded and retries);
 * runs that were accepted or started but never finished (the agent died) are closed as INTERRUPTED on open:
   never lost, never silently re-run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRUPTED"})
+_LOGGER = logging.getLogger(__name__)
+
+TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRUPTED"})
+EVENTS: Final = frozenset({"accepted", "started", "finished"})
+_SUM_KEY: Final = "sum"
+
+
+class JournalUnavailable(OSError):
+    """An entry could not be made durable (disk full, I/O error); the journal is unchanged."""
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _checksum(entry: dict[str, Any]) -> str:
+    body = json.dumps({k: v for k, v in entry.items() if k != _SUM_KEY}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    """One journal line: the entry with its checksum."""
+    return json.dumps({**entry, _SUM_KEY: _checksum(entry)}, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_entry(line: bytes) -> dict[str, Any]:
+    """Parse and check one line; raises ValueError saying what is wrong with it."""
+    if not line.endswith(b"\n"):
+        raise ValueError("torn line (no newline: the write never completed)")
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(entry, dict):
+        raise ValueError("not a JSON object")
+    if _SUM_KEY in entry and entry[_SUM_KEY] != _checksum(entry):
+        raise ValueError("checksum mismatch")
+    seq, run_id, event, ts = entry.get("seq"), entry.get("run_id"), entry.get("event"), entry.get("ts")
+    if not (isinstance(seq, int) and seq > 0 and isinstance(run_id, str) and run_id and event in EVENTS and isinstance(ts, str)):
+        raise ValueError("not a journal entry (seq, run_id, event, ts)")
+    if event == "accepted" and not (isinstance(entry.get("sha256"), str) and isinstance(entry.get("settings", {}), dict)):
+        raise ValueError("accepted entry without sha256 / settings")
+    if event == "finished" and entry.get("state") not in TERMINAL_STATES:
+        raise ValueError("finished entry without a terminal state")
+    for key in ("result", "error"):
+        if entry.get(key) is not None and not isinstance(entry[key], dict):
+            raise ValueError(f"{key} is not an object")
+    return entry
 
 
 @dataclass
@@ -46,46 +104,79 @@ class RunRecord:
 
 
 class Journal:
+    """Thread-safe; one instance per store (the store's lock keeps other agents out)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.records: dict[str, RunRecord] = {}
         self.seq = 0
+        #: What recovery found at open: one line per set-aside entry (reported in device info and the log).
+        self.problems: list[str] = []
         self._load()
-        self._fh = path.open("ab")
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
+    # ----- recovery ------------------------------------------------------------------------------------------
     def _load(self) -> None:
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn tail: the write never completed
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        seen: set[int] = set()
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
             try:
-                entry = json.loads(line)
-            except ValueError:
-                break
+                entry = decode_entry(line)
+                if entry["seq"] in seen:
+                    raise ValueError(f"duplicate seq {entry['seq']}")
+            except ValueError as exc:
+                if line.strip():
+                    self.problems.append(f"journal line {number}: {exc}; set aside in {self.path.name}.rejected")
+                    bad.append(line if line.endswith(b"\n") else line + b"\n")
+                continue
+            seen.add(entry["seq"])
             self._apply(entry)
-            good += len(line)
-        if good != len(data):
-            with self.path.open("r+b") as fh:
-                fh.truncate(good)
+            good.append(line)
+        if bad:
+            for problem in self.problems:
+                _LOGGER.warning("%s", problem)
+            self._rewrite(good, bad)
+
+    def _rewrite(self, good: list[bytes], bad: list[bytes]) -> None:
+        """Keep the bad lines aside, then replace the journal with the good ones (atomically)."""
+        try:
+            with (self.path.parent / f"{self.path.name}.rejected").open("ab") as fh:
+                fh.writelines(bad)
                 fh.flush()
                 os.fsync(fh.fileno())
+            tmp = self.path.with_suffix(".recovering")
+            with tmp.open("wb") as fh:
+                fh.writelines(good)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            # The journal stays as it was; every valid record is already in memory and appends still work.
+            self.problems.append(f"could not rewrite the journal without its bad lines: {exc.strerror}")
 
     def _apply(self, entry: dict[str, Any]) -> None:
         self.seq = max(self.seq, int(entry["seq"]))
         run_id = entry["run_id"]
         event = entry["event"]
         if event == "accepted":
-            self.records[run_id] = RunRecord(
-                run_id, entry["sha256"], entry.get("settings", {}), "QUEUED", entry["ts"], seq=entry["seq"]
-            )
+            if run_id not in self.records:
+                self.records[run_id] = RunRecord(
+                    run_id, entry["sha256"], entry.get("settings") or {}, "QUEUED", entry["ts"], seq=entry["seq"]
+                )
             return
         record = self.records.get(run_id)
-        if record is None:
+        if record is None or record.terminal:
             return
         record.seq = entry["seq"]
         if event == "started":
@@ -96,21 +187,59 @@ class Journal:
             record.result = entry.get("result")
             record.error = entry.get("error")
 
+    # ----- writing -------------------------------------------------------------------------------------------
     def append(self, run_id: str, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one entry durably (fsync) and apply it; returns the entry."""
+        """Write one entry durably (fsync) and apply it; returns the entry.
+
+        Raises:
+            JournalUnavailable: the entry could not be made durable; nothing was applied or left in the file.
+        """
         with self._lock:
             entry = {"seq": self.seq + 1, "run_id": run_id, "event": event, "ts": now_iso(), **fields}
-            self._fh.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            line = encode_entry(entry)
+            size = os.fstat(self._fd).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._roll_back(size)
+                raise JournalUnavailable(exc.errno, f"the results journal cannot be written: {exc.strerror}") from None
             self._apply(entry)
             return entry
 
+    def _roll_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+        except OSError:
+            _LOGGER.exception("could not roll back a failed journal write; the next open will set the torn line aside")
+
+    def writable(self) -> bool:
+        """Whether an entry could be written now (a probe write beside the journal, removed again)."""
+        probe = self.path.parent / ".journal-probe"
+        try:
+            with probe.open("wb") as fh:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+
+    # ----- queries -------------------------------------------------------------------------------------------
     def unfinished(self) -> list[RunRecord]:
         return [r for r in self.records.values() if not r.terminal]
 
     def close_interrupted(self, reason: str) -> list[str]:
-        """Finish every run that has no terminal entry as INTERRUPTED (at start, after a crash)."""
+        """Finish every run that has no terminal entry as INTERRUPTED (at start, after a crash).
+
+        Raises:
+            JournalUnavailable: from :meth:`append`; the runs left are still unfinished.
+        """
         closed = []
         for record in sorted(self.unfinished(), key=lambda r: r.seq):
             self.append(record.run_id, "finished", state="INTERRUPTED", error={"code": "INTERRUPTED", "message": reason})
@@ -124,4 +253,6 @@ class Journal:
         return sorted((r for r in self.records.values() if r.seq > seq), key=lambda r: r.seq)[:limit]
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

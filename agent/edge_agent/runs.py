@@ -9,6 +9,17 @@ Lifecycle of a run::
 A re-submitted ``run_id`` never starts a second run: a finished run replays its outcome, an unfinished one is
 followed. A worker that crashes becomes FAILED(WORKER_CRASHED), one that outlives its timeout is killed with
 its whole process group and becomes TIMED_OUT; the agent itself is untouched.
+
+Subscribers receive events through an :class:`EventSink` (for the asyncio server, one that hands them to the
+event loop): a queued run holds no thread, only a place in ``_pending``.
+
+When the journal cannot be written (disk full, I/O error) the manager is *degraded*: it tells the server
+(health NOT_SERVING), refuses new runs with RESOURCE_EXHAUSTED, starts nothing, keeps every outcome it could
+not record in memory (not streamed: an outcome is only reported once it is on disk), and retries every
+``RECOVERY_SECONDS``; when the disk takes writes again it records them, reports them, and carries on.
+
+Stopping: :meth:`RunManager.shutdown` refuses new runs (UNAVAILABLE), ends every queued run INTERRUPTED at once
+(it is never started during the grace period), and lets the running one finish within the grace period.
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ import json
 import logging
 import math
 import os
-import queue
 import selectors
 import signal
 import subprocess
@@ -28,49 +38,46 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edge_agent.device import cpu_busy_seconds, device_state, torch_available
-from edge_agent.errors import ArtifactNotFound, ArtifactRejected, InvalidSettings, QuotaExceeded, RuntimeUnavailable
-from edge_agent.journal import Journal, RunRecord
+from edge_agent.errors import ArtifactNotFound, ArtifactRejected, QuotaExceeded, RuntimeUnavailable, ShuttingDown
+from edge_agent.journal import Journal, JournalUnavailable, RunRecord
+from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import NAME_PATTERN, ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 
-#: (default, minimum, maximum) of every numeric benchmark setting; 0 in a request means the default.
-BOUNDS: dict[str, tuple[float, float, float]] = {
-    "batch_size": (1, 1, 1024),
-    "threads": (1, 1, 256),
-    "warmup_runs": (10, 0, 100_000),
-    "warmup_min_seconds": (0.5, 0.0, 600.0),
-    "iterations": (100, 1, 1_000_000),
-    "min_seconds": (1.0, 0.0, 3600.0),
-    "timeout_seconds": (600.0, 1.0, 86_400.0),
-}
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
 DISTURBED_OTHER_LOAD = 0.5
 DISTURBED_TEMPERATURE_C = 80.0
 
 
-def resolve_settings(raw: dict[str, Any], cpu_count: int) -> dict[str, Any]:
-    """Fill defaults and check bounds; raises InvalidSettings naming the field and its bounds."""
-    settings: dict[str, Any] = {}
-    for key, (default, low, high) in BOUNDS.items():
-        value = raw.get(key, 0)
-        if key == "warmup_runs" and value == -1:
-            value = 0
-        elif not value:
-            value = default
-        if key == "threads":
-            high = min(high, cpu_count)
-        if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
-            raise InvalidSettings(f"{key}={value} is out of bounds: allowed {low}..{high}")
-        settings[key] = type(default)(value)
-    settings["runtime"] = raw.get("runtime", "RUNTIME_UNSPECIFIED")
-    settings["graph_optimization"] = raw.get("graph_optimization", "GRAPH_OPT_UNSPECIFIED")
-    settings["keep_samples"] = bool(raw.get("keep_samples", False))
-    return settings
+#: How often a degraded manager checks whether the journal can be written again.
+RECOVERY_SECONDS = 2.0
+#: Environment variables a worker inherits (everything else is dropped: no secrets, no proxies, no paths to data).
+WORKER_ENV_KEEP = (
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "LD_LIBRARY_PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "EDGE_AGENT_ENABLE_FAULTS",
+    "EDGE_AGENT_FAULT",
+)
+
+
+def worker_environment(tmp: str, threads: int) -> dict[str, str]:
+    """A scrubbed environment for the worker: only what running Python needs, HOME and TMPDIR in its scratch."""
+    env = {k: v for k, v in os.environ.items() if k in WORKER_ENV_KEEP or k.startswith("QEMU_")}
+    env.update({"HOME": tmp, "TMPDIR": tmp, "OMP_NUM_THREADS": str(threads)})
+    return env
 
 
 @dataclass
@@ -79,6 +86,12 @@ class Event:
     state: str
     kind: str  # queued | phase | progress | result | error
     payload: Any
+
+
+class EventSink(Protocol):
+    """Where one subscriber's events go; ``put`` is called from any thread and must not block."""
+
+    def put(self, event: Event) -> None: ...
 
 
 class RunManager:
@@ -90,52 +103,94 @@ class RunManager:
         max_queue: int = 16,
         memory_limit_bytes: int = 0,
         worker_command: list[str] | None = None,
+        on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
         self.journal = journal
         self.max_queue = max_queue
         self.memory_limit_bytes = memory_limit_bytes
         self.worker_command = worker_command or [sys.executable, "-m", "edge_agent.worker"]
+        self.on_degraded = on_degraded
         self._lock = threading.Condition()
         self._pending: deque[str] = deque()
-        self._subscribers: dict[str, list[queue.Queue[Event]]] = {}
+        self._subscribers: dict[str, list[EventSink]] = {}
         self._current: str | None = None
         self._current_proc: subprocess.Popen[bytes] | None = None
         self._accepting = True
         self._stopped = False
-        self.interrupted_at_start = journal.close_interrupted("the agent stopped during this run; it was not re-run")
+        #: Journal entries that could not be written yet: (run_id, fields of the "finished" entry), in order.
+        self._unrecorded: list[tuple[str, dict[str, Any]]] = []
+        self.degraded_reason = ""
+        self.interrupted_at_start: list[str] = []
+        try:
+            self.interrupted_at_start = journal.close_interrupted("the agent stopped during this run; it was not re-run")
+        except JournalUnavailable as exc:
+            for record in journal.unfinished():
+                error = {"code": "INTERRUPTED", "message": "the agent stopped during this run; it was not re-run"}
+                self._unrecorded.append((record.run_id, {"state": "INTERRUPTED", "error": error}))
+            self.degraded_reason = str(exc)
         self._thread = threading.Thread(target=self._executor, name="edge-agent-runs", daemon=True)
         self._thread.start()
+        self._recovery = threading.Thread(target=self._recover_loop, name="edge-agent-journal-recovery", daemon=True)
+        self._recovery.start()
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degraded_reason)
+
+    def _set_degraded(self, reason: str) -> None:
+        """Called with the lock held."""
+        if not self.degraded_reason:
+            _LOGGER.error("results cannot be recorded (%s): refusing new runs until the disk takes writes again", reason)
+            self.degraded_reason = reason
+            self._lock.notify_all()
+            if self.on_degraded is not None:
+                self.on_degraded(True)
 
     # ----- API for the service -------------------------------------------------------------------------------
-    def submit(self, run_id: str, sha256: str, raw_settings: dict[str, Any]) -> queue.Queue[Event]:
-        """Accept (or re-attach to) a run; returns a queue of its events, ending with a terminal one."""
+    def submit(self, run_id: str, sha256: str, settings: BenchmarkSettings, sink: EventSink) -> str:
+        """Accept (or re-attach to) a run; its events go to ``sink``, ending with a terminal one. Returns the run id.
+
+        Raises:
+            ArtifactRejected: a malformed run id. ArtifactNotFound: the artifact is not on the device.
+            RuntimeUnavailable: its runtime is not installed. QuotaExceeded: the queue is full, or results cannot be
+            recorded (disk full). ShuttingDown: the agent is stopping.
+        """
         if run_id and not NAME_PATTERN.fullmatch(run_id):
             raise ArtifactRejected(f"run_id must match {NAME_PATTERN.pattern}")
-        events: queue.Queue[Event] = queue.Queue()
         with self._lock:
             if not self._accepting:
-                raise QuotaExceeded("the agent is shutting down; submit the run again when it is back")
+                raise ShuttingDown("the agent is shutting down; submit the run again when it is back, or to another device")
             record = self.journal.get(run_id) if run_id else None
             if record is not None:
-                self._attach(record, events)
-                return events
-            settings = resolve_settings(raw_settings, os.cpu_count() or 1)
+                self._attach(record, sink)
+                return record.run_id
+            if self.degraded:
+                raise QuotaExceeded(
+                    "the device's disk is too full to record results, so no run is accepted; free space on the device "
+                    f"({self.degraded_reason})"
+                )
             meta = self.store.get(sha256)
             if meta is None:
                 raise ArtifactNotFound(f"artifact {sha256} is not on this device; push it first")
-            runtime = self._runtime_for(meta.format, settings["runtime"])
-            settings["runtime"] = runtime
+            runtime = self._runtime_for(meta.format, settings.runtime)
             if len(self._pending) >= self.max_queue:
                 raise QuotaExceeded(f"the run queue is full ({self.max_queue} waiting); retry later")
             run_id = run_id or uuid.uuid4().hex
-            self.journal.append(run_id, "accepted", sha256=sha256, settings=settings)
+            recorded = {**settings.to_dict(), "runtime": runtime}
+            try:
+                self.journal.append(run_id, "accepted", sha256=sha256, settings=recorded)
+            except JournalUnavailable as exc:
+                self._set_degraded(str(exc))
+                raise QuotaExceeded(
+                    f"the device's disk is too full to record the run; free space on the device ({exc})"
+                ) from None
             self._pending.append(run_id)
-            self._subscribers.setdefault(run_id, []).append(events)
+            self._subscribers.setdefault(run_id, []).append(sink)
             position = len(self._pending) - 1 + (1 if self._current else 0)
-            events.put(Event(run_id, "QUEUED", "queued", position))
+            sink.put(Event(run_id, "QUEUED", "queued", position))
             self._lock.notify_all()
-        return events
+        return run_id
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
         runtime = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript"}.get(
@@ -148,22 +203,22 @@ class RunManager:
             raise RuntimeUnavailable("TorchScript needs torch, which this device does not have; push the ONNX artifact")
         return runtime
 
-    def _attach(self, record: RunRecord, events: queue.Queue[Event]) -> None:
+    def _attach(self, record: RunRecord, sink: EventSink) -> None:
         if record.terminal:
-            events.put(self._terminal_event(record))
+            sink.put(self._terminal_event(record))
             return
-        self._subscribers.setdefault(record.run_id, []).append(events)
-        if record.state == "QUEUED":
+        self._subscribers.setdefault(record.run_id, []).append(sink)
+        if record.state == "QUEUED" and record.run_id in self._pending:
             position = list(self._pending).index(record.run_id) + (1 if self._current else 0)
-            events.put(Event(record.run_id, "QUEUED", "queued", position))
+            sink.put(Event(record.run_id, "QUEUED", "queued", position))
         else:
-            events.put(Event(record.run_id, "RUNNING", "phase", "running"))
+            sink.put(Event(record.run_id, "RUNNING", "phase", "running"))
 
-    def unsubscribe(self, run_id: str, events: queue.Queue[Event]) -> None:
+    def unsubscribe(self, run_id: str, sink: EventSink) -> None:
         with self._lock:
             subs = self._subscribers.get(run_id, [])
             with contextlib.suppress(ValueError):
-                subs.remove(events)
+                subs.remove(sink)
 
     @staticmethod
     def _terminal_event(record: RunRecord) -> Event:
@@ -173,8 +228,8 @@ class RunManager:
 
     def _publish(self, event: Event) -> None:
         with self._lock:
-            for events in list(self._subscribers.get(event.run_id, [])):
-                events.put(event)
+            for sink in list(self._subscribers.get(event.run_id, [])):
+                sink.put(event)
             if event.kind in ("result", "error"):
                 self._subscribers.pop(event.run_id, None)
 
@@ -182,17 +237,21 @@ class RunManager:
     def _executor(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._stopped:
+                while not self._stopped and (not self._pending or not self._accepting or self.degraded):
                     self._lock.wait()
                 if self._stopped:
                     return
                 run_id = self._pending.popleft()
                 self._current = run_id
                 for position, waiting in enumerate(self._pending, start=1):
-                    for events in self._subscribers.get(waiting, []):
-                        events.put(Event(waiting, "QUEUED", "queued", position))
+                    for sink in self._subscribers.get(waiting, []):
+                        sink.put(Event(waiting, "QUEUED", "queued", position))
             try:
                 self._execute(run_id)
+            except JournalUnavailable as exc:  # "started" could not be recorded: run it when the disk recovers
+                with self._lock:
+                    self._pending.appendleft(run_id)
+                    self._set_degraded(str(exc))
             except Exception:  # never let one run take the executor down
                 _LOGGER.exception("run %s failed unexpectedly", run_id)
                 self._finish(run_id, "FAILED", error={"code": "AGENT_ERROR", "message": "internal error; see the agent log"})
@@ -200,19 +259,76 @@ class RunManager:
                 with self._lock:
                     self._current = None
                     self._current_proc = None
+                    self._lock.notify_all()
 
     def _finish(
         self, run_id: str, state: str, *, result: dict[str, Any] | None = None, error: dict[str, str] | None = None
     ) -> None:
+        """Record a run's outcome, then report it; if it cannot be recorded, keep it until it can."""
         record = self.journal.get(run_id)
         if record is None or record.terminal:
             return
-        self.journal.append(run_id, "finished", state=state, result=result, error=error)
+        fields = {"state": state, "result": result, "error": error}
+        with self._lock:
+            if self._unrecorded or self.degraded:
+                self._unrecorded.append((run_id, fields))
+                return
+        try:
+            self.journal.append(run_id, "finished", **fields)
+        except JournalUnavailable as exc:
+            with self._lock:
+                self._unrecorded.append((run_id, fields))
+                self._set_degraded(str(exc))
+            return
         self._publish(self._terminal_event(self.journal.get(run_id)))  # type: ignore[arg-type]
+
+    def _recover_loop(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._stopped or self.degraded)
+                if self._stopped and not self._unrecorded:
+                    return
+            time.sleep(RECOVERY_SECONDS)
+            self.try_recover()
+            with self._lock:
+                if self._stopped and not self.degraded:
+                    return
+
+    def try_recover(self) -> bool:
+        """Write what could not be recorded; leave the degraded state when the journal takes writes again."""
+        with self._lock:
+            if not self.degraded:
+                return True
+        if not self.journal.writable():
+            return False
+        while True:
+            with self._lock:
+                if not self._unrecorded:
+                    break
+                run_id, fields = self._unrecorded[0]
+            try:
+                record = self.journal.get(run_id)
+                if record is not None and not record.terminal:
+                    self.journal.append(run_id, "finished", **fields)
+            except JournalUnavailable:
+                return False
+            with self._lock:
+                self._unrecorded.pop(0)
+            record = self.journal.get(run_id)
+            if record is not None:
+                self._publish(self._terminal_event(record))
+        with self._lock:
+            _LOGGER.warning("the results journal takes writes again: accepting runs")
+            self.degraded_reason = ""
+            self._lock.notify_all()
+        if self.on_degraded is not None:
+            self.on_degraded(False)
+        return True
 
     def _execute(self, run_id: str) -> None:
         record = self.journal.get(run_id)
-        assert record is not None  # accepted runs are always in the journal
+        if record is None:  # accepted runs are always in the journal
+            raise RuntimeError(f"run {run_id} is queued but not in the journal")
         self.journal.append(run_id, "started")
         self._publish(Event(run_id, "RUNNING", "phase", "started"))
         try:
@@ -266,7 +382,7 @@ class RunManager:
     def _run_worker(self, run_id: str, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any], float]:
         """Run the worker; returns its outcome and the CPU seconds it used."""
         with tempfile.TemporaryDirectory(prefix="edge-agent-run-") as tmp:
-            env = {**os.environ, "TMPDIR": tmp, "OMP_NUM_THREADS": str(request["settings"]["threads"])}
+            env = worker_environment(tmp, request["settings"]["threads"])
             proc = subprocess.Popen(
                 self.worker_command,
                 stdin=subprocess.PIPE,
@@ -348,29 +464,29 @@ class RunManager:
 
     # ----- shutdown ------------------------------------------------------------------------------------------
     def stop_accepting(self) -> None:
+        """Refuse new runs (UNAVAILABLE) and end every queued run INTERRUPTED: none starts from now on."""
         with self._lock:
             self._accepting = False
-
-    def shutdown(self, grace: float) -> None:
-        """Let the current run finish within ``grace`` seconds, then kill it; journal every unfinished run."""
-        self.stop_accepting()
-        end = time.monotonic() + grace
-        while time.monotonic() < end:
-            with self._lock:
-                if self._current is None:
-                    break
-            time.sleep(0.05)
-        with self._lock:
-            self._stopped = True
-            proc = self._current_proc
             pending = list(self._pending)
             self._pending.clear()
             self._lock.notify_all()
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        self._thread.join(timeout=10)
         for run_id in pending:
             self._finish(
                 run_id, "INTERRUPTED", error={"code": "INTERRUPTED", "message": "the agent shut down before the run started"}
             )
+
+    def shutdown(self, grace: float) -> None:
+        """Stop accepting, let the current run finish within ``grace`` seconds, then kill it; journal everything."""
+        self.stop_accepting()
+        end = time.monotonic() + grace
+        with self._lock:
+            self._lock.wait_for(lambda: self._current is None, timeout=max(0.0, grace))
+            self._stopped = True
+            proc = self._current_proc
+            self._lock.notify_all()
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        self._thread.join(timeout=max(10.0, end - time.monotonic()))
+        # One last attempt to record what the disk refused; what still cannot be written is INTERRUPTED at next start.
+        self.try_recover()

@@ -1,14 +1,19 @@
-"""Build and run the agent's gRPC server: options, interceptors, health, graceful shutdown.
+"""Build and run the agent's gRPC server (asyncio): options, interceptors, health, store lock, graceful stop.
 
-``with run_server(config) as (server, port): ...`` starts a real server (``port`` is the bound one: pass
-``listen="127.0.0.1:0"`` in tests) and stops it gracefully on exit. :func:`serve` is the daemon's main loop:
-SIGTERM / SIGINT flip health to NOT_SERVING, refuse new runs, let the current one finish within the grace
-period, journal anything still open, and exit 0.
+``with run_server(config) as (server, port): ...`` starts a real server on its own event-loop thread (``port``
+is the bound one: pass ``listen="127.0.0.1:0"`` in tests) and stops it gracefully on exit. :func:`serve` is the
+daemon's main loop: SIGTERM / SIGINT flip health to NOT_SERVING, refuse new runs (UNAVAILABLE), end queued
+runs INTERRUPTED, let the running one finish within the grace period, and exit 0.
+
+The store is locked (``<store>/agent.lock``, an exclusive ``flock``) for the agent's lifetime: a second agent on
+the same store refuses to start instead of corrupting the first one's journal and staging files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -17,37 +22,46 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from edge_agent.auth import TokenAuthInterceptor, read_token, server_credentials
+from edge_agent import __version__
+from edge_agent.auth import TokenAuthInterceptor, ensure_token, read_token, server_credentials
+from edge_agent.confine import landlock_abi
 from edge_agent.device import start_torch_probe
+from edge_agent.errors import StoreLocked
 from edge_agent.journal import Journal
 from edge_agent.runs import RunManager
-from edge_agent.service import AgentService
+from edge_agent.service import AgentService, ServiceLimits
 from edge_agent.store import MAX_CHUNK_BYTES, ArtifactStore, StoreLimits
 from edge_agent.v1 import agent_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
-SERVICE_NAME = "edge_agent.v1.EdgeAgent"
+SERVICE_NAME: Final = "edge_agent.v1.EdgeAgent"
 
 #: A push chunk (≤ 1 MiB) plus its header and framing; nothing larger is ever needed, so nothing larger is read.
-MAX_RECEIVE_MESSAGE_BYTES = MAX_CHUNK_BYTES + (64 << 10)
+MAX_RECEIVE_MESSAGE_BYTES: Final = MAX_CHUNK_BYTES + (64 << 10)
 #: A RunResult with every latency sample kept (1e6 doubles) fits; responses are never larger.
-MAX_SEND_MESSAGE_BYTES = 16 << 20
-#: Concurrent RPCs before new ones get RESOURCE_EXHAUSTED (a Pi has little memory; streams are long-lived).
-MAXIMUM_CONCURRENT_RPCS = 64
-SERVER_OPTIONS: list[tuple[str, int]] = [
+MAX_SEND_MESSAGE_BYTES: Final = 16 << 20
+#: Concurrent RPCs before new ones get RESOURCE_EXHAUSTED. Idle streams cost memory, not threads, so this is
+#: set well above the per-client stream limit: health checks and unary calls always find room.
+MAXIMUM_CONCURRENT_RPCS: Final = 512
+#: Threads for file I/O, hashing and fsyncs (handlers never block the event loop).
+IO_THREADS: Final = 8
+SERVER_OPTIONS: Final[list[tuple[str, int]]] = [
     ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+    ("grpc.max_metadata_size", 16 << 10),  # a bearer token and a few headers; bigger metadata is refused
     ("grpc.keepalive_time_ms", 30_000),  # ping idle connections every 30 s to find dead peers (Wi-Fi drops)
     ("grpc.keepalive_timeout_ms", 10_000),  # a ping unanswered for 10 s closes the connection
     ("grpc.keepalive_permit_without_calls", 1),  # collectors may hold idle channels open
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # accept client pings this often
+    ("grpc.max_connection_idle_ms", 10 * 60 * 1000),  # close connections with no calls for 10 minutes
     ("grpc.max_connection_age_ms", 24 * 3600 * 1000),  # recycle connections daily (certificate rotation)
     ("grpc.max_connection_age_grace_ms", 3600 * 1000),  # ...but let a long benchmark stream finish
 ]
@@ -70,7 +84,10 @@ class AgentConfig:
     max_queue: int = 16
     memory_limit_bytes: int = 0
     grace_seconds: float = 30.0
-    worker_threads: int = 16
+    #: Seconds a client stream may send nothing before it is ended.
+    idle_timeout: float = 30.0
+    #: Open streams (pushes, benchmark streams) one client address may hold.
+    max_streams_per_client: int = 32
     #: The interpreter that runs benchmark workers (default: this one; an emulator's launcher under qemu).
     worker_python: str | None = None
 
@@ -81,16 +98,22 @@ class AgentConfig:
         if self.client_ca is not None and self.tls_cert is None:
             raise ValueError("--client-ca (mTLS) needs --tls-cert and --tls-key")
         host = self.listen.rsplit(":", 1)[0].strip("[]")
-        if not self.insecure and not _is_loopback(host) and not (self.tls_cert and (self.token_file or self.client_ca)):
+        if not self.insecure and not _is_loopback(host) and not self.tls_cert:
             raise InsecureBindError(
-                f"refusing to listen on {self.listen} without TLS and authentication: configure --tls-cert/--tls-key "
-                "with --token-file or --client-ca, listen on 127.0.0.1, or pass --insecure on a network you trust"
+                f"refusing to listen on {self.listen} without TLS: configure --tls-cert/--tls-key (the token is then "
+                "encrypted on the wire), listen on 127.0.0.1, or pass --insecure on a network you trust"
             )
         for path in (self.token_file, self.tls_cert, self.tls_key, self.client_ca):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path} does not exist; check the path given to the flag or config key")
         if self.token_file is not None:
             read_token(self.token_file)
+        if self.idle_timeout <= 0 or self.max_streams_per_client < 1 or self.max_queue < 0:
+            raise ValueError("--idle-timeout must be positive, --max-streams-per-client and --max-queue at least 1 and 0")
+
+    @property
+    def authenticated_by_certificate(self) -> bool:
+        return self.client_ca is not None
 
 
 def _is_loopback(host: str) -> bool:
@@ -114,49 +137,139 @@ def device_id_for(store: Path) -> str:
         return value
 
 
+class StoreLock:
+    """An exclusive ``flock`` on ``<store>/agent.lock`` (released by the kernel if the agent dies)."""
+
+    def __init__(self, store: Path) -> None:
+        store.mkdir(parents=True, exist_ok=True)
+        self.path = store / "agent.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise StoreLocked(
+                f"another edge-agent (pid {holder}) is using the store {store}; stop it or give this one another --store"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def resolve_token(config: AgentConfig) -> tuple[str | None, str]:
+    """The token clients must present (None only with --insecure or mTLS) and a sentence saying where it is."""
+    if config.token_file is not None:
+        return read_token(config.token_file), f"token from {config.token_file}"
+    if config.insecure:
+        return None, "NO authentication (--insecure)"
+    if config.authenticated_by_certificate:
+        return None, "client certificates (mTLS)"
+    path, created = ensure_token(config.store)
+    verb = "created" if created else "kept"
+    return read_token(path), f"token in {path} ({verb} by the agent; give it to clients with --token-file)"
+
+
 @dataclass
 class Agent:
-    server: grpc.Server
+    """A running agent; its server lives on ``loop`` (a thread of its own, or the main thread under :func:`serve`)."""
+
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
     runs: RunManager
     store: ArtifactStore
+    loop: asyncio.AbstractEventLoop
+    io: ThreadPoolExecutor
+    lock: StoreLock
+    auth: str
 
-    def stop(self, grace: float) -> None:
-        """Graceful stop: NOT_SERVING first, then let in-flight work finish within ``grace``."""
-        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.runs.shutdown(grace)
-        self.server.stop(grace=min(grace, 5.0)).wait()
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Graceful stop: NOT_SERVING first, queued runs INTERRUPTED, the running one gets ``grace`` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await asyncio.get_running_loop().run_in_executor(self.io, self.runs.shutdown, grace)
+        await self.server.stop(grace=min(grace, 5.0))
+        self.io.shutdown(wait=True)
         self.runs.journal.close()
+        self.lock.release()
 
 
-def start_agent(config: AgentConfig) -> Agent:
+async def start_agent(config: AgentConfig) -> Agent:
+    """Start an agent on the running event loop.
+
+    Raises:
+        ValueError: a bad configuration. StoreLocked: another agent holds the store. OSError: the address.
+    """
     config.check()
+    lock = StoreLock(config.store)
+    try:
+        return await _start_locked(config, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
+    loop = asyncio.get_running_loop()
+    token, auth = resolve_token(config)
     start_torch_probe()
+    io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="edge-agent-io")
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl")
     worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
+    health_servicer = health.aio.HealthServicer()
+    agent_ref: list[Agent] = []
+
+    def on_degraded(degraded: bool) -> None:  # from the run manager's threads
+        if agent_ref:
+            asyncio.run_coroutine_threadsafe(agent_ref[0].set_serving(not degraded), loop)
+
     runs = RunManager(
         store,
         journal,
         max_queue=config.max_queue,
         memory_limit_bytes=config.memory_limit_bytes,
         worker_command=[worker_python, "-m", "edge_agent.worker"],
+        on_degraded=on_degraded,
     )
     if runs.interrupted_at_start:
-        _LOGGER.warning(
-            "%d run(s) were interrupted by the last stop and are reported as INTERRUPTED", len(runs.interrupted_at_start)
-        )
-    interceptors = [TokenAuthInterceptor(read_token(config.token_file))] if config.token_file else []
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="edge-agent-rpc"),
-        interceptors=interceptors,
+        count = len(runs.interrupted_at_start)
+        _LOGGER.warning("%d run(s) were interrupted by the last stop and are reported as INTERRUPTED", count)
+    abi = landlock_abi()
+    confinement = f"landlock ABI {abi}" if abi else "not confined: the kernel offers no Landlock"
+
+    def warnings() -> list[str]:
+        notes = list(journal.problems)
+        if runs.degraded:
+            notes.append(f"results cannot be recorded, no run is accepted: {runs.degraded_reason}")
+        if not abi:
+            notes.append("benchmark workers run without filesystem confinement (no Landlock in this kernel)")
+        return notes
+
+    service = AgentService(
+        store,
+        runs,
+        device_id_for(config.store),
+        limits=ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client),
+        io=io,
+        warnings=warnings,
+        confinement=confinement,
+    )
+    server = grpc.aio.server(
+        interceptors=[TokenAuthInterceptor(token)] if token else [],
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=MAXIMUM_CONCURRENT_RPCS,
     )
-    agent_pb2_grpc.add_EdgeAgentServicer_to_server(AgentService(store, runs, device_id_for(config.store)), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    agent_pb2_grpc.add_EdgeAgentServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.tls_cert and config.tls_key:
         port = server.add_secure_port(config.listen, server_credentials(config.tls_cert, config.tls_key, config.client_ca))
@@ -164,39 +277,65 @@ def start_agent(config: AgentConfig) -> Agent:
         port = server.add_insecure_port(config.listen)
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    return Agent(server, port, health_servicer, runs, store)
+    await server.start()
+    agent = Agent(server, port, health_servicer, runs, store, loop, io, lock, auth)
+    agent_ref.append(agent)
+    await agent.set_serving(not runs.degraded)
+    return agent
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for running an agent inside a synchronous program (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="edge-agent-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
 
 
 @contextlib.contextmanager
-def run_server(config: AgentConfig) -> Iterator[tuple[grpc.Server, int]]:
-    agent = start_agent(config)
+def run_server(config: AgentConfig, grace: float = 1.0) -> Iterator[tuple[Agent, int]]:
+    """Run an agent on a thread of its own for the ``with`` block; yields ``(agent, port)``."""
+    runner = _LoopThread()
     try:
-        yield agent.server, agent.port
+        agent = runner.run(start_agent(config), timeout=60)
+        try:
+            yield agent, agent.port
+        finally:
+            runner.run(agent.stop(grace), timeout=grace + 60)
     finally:
-        agent.stop(grace=1.0)
+        runner.close()
 
 
-def serve(config: AgentConfig, ready: threading.Event | None = None) -> int:
-    """Run until SIGTERM / SIGINT; returns the exit code (0 after a graceful stop)."""
-    agent = start_agent(config)
+def start_line(config: AgentConfig, agent: Agent) -> str:
     host = config.listen.rsplit(":", 1)[0]
     mode = "TLS" + (" + client certificates" if config.client_ca else "") if config.tls_cert else "plaintext"
-    auth = "token" if config.token_file else "no token"
-    _LOGGER.info("edge-agent serving on %s:%d (%s, %s), store %s", host, agent.port, mode, auth, config.store)
-    print(f"edge-agent: serving on {host}:{agent.port} ({mode}, {auth}); store {config.store}", flush=True)
-    stop = threading.Event()
+    return f"edge-agent {__version__}: serving on {host}:{agent.port} ({mode}, {agent.auth}); store {config.store}"
 
-    def on_signal(signum: int, _frame: object) -> None:
-        _LOGGER.info("received %s: shutting down (grace %.0f s)", signal.Signals(signum).name, config.grace_seconds)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if ready is not None:
-        ready.set()
-    stop.wait()
-    agent.stop(config.grace_seconds)
+def serve(config: AgentConfig) -> int:
+    """Run until SIGTERM / SIGINT; returns the exit code (0 after a graceful stop)."""
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: AgentConfig) -> int:
+    agent = await start_agent(config)
+    line = start_line(config, agent)
+    _LOGGER.info("%s", line)
+    print(line, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    _LOGGER.info("shutting down (grace %.0f s): no new runs, queued runs end INTERRUPTED", config.grace_seconds)
+    await agent.stop(config.grace_seconds)
     return 0

@@ -1,18 +1,33 @@
-"""The gRPC servicer: a thin layer from protobuf to the store and the run queue.
+"""The gRPC servicer (asyncio): a thin layer from protobuf to the store and the run queue.
 
 RPCs (the contract is ``protos/edge_agent/v1/agent.proto``): GetDeviceInfo, StatArtifact, PushArtifact,
 ListArtifacts, DeleteArtifact, RunBenchmark (server stream), GetRun, ListRuns; plus grpc.health.v1.Health.
-Domain errors become status codes in one table, :data:`STATUS_FOR`; details carry the error's message only
-(never a traceback, a path outside the store, or a token).
+
+Every handler runs on the event loop and holds no thread while it waits for a client: file I/O, hashing and
+fsyncs go to a bounded thread pool (``io``). So slow, stalled or idle clients cost memory, not threads, and
+health checks and unary calls stay fast however many streams are open. Limits: a client stream that sends
+nothing for ``idle_timeout`` seconds is ended (DEADLINE_EXCEEDED; a push resumes from its staged bytes), and
+one client (peer address) may hold at most ``max_streams_per_client`` open streams (RESOURCE_EXHAUSTED).
+
+Errors are mapped at one boundary, :func:`_boundary`: the agent's own errors through :data:`STATUS_FOR`;
+anything else is an agent fault, logged with an id and returned as INTERNAL with that id. Client input never
+produces UNKNOWN, and details never carry a traceback, a path outside the store or a token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import math
-import queue
-from collections.abc import Iterator
-from typing import Any, NoReturn
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -22,19 +37,23 @@ from edge_agent.errors import (
     AgentError,
     ArtifactNotFound,
     ArtifactRejected,
+    IdleStream,
     IntegrityError,
     InvalidSettings,
     OffsetMismatch,
     QuotaExceeded,
     RuntimeUnavailable,
+    ShuttingDown,
 )
 from edge_agent.journal import RunRecord
 from edge_agent.runs import Event, RunManager
+from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import ArtifactMeta, ArtifactStore, PushHeader, check_sha256
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATUS_FOR: dict[type[AgentError], grpc.StatusCode] = {
     ArtifactRejected: grpc.StatusCode.INVALID_ARGUMENT,
@@ -44,15 +63,66 @@ STATUS_FOR: dict[type[AgentError], grpc.StatusCode] = {
     OffsetMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     RuntimeUnavailable: grpc.StatusCode.FAILED_PRECONDITION,
     QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    IdleStream: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-#: How often a streaming handler wakes to notice a cancelled client.
-_POLL_SECONDS = 0.5
 
 
-def abort(context: grpc.ServicerContext, error: AgentError) -> NoReturn:
-    code = STATUS_FOR.get(type(error), grpc.StatusCode.INTERNAL)
-    context.abort(code, str(error))
-    raise AssertionError("unreachable")  # context.abort raises
+@dataclass(frozen=True)
+class ServiceLimits:
+    #: Seconds a client stream may send nothing before the agent ends it.
+    idle_timeout: float = 30.0
+    #: Open streaming calls (pushes, benchmark streams) one peer address may hold.
+    max_streams_per_client: int = 32
+
+
+def status_for(error: AgentError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+    incident = uuid.uuid4().hex[:12]
+    _LOGGER.error("internal error %s in %s", incident, method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error {incident} in the agent; see its log")
+
+
+def _boundary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Map every exception of a unary or client-streaming handler to a status code (never UNKNOWN)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: AgentService, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except AgentError as exc:
+            await context.abort(status_for(exc), str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort_internal(context, exc, method.__name__)
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+def _stream_boundary(method: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+    """The same boundary for server-streaming handlers."""
+
+    @functools.wraps(method)
+    async def wrapper(self: AgentService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except AgentError as exc:
+            await context.abort(status_for(exc), str(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await _abort_internal(context, exc, method.__name__)
+
+    return wrapper
 
 
 def artifact_pb(meta: ArtifactMeta, manifest_json: str = "") -> pb.ArtifactInfo:
@@ -82,6 +152,11 @@ def _parse(message: Any, payload: dict[str, Any] | None) -> Any:
     return json_format.ParseDict(_jsonable(payload or {}), message, ignore_unknown_fields=True)
 
 
+def _settings_pb(message: pb.BenchmarkSettings, settings: dict[str, Any]) -> None:
+    # The journal records the resolved runtime ("onnxruntime"), not the request's enum: leave that one out.
+    _parse(message, {k: v for k, v in settings.items() if k != "runtime"})
+
+
 def run_record_pb(record: RunRecord) -> pb.RunRecord:
     out = pb.RunRecord(
         run_id=record.run_id,
@@ -91,9 +166,13 @@ def run_record_pb(record: RunRecord) -> pb.RunRecord:
         finished_at=record.finished_at,
         seq=record.seq,
     )
-    _parse(out.settings, record.settings)
+    _settings_pb(out.settings, record.settings)
     if record.result:
-        _parse(out.result, record.result)
+        result = dict(record.result)
+        settings = result.pop("settings", None)
+        _parse(out.result, result)
+        if isinstance(settings, dict):
+            _settings_pb(out.result.settings, settings)
     if record.error:
         _parse(out.error, record.error)
     return out
@@ -108,95 +187,170 @@ def event_pb(event: Event) -> pb.RunEvent:
     elif event.kind == "progress":
         out.progress.CopyFrom(pb.Progress(done=event.payload["done"], total=event.payload["total"], phase=event.payload["phase"]))
     elif event.kind == "result":
-        _parse(out.result, event.payload)
+        result = dict(event.payload)
+        settings = result.pop("settings", None)
+        _parse(out.result, result)
+        if isinstance(settings, dict):
+            _settings_pb(out.result.settings, settings)
     else:
         _parse(out.error, event.payload)
     return out
 
 
+class LoopSink:
+    """Hands a run's events from any thread to a queue on the event loop (the streaming handler awaits it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def put(self, event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is gone, nobody listens
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+
 class AgentService(agent_pb2_grpc.EdgeAgentServicer):
-    def __init__(self, store: ArtifactStore, runs: RunManager, device_id: str) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        runs: RunManager,
+        device_id: str,
+        *,
+        limits: ServiceLimits | None = None,
+        io: ThreadPoolExecutor | None = None,
+        warnings: Callable[[], list[str]] | None = None,
+        confinement: str = "",
+    ) -> None:
         self.store = store
         self.runs = runs
         self.device_id = device_id
+        self.limits = limits or ServiceLimits()
+        self.io = io or ThreadPoolExecutor(max_workers=8, thread_name_prefix="edge-agent-io")
+        self.warnings = warnings or (lambda: [])
+        self.confinement = confinement
+        self._streams: Counter[str] = Counter()
 
-    def GetDeviceInfo(self, request: pb.GetDeviceInfoRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:
-        return _parse(pb.DeviceInfo(), device_info(self.device_id))
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
-    def StatArtifact(self, request: pb.StatArtifactRequest, context: grpc.ServicerContext) -> pb.StatArtifactResponse:
+    @contextlib.contextmanager
+    def _stream_slot(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        peer = _peer_host(context.peer())
+        if self._streams[peer] >= self.limits.max_streams_per_client:
+            raise QuotaExceeded(
+                f"this client already has {self.limits.max_streams_per_client} open streams on the agent; "
+                "finish or cancel some, then retry"
+            )
+        self._streams[peer] += 1
         try:
-            meta = self.store.get(check_sha256(request.sha256))
-            if meta is not None:
-                return pb.StatArtifactResponse(present=True, artifact=artifact_pb(meta))
-            return pb.StatArtifactResponse(present=False, staged_bytes=self.store.staged_bytes(request.sha256))
-        except AgentError as exc:
-            abort(context, exc)
+            yield
+        finally:
+            self._streams[peer] -= 1
+            if self._streams[peer] <= 0:
+                del self._streams[peer]
 
-    def PushArtifact(self, request_iterator: Iterator[pb.PushRequest], context: grpc.ServicerContext) -> pb.PushResponse:
+    async def _next(self, iterator: AsyncIterator[T], what: str) -> T | None:
         try:
-            first = next(request_iterator, None)
+            return await asyncio.wait_for(anext(iterator, None), timeout=self.limits.idle_timeout)
+        except TimeoutError:
+            raise IdleStream(f"the client sent nothing for {self.limits.idle_timeout:g} s {what}; the stream was ended") from None
+
+    # ----- RPCs ----------------------------------------------------------------------------------------------
+    @_boundary
+    async def GetDeviceInfo(self, request: pb.GetDeviceInfoRequest, context: grpc.aio.ServicerContext) -> pb.DeviceInfo:
+        info = await self._blocking(device_info, self.device_id)
+        out = _parse(pb.DeviceInfo(), info)
+        out.warnings.extend(self.warnings())
+        out.worker_confinement = self.confinement
+        return out
+
+    @_boundary
+    async def StatArtifact(self, request: pb.StatArtifactRequest, context: grpc.aio.ServicerContext) -> pb.StatArtifactResponse:
+        sha256 = check_sha256(request.sha256)
+        meta = await self._blocking(self.store.get, sha256)
+        if meta is not None:
+            return pb.StatArtifactResponse(present=True, artifact=artifact_pb(meta))
+        return pb.StatArtifactResponse(present=False, staged_bytes=await self._blocking(self.store.staged_bytes, sha256))
+
+    @_boundary
+    async def PushArtifact(
+        self, request_iterator: AsyncIterator[pb.PushRequest], context: grpc.aio.ServicerContext
+    ) -> pb.PushResponse:
+        with self._stream_slot(context):
+            first = await self._next(request_iterator, "before the push header")
             if first is None or first.WhichOneof("kind") != "header":
                 raise ArtifactRejected("the first message of a push must be its header")
             h = first.header
-            existing = self.store.get(check_sha256(h.sha256))
+            existing = await self._blocking(self.store.get, check_sha256(h.sha256))
             if existing is not None:
                 return pb.PushResponse(artifact=artifact_pb(existing), already_present=True)
             header = PushHeader(h.sha256, h.size_bytes, h.name, h.manifest_json, h.offset)
-            with self.store.begin_push(header) as upload:
-                for message in request_iterator:
+            upload = await self._blocking(self.store.begin_push, header)
+            try:
+                while True:
+                    message = await self._next(request_iterator, f"at byte {upload.position} of the push")
+                    if message is None:
+                        break
                     if message.WhichOneof("kind") != "chunk":
                         raise ArtifactRejected("only chunks may follow the header")
-                    upload.write(message.chunk.offset, message.chunk.data)
+                    await self._blocking(upload.write, message.chunk.offset, message.chunk.data)
                 if not upload.complete:
-                    if not context.is_active():
-                        return pb.PushResponse()  # client gone: the bytes stay staged for resume
                     raise OffsetMismatch(
                         f"the stream ended at byte {upload.position} of {header.size_bytes}; resume from {upload.position}"
                     )
-                meta = upload.finish()
+                meta = await self._blocking(upload.finish)
+            finally:
+                await self._blocking(upload.__exit__, None, None, None)
             _LOGGER.info("committed artifact %s (%s, %d bytes)", meta.sha256, meta.name, meta.size_bytes)
             return pb.PushResponse(artifact=artifact_pb(meta), bytes_received=upload.received)
-        except AgentError as exc:
-            abort(context, exc)
 
-    def ListArtifacts(self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext) -> pb.ListArtifactsResponse:
-        return pb.ListArtifactsResponse(artifacts=[artifact_pb(m) for m in self.store.list()])
+    @_boundary
+    async def ListArtifacts(
+        self, request: pb.ListArtifactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListArtifactsResponse:
+        metas = await self._blocking(self.store.list)
+        return pb.ListArtifactsResponse(artifacts=[artifact_pb(m) for m in metas])
 
-    def DeleteArtifact(self, request: pb.DeleteArtifactRequest, context: grpc.ServicerContext) -> pb.DeleteArtifactResponse:
-        try:
-            if not self.store.delete(check_sha256(request.sha256)):
-                raise ArtifactNotFound(f"artifact {request.sha256} is not on this device")
-            return pb.DeleteArtifactResponse(deleted=True)
-        except AgentError as exc:
-            abort(context, exc)
+    @_boundary
+    async def DeleteArtifact(
+        self, request: pb.DeleteArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteArtifactResponse:
+        if not await self._blocking(self.store.delete, check_sha256(request.sha256)):
+            raise ArtifactNotFound(f"artifact {request.sha256} is not on this device")
+        return pb.DeleteArtifactResponse(deleted=True)
 
-    def RunBenchmark(self, request: pb.RunBenchmarkRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
-        try:
-            settings = json_format.MessageToDict(request.settings, preserving_proto_field_name=True)
-            events = self.runs.submit(request.run_id, check_sha256(request.sha256), settings)
-        except AgentError as exc:
-            abort(context, exc)
-        run_id = None
-        try:
-            while context.is_active():
-                try:
-                    event = events.get(timeout=_POLL_SECONDS)
-                except queue.Empty:
-                    continue
-                run_id = event.run_id
-                yield event_pb(event)
-                if event.kind in ("result", "error"):
-                    return
-        finally:
-            if run_id is not None:
-                self.runs.unsubscribe(run_id, events)
+    @_stream_boundary
+    async def RunBenchmark(
+        self, request: pb.RunBenchmarkRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunEvent]:
+        with self._stream_slot(context):
+            settings = BenchmarkSettings.from_proto(request.settings, cpu_count=os.cpu_count() or 1)
+            sha256 = check_sha256(request.sha256)
+            sink = LoopSink(asyncio.get_running_loop())
+            run_id = await self._blocking(self.runs.submit, request.run_id, sha256, settings, sink)
+            try:
+                while True:
+                    event = await sink.queue.get()
+                    yield event_pb(event)
+                    if event.kind in ("result", "error"):
+                        return
+            finally:
+                self.runs.unsubscribe(run_id, sink)
 
-    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.RunRecord:
+    @_boundary
+    async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.RunRecord:
         record = self.runs.journal.get(request.run_id)
         if record is None:
-            abort(context, ArtifactNotFound(f"run {request.run_id[:128]!r} is not in this device's journal"))
+            raise ArtifactNotFound(f"run {request.run_id[:128]!r} is not in this device's journal")
         return run_record_pb(record)
 
-    def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
+    @_boundary
+    async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
         limit = request.limit if 0 < request.limit <= 10_000 else 1000
         return pb.ListRunsResponse(runs=[run_record_pb(r) for r in self.runs.journal.after(request.after_seq, limit)])
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:127.0.0.1:5555`` → ``ipv4:127.0.0.1``: streams are counted per client address, not per connection."""
+    head, _, _port = peer.rpartition(":")
+    return head or peer

@@ -13,7 +13,8 @@ Upload state machine (one push = one PushArtifact stream)::
     StatArtifact(sha) ─▶ present?  yes ─▶ done (one round trip)
                                    no  ─▶ staged_bytes = size of staging/<sha>.part (0 if none)
     PushArtifact: header(sha, size, name, manifest, offset = staged_bytes)
-        ─ checks: sha256 is 64 hex; 0 < size ≤ max_artifact_bytes; quota and free disk for size − offset;
+        ─ checks: sha256 is 64 hex; 0 < size ≤ max_artifact_bytes; quota and free disk for size − offset,
+          counting every push in flight at its full declared size (a reservation taken before the first byte);
           name matches NAME_PATTERN; manifest parses, its file.sha256/size/format agree with the header;
           offset == bytes staged (else FAILED_PRECONDITION). Nothing is written before these pass.
         ─ chunks: offset must equal the bytes written so far; data ≤ 1 MiB; never past size.
@@ -31,6 +32,7 @@ opened with O_NOFOLLOW so a planted symlink cannot redirect a write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -57,6 +59,9 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_CHUNK_BYTES = 1 << 20
 MAX_MANIFEST_BYTES = 256 << 10
+#: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
+MAX_MANIFEST_DEPTH = 32
+PRECISIONS = frozenset({"fp32", "fp16", "int8"})
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
@@ -109,6 +114,63 @@ def check_content(path: Path, fmt: str) -> None:
     onnx_guard.check_model_file(str(path))
 
 
+def _json_depth_ok(text: str, limit: int) -> bool:
+    """True when no JSON array or object nests deeper than ``limit`` (checked before json.loads recurses)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def parse_manifest(text: str) -> dict[str, Any]:
+    """The pushed manifest's JSON, checked for the fields and types the agent relies on.
+
+    Raises:
+        ArtifactRejected: naming the field that is missing or of the wrong type.
+    """
+    if not _json_depth_ok(text, MAX_MANIFEST_DEPTH):
+        raise ArtifactRejected(f"manifest_json nests deeper than {MAX_MANIFEST_DEPTH} levels")
+    try:
+        manifest = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ArtifactRejected("manifest_json is not valid JSON; push the manifest.json edge-export wrote") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactRejected("manifest_json must be a JSON object (an edge-opt manifest)")
+    file, fmt, precision = manifest.get("file"), manifest.get("format"), manifest.get("precision")
+    if not isinstance(file, dict):
+        raise ArtifactRejected("manifest field 'file' must be an object with sha256 and size_bytes")
+    if not isinstance(fmt, str) or fmt not in MODEL_FILES:
+        raise ArtifactRejected(f"manifest field 'format' must be one of {sorted(MODEL_FILES)}, got {str(fmt)[:40]!r}")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ArtifactRejected(f"manifest field 'precision' must be one of {sorted(PRECISIONS)}, got {str(precision)[:40]!r}")
+    for key in ("input", "target"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
+            raise ArtifactRejected(f"manifest field {key!r} must be an object")
+    return manifest
+
+
+def _disk_error(exc: OSError, doing: str) -> Exception:
+    """ENOSPC / EDQUOT become RESOURCE_EXHAUSTED for the client; other I/O errors stay OSErrors (INTERNAL)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return QuotaExceeded(f"the device's disk is full ({doing}); nothing was kept: free space on the device and retry")
+    return exc
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -134,7 +196,8 @@ class ArtifactStore:
         for d in (self.artifacts_dir, self.staging_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._active: set[str] = set()  # sha256 of pushes in progress
+        #: sha256 → declared size of every push in progress: its reservation against the quota and the disk.
+        self._active: dict[str, int] = {}
         self.sweep()
 
     # ----- queries -------------------------------------------------------------------------------------------
@@ -166,9 +229,15 @@ class ArtifactStore:
         return sorted(metas, key=lambda m: m.committed_at)
 
     def used_bytes(self, committed: list[ArtifactMeta] | None = None) -> int:
+        """Committed bytes, plus idle staged bytes, plus the full declared size of every push in flight."""
         committed = self.list() if committed is None else committed
-        staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part"))
-        return sum(m.size_bytes for m in committed) + staged
+        staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part") if p.name[:-5] not in self._active)
+        return sum(m.size_bytes for m in committed) + staged + sum(self._active.values())
+
+    def reserved_bytes(self) -> int:
+        """Bytes reserved by pushes in flight (their declared sizes)."""
+        with self._lock:
+            return sum(self._active.values())
 
     # ----- push ----------------------------------------------------------------------------------------------
     def begin_push(self, header: PushHeader) -> Upload:
@@ -187,9 +256,13 @@ class ArtifactStore:
                 raise OffsetMismatch(
                     f"push starts at byte {header.offset} but the device has {staged} bytes staged; resume from {staged}"
                 )
-            self._check_space(header.size_bytes - staged)
-            self._active.add(header.sha256)
-        return Upload(self, header, fmt, precision)
+            self._check_space(header.size_bytes, staged)
+            self._active[header.sha256] = header.size_bytes
+        try:
+            return Upload(self, header, fmt, precision)
+        except OSError as exc:
+            self._release(header.sha256)
+            raise _disk_error(exc, "starting the push") from None
 
     def _check_header(self, header: PushHeader) -> tuple[str, str]:
         if header.size_bytes <= 0:
@@ -204,31 +277,27 @@ class ArtifactStore:
             raise ArtifactRejected(f"name {header.name[:40]!r} must match {NAME_PATTERN.pattern} (it is metadata, never a path)")
         if len(header.manifest_json.encode()) > MAX_MANIFEST_BYTES:
             raise ArtifactRejected(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            manifest = json.loads(header.manifest_json)
-            file = manifest["file"]
-            fmt, precision = manifest["format"], manifest["precision"]
-        except (ValueError, KeyError, TypeError):
-            raise ArtifactRejected("manifest_json must be an edge-opt manifest with file, format and precision") from None
-        if fmt not in MODEL_FILES:
-            raise ArtifactRejected(f"manifest format {fmt!r} is not one of {sorted(MODEL_FILES)}")
-        if precision not in ("fp32", "fp16", "int8"):
-            raise ArtifactRejected(f"manifest precision {precision!r} is not one of fp16, fp32, int8")
+        manifest = parse_manifest(header.manifest_json)
+        file, fmt, precision = manifest["file"], manifest["format"], manifest["precision"]
         if file.get("sha256") != header.sha256 or file.get("size_bytes") != header.size_bytes:
             raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
         return fmt, precision
 
-    def _check_space(self, incoming: int) -> None:
+    def _check_space(self, size: int, staged: int) -> None:
+        """Called with the lock held: the push's whole declared size must fit beside everything else."""
         committed = self.list()  # reads every meta.json: once per push
-        if len(committed) >= self.limits.max_artifacts:
+        if len(committed) + len(self._active) >= self.limits.max_artifacts:
             raise QuotaExceeded(f"the store holds its maximum of {self.limits.max_artifacts} artifacts; delete some")
-        used = self.used_bytes(committed)
-        if used + incoming > self.limits.quota_bytes:
+        used = self.used_bytes(committed) - staged  # this push's own staged bytes are part of its reservation
+        incoming = size - staged
+        if used + size > self.limits.quota_bytes:
             raise QuotaExceeded(
-                f"quota: {used} bytes used + {incoming} incoming exceeds {self.limits.quota_bytes}; delete artifacts"
+                f"quota: {used} bytes used or reserved by other pushes + {size} for this one exceeds the quota of "
+                f"{self.limits.quota_bytes} bytes; delete artifacts or retry when other pushes end"
             )
         stat = os.statvfs(self.root)
-        free = stat.f_bavail * stat.f_frsize
+        in_flight = sum(size - self.staged_bytes(sha) for sha, size in self._active.items())
+        free = stat.f_bavail * stat.f_frsize - in_flight
         if incoming + self.limits.reserve_bytes > free:
             raise QuotaExceeded(
                 f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve; "
@@ -260,8 +329,8 @@ class ArtifactStore:
             part.unlink(missing_ok=True)
             return self.get(header.sha256) or meta
         assembly = self.staging_dir / f"commit-{header.sha256}-{os.getpid()}-{threading.get_ident()}"
-        assembly.mkdir()
         try:
+            assembly.mkdir()
             part.replace(assembly / MODEL_FILES[upload.format])
             for name, text in (("manifest.json", header.manifest_json), ("meta.json", meta.to_json())):
                 with (assembly / name).open("w", encoding="utf-8") as fh:
@@ -272,6 +341,10 @@ class ArtifactStore:
             assembly.replace(final)
             _fault("after_rename_before_dir_fsync")
             _fsync_dir(self.artifacts_dir)
+        except OSError as exc:
+            shutil.rmtree(assembly, ignore_errors=True)
+            part.unlink(missing_ok=True)
+            raise _disk_error(exc, "committing the artifact") from None
         except BaseException:
             shutil.rmtree(assembly, ignore_errors=True)
             raise
@@ -279,7 +352,7 @@ class ArtifactStore:
 
     def _release(self, sha256: str) -> None:
         with self._lock:
-            self._active.discard(sha256)
+            self._active.pop(sha256, None)
 
     # ----- maintenance ---------------------------------------------------------------------------------------
     def delete(self, sha256: str) -> bool:
@@ -429,7 +502,7 @@ class Upload:
                 written = _write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC mid-write: give the space back, keep nothing partial
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # disk full mid-write: give the space back, keep nothing
                 self._hasher.stop()
                 self._close_fd()
                 (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
@@ -445,7 +518,13 @@ class Upload:
 
     def finish(self) -> ArtifactMeta:
         """fsync, verify the bytes read back from disk, and commit. Raises IntegrityError (DATA_LOSS) on a mismatch."""
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._hasher.stop()
+            self._close_fd()
+            (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
+            raise _disk_error(exc, "flushing the push") from None
         self._close_fd()
         actual = self._hasher.result()
         if actual != self.header.sha256:

@@ -4,8 +4,14 @@
 
 Protocol: one JSON request on stdin; JSON lines on stdout: ``{"type": "progress", "phase", "done", "total"}``
 while it works, then exactly one ``{"type": "result", ...}`` or ``{"type": "error", "code", "message"}``.
-The parent (:mod:`edge_agent.runner`) owns the timeout, the process group and the accounting; a crash or a hang
+The parent (:mod:`edge_agent.runs`) owns the timeout, the process group and the accounting; a crash or a hang
 here kills only this process.
+
+Defence in depth against a hostile model (the store's :mod:`edge_agent.onnx_guard` already refused it once):
+the parent starts this process in an empty scratch directory with a scrubbed environment; the model file is
+read into memory and checked again, then :func:`edge_agent.confine.confine` takes the filesystem away (Landlock,
+where the kernel has it), and only then does the runtime load the model, from bytes, so there is no model
+directory for external data to resolve against.
 
 Peak RSS is the kernel's ``ru_maxrss`` of this process: no polling thread runs beside the timing loop, so the
 memory figure cannot disturb the latency figures.
@@ -13,6 +19,7 @@ memory figure cannot disturb the latency figures.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -20,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+from edge_agent.confine import Confinement, confine
 from edge_agent.errors import ArtifactRejected
 from edge_agent.timing import measure
 
@@ -55,15 +63,14 @@ def _input_shape(declared: list[Any], batch: int) -> list[int]:
     return dims
 
 
-def _onnx_runner(path: str, settings: dict[str, Any]) -> tuple[Any, str, list[Any], str, str]:
+def _read_model(path: str) -> bytes:
+    with open(path, "rb") as fh:  # noqa: PTH123 - the worker keeps imports minimal
+        return fh.read()
+
+
+def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list[Any], str, str]:
     import onnxruntime as ort
 
-    from edge_agent import onnx_guard
-
-    try:
-        onnx_guard.check_model_file(path)
-    except ArtifactRejected as exc:
-        raise WorkerError("MODEL_INVALID", str(exc)) from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings["threads"]
     options.inter_op_num_threads = 1
@@ -75,7 +82,7 @@ def _onnx_runner(path: str, settings: dict[str, Any]) -> tuple[Any, str, list[An
     }.get(settings["graph_optimization"], ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     options.graph_optimization_level = level
     try:
-        session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         if "bad_alloc" in first:  # the address-space limit (RLIMIT_AS), not the model
@@ -83,6 +90,25 @@ def _onnx_runner(path: str, settings: dict[str, Any]) -> tuple[Any, str, list[An
         raise WorkerError("MODEL_INVALID", f"onnxruntime cannot load the model: {first}") from None
     first = session.get_inputs()[0]
     return session, first.name, list(first.shape), _DTYPES.get(first.type, "float32"), ort.__version__
+
+
+def load_confined(runtime: str, model_path: str) -> tuple[bytes, Confinement]:
+    """Import the runtime, read and re-check the model, then confine this process; returns the model bytes."""
+    if runtime == "onnxruntime":
+        import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
+
+        from edge_agent import onnx_guard
+
+        model = _read_model(model_path)
+        try:
+            onnx_guard.check_model_bytes(model)
+        except ArtifactRejected as exc:
+            raise WorkerError("MODEL_INVALID", str(exc)) from None
+    else:
+        import torch  # noqa: F401 - likewise
+
+        model = _read_model(model_path)
+    return model, confine(os.getcwd())  # noqa: PTH109 - a string path, as Landlock takes it
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +120,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     baseline_rss = _rss_bytes()
     emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
     t0 = time.perf_counter()
+    model, confinement = load_confined(runtime, request["model_path"])
     if runtime == "onnxruntime":
-        session, name, shape, dtype, version = _onnx_runner(request["model_path"], settings)
+        session, name, shape, dtype, version = _onnx_runner(model, settings)
         declared = [manifest_input["shape"][0], *shape[1:]] if len(shape) == len(manifest_input["shape"]) else shape
 
         def call(x: Any) -> Any:
@@ -111,7 +138,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 raise WorkerError("RUNTIME_ERROR", f"torch here lacks the quantized engine {engine!r} the artifact was built for")
             torch.backends.quantized.engine = engine
         try:
-            module = torch.jit.load(request["model_path"], map_location="cpu").eval()
+            module = torch.jit.load(io.BytesIO(model), map_location="cpu").eval()
         except Exception as exc:
             raise WorkerError("MODEL_INVALID", f"torch.jit.load failed: {str(exc).splitlines()[0][:300]}") from None
         declared, dtype, version = manifest_input["shape"], manifest_input["dtype"], torch.__version__
@@ -122,6 +149,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
 
     load_seconds = time.perf_counter() - t0
+    del model  # the runtime holds its own copy
     if _fault_active("worker_slow"):  # a device slowed on purpose: 2 ms of busy-wait per call
         model_call = call
 
@@ -179,6 +207,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "runtime": runtime,
         "runtime_version": version,
         "output_sample": output_sample,
+        "confinement": confinement.describe(),
     }
 
 

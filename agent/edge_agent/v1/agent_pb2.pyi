@@ -63,7 +63,7 @@ class Runtime(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., quantized_engines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("device_id", "hostname", "arch", "cpu_model", "cpu_count", "cpu_flags", "memory_total_bytes", "memory_available_bytes", "os", "kernel", "python_version", "runtimes", "board_model", "state", "agent_version", "suggested_target")
+    __slots__ = ("device_id", "hostname", "arch", "cpu_model", "cpu_count", "cpu_flags", "memory_total_bytes", "memory_available_bytes", "os", "kernel", "python_version", "runtimes", "board_model", "state", "agent_version", "suggested_target", "warnings", "worker_confinement")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,8 @@ class DeviceInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUGGESTED_TARGET_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_CONFINEMENT_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     hostname: str
     arch: str
@@ -96,7 +98,9 @@ class DeviceInfo(_message.Message):
     state: DeviceState
     agent_version: str
     suggested_target: str
-    def __init__(self, device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., runtimes: _Optional[_Iterable[_Union[Runtime, _Mapping]]] = ..., board_model: _Optional[str] = ..., state: _Optional[_Union[DeviceState, _Mapping]] = ..., agent_version: _Optional[str] = ..., suggested_target: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    worker_confinement: str
+    def __init__(self, device_id: _Optional[str] = ..., hostname: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., python_version: _Optional[str] = ..., runtimes: _Optional[_Iterable[_Union[Runtime, _Mapping]]] = ..., board_model: _Optional[str] = ..., state: _Optional[_Union[DeviceState, _Mapping]] = ..., agent_version: _Optional[str] = ..., suggested_target: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., worker_confinement: _Optional[str] = ...) -> None: ...
 
 class DeviceState(_message.Message):
     __slots__ = ("temperature_c", "cpu_freq_mhz", "governor", "throttled", "throttled_raw", "load_1m")
@@ -271,7 +275,7 @@ class LatencyStats(_message.Message):
     def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., min_ms: _Optional[float] = ..., max_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., throughput_per_s: _Optional[float] = ..., samples_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("latency", "load_seconds", "first_inference_ms", "peak_rss_bytes", "baseline_rss_bytes", "state_before", "state_after", "other_cpu_load", "disturbed", "warnings", "runtime", "runtime_version", "settings", "wall_seconds", "output_sample")
+    __slots__ = ("latency", "load_seconds", "first_inference_ms", "peak_rss_bytes", "baseline_rss_bytes", "state_before", "state_after", "other_cpu_load", "disturbed", "warnings", "runtime", "runtime_version", "settings", "wall_seconds", "output_sample", "confinement")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +291,7 @@ class RunResult(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CONFINEMENT_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     load_seconds: float
     first_inference_ms: float
@@ -302,7 +307,8 @@ class RunResult(_message.Message):
     settings: BenchmarkSettings
     wall_seconds: float
     output_sample: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_seconds: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., state_before: _Optional[_Union[DeviceState, _Mapping]] = ..., state_after: _Optional[_Union[DeviceState, _Mapping]] = ..., other_cpu_load: _Optional[float] = ..., disturbed: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., wall_seconds: _Optional[float] = ..., output_sample: _Optional[_Iterable[float]] = ...) -> None: ...
+    confinement: str
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_seconds: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., state_before: _Optional[_Union[DeviceState, _Mapping]] = ..., state_after: _Optional[_Union[DeviceState, _Mapping]] = ..., other_cpu_load: _Optional[float] = ..., disturbed: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., wall_seconds: _Optional[float] = ..., output_sample: _Optional[_Iterable[float]] = ..., confinement: _Optional[str] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("code", "message")

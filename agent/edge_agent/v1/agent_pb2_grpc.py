@@ -135,7 +135,9 @@ class EdgeAgentServicer:
         fsynced on the device before it is streamed, so a dropped client gets it back with GetRun.
         Returns (before the first event): NOT_FOUND unknown artifact; INVALID_ARGUMENT settings out of range
         (the message states the bounds); FAILED_PRECONDITION the artifact's runtime is not installed on the
-        device (e.g. TorchScript without torch); RESOURCE_EXHAUSTED the queue is full.
+        device (e.g. TorchScript without torch); RESOURCE_EXHAUSTED the queue is full, or the device's disk is too
+        full to record results (health is NOT_SERVING until space returns); UNAVAILABLE the agent is stopping.
+        A run still QUEUED when the agent is told to stop is never started: it ends INTERRUPTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
