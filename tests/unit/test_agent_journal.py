@@ -47,3 +47,60 @@ def test_unfinished_runs_become_interrupted_exactly_once(tmp_path: Path) -> None
     assert restarted.get("running").state == "INTERRUPTED" and restarted.get("done").state == "SUCCEEDED"
     restarted.close()
     assert Journal(path).close_interrupted("again") == []
+
+
+def test_garbage_in_the_middle_keeps_every_valid_record_and_sets_the_bad_ones_aside(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    for run in ("r1", "r2", "r3"):
+        journal.append(run, "accepted", sha256="a" * 64, settings={})
+        journal.append(run, "finished", state="SUCCEEDED", result={"latency": {"p50_ms": 1.0}})
+    journal.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(2, b"\x00\xffnot json at all\n")
+    lines.insert(4, b"{}\n")
+    lines[5] = lines[5].replace(b"SUCCEEDED", b"SUCCEEDEX")  # a flipped byte: the checksum no longer matches
+    path.write_bytes(b"".join(lines))
+    reopened = Journal(path)
+    assert reopened.get("r1").state == "SUCCEEDED" and reopened.get("r3").state == "SUCCEEDED"
+    assert reopened.get("r2").state == "QUEUED"  # its damaged "finished" entry was set aside
+    assert len(reopened.problems) == 3 and all("set aside" in p for p in reopened.problems)
+    rejected = (tmp_path / "j.jsonl.rejected").read_bytes()
+    assert b"not json" in rejected and b"{}" in rejected
+    assert reopened.close_interrupted("agent restarted") == ["r2"]
+    reopened.append("r4", "accepted", sha256="b" * 64, settings={})
+    reopened.close()
+    again = Journal(path)
+    assert again.problems == [] and again.get("r4") is not None and again.get("r2").state == "INTERRUPTED"
+
+
+_FULL_DISK_SCRIPT = """
+import resource, signal, sys
+from pathlib import Path
+from edge_agent.journal import Journal, JournalUnavailable
+path = Path(sys.argv[1])
+journal = Journal(path)
+journal.append("r1", "accepted", sha256="a" * 64, settings={})
+size = path.stat().st_size
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, resource.RLIM_INFINITY))  # the kernel refuses longer files
+try:
+    journal.append("r1", "finished", state="SUCCEEDED", result={"latency": {"p50_ms": 1.0}})
+    print("appended")
+except JournalUnavailable:
+    print("refused", path.stat().st_size == size, journal.get("r1").state, journal.seq)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+journal.append("r1", "finished", state="SUCCEEDED", result={})
+print("recovered", journal.seq)
+"""
+
+
+def test_a_failed_append_leaves_no_torn_line_and_the_next_one_continues(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "j.jsonl"
+    out = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["refused", "True", "QUEUED", "1", "recovered", "2"], out.stdout + out.stderr
+    reopened = Journal(path)
+    assert reopened.problems == [] and reopened.get("r1").state == "SUCCEEDED" and reopened.seq == 2

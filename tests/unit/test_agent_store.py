@@ -188,3 +188,36 @@ def test_disk_full_mid_write_keeps_nothing_and_the_store_recovers(tmp_path: Path
     monkeypatch.undo()
     assert list(store.staging_dir.iterdir()) == [] and store.list() == []
     assert _push(store, data).size_bytes == len(data)  # the next push succeeds
+
+
+def test_pushes_in_flight_reserve_their_size_against_the_quota(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, StoreLimits(max_artifact_bytes=1 << 20, quota_bytes=10_000))
+    first, second = b"PK\x03\x04" + os.urandom(5996), b"PK\x03\x04" + os.urandom(5996)  # TorchScript zips, by header
+    upload = store.begin_push(_header(first, fmt="torchscript"))  # nothing written yet, but 6000 bytes are reserved
+    with pytest.raises(QuotaExceeded, match="reserved"):
+        store.begin_push(_header(second, fmt="torchscript"))
+    with upload:
+        upload.write(0, first)
+        upload.finish()
+    assert store.used_bytes() == 6000
+    with pytest.raises(QuotaExceeded):
+        store.begin_push(_header(second, fmt="torchscript"))
+
+
+@pytest.mark.parametrize(
+    ("manifest", "match"),
+    [
+        ('{"format": "onnx", "precision": "fp32", "file": "model.onnx"}', "'file' must be an object"),
+        ('{"format": ["onnx"], "precision": "fp32", "file": {}}', "'format' must be one of"),
+        ('{"format": "onnx", "precision": 8, "file": {}}', "'precision' must be one of"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper"),
+        ('{"format": "onnx"', "not valid JSON"),
+        ("[]", "must be a JSON object"),
+    ],
+)
+def test_malformed_manifests_are_refused_by_name(tmp_path: Path, manifest: str, match: str) -> None:
+    data = tiny_onnx_bytes()
+    header = PushHeader(hashlib.sha256(data).hexdigest(), len(data), "m", manifest, 0)
+    with pytest.raises(ArtifactRejected, match=match):
+        ArtifactStore(tmp_path).begin_push(header)
+    assert not list((tmp_path / "staging").iterdir())

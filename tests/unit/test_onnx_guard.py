@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import hostile_onnx
 import onnx
 import pytest
 from agent_helpers import tiny_onnx_bytes
 from edge_agent.errors import ArtifactRejected
-from edge_agent.onnx_guard import MAX_DEPTH, check_model_bytes
-from onnx import TensorProto, helper
+from edge_agent.onnx_guard import MAX_DEPTH, check_model_bytes, check_model_file
+from onnx import helper
 
 pytestmark = pytest.mark.unit
 
@@ -14,22 +17,26 @@ def test_plain_model_passes() -> None:
     check_model_bytes(tiny_onnx_bytes())
 
 
-def test_external_data_is_refused() -> None:
-    model = onnx.load_from_string(tiny_onnx_bytes())
-    tensor = model.graph.initializer[0]
-    tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
-    entry = tensor.external_data.add()
-    entry.key, entry.value = "location", "../../etc/passwd"
+@pytest.mark.parametrize("place", sorted(hostile_onnx.EXTERNAL_DATA))
+def test_external_data_is_refused_wherever_it_hides(place: str, tmp_path: Path) -> None:
+    data = hostile_onnx.EXTERNAL_DATA[place]()
     with pytest.raises(ArtifactRejected, match="external data"):
-        check_model_bytes(model.SerializeToString())
+        check_model_bytes(data)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ArtifactRejected, match="external data"):  # the file path, too: no BufferError, no leak
+        check_model_file(str(path))
+    path.unlink()  # nothing holds the file open
 
 
-def test_custom_domain_node_is_refused() -> None:
-    model = onnx.load_from_string(tiny_onnx_bytes())
-    model.graph.node.append(helper.make_node("Evil", ["logits"], ["out"], domain="com.attacker"))
+@pytest.mark.parametrize("place", sorted(hostile_onnx.CUSTOM_DOMAIN))
+def test_custom_domain_node_is_refused_wherever_it_hides(place: str) -> None:
     with pytest.raises(ArtifactRejected, match=r"com\.attacker"):
-        check_model_bytes(model.SerializeToString())
+        check_model_bytes(hostile_onnx.CUSTOM_DOMAIN[place]())
+
+
+def test_call_of_a_model_local_function_is_accepted() -> None:
+    check_model_bytes(hostile_onnx.local_function_model())
 
 
 def test_subgraph_depth_bomb_is_refused() -> None:
@@ -42,7 +49,20 @@ def test_subgraph_depth_bomb_is_refused() -> None:
         check_model_bytes(model.SerializeToString())
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00", b"\xff" * 20, b"\x3a\x05abc"])
-def test_garbage_is_refused_cleanly(data: bytes) -> None:
+def test_unknown_length_delimited_field_is_refused() -> None:
+    # Field 99 of TensorProto does not exist in the schema: fail closed rather than skip what may be a tensor.
+    model = onnx.load_from_string(tiny_onnx_bytes())
+    tensor = model.graph.initializer[0].SerializeToString() + bytes([(99 << 3 | 2) & 0x7F | 0x80, 99 >> 4, 3]) + b"abc"
+    model.graph.initializer[0].ParseFromString(tensor)
+    with pytest.raises(ArtifactRejected, match="does not know"):
+        check_model_bytes(model.SerializeToString())
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00", b"\xff" * 20, b"\x3a\x05abc", b"\x3a\x80\x80\x80\x80\x10"])
+def test_garbage_is_refused_cleanly(data: bytes, tmp_path: Path) -> None:
     with pytest.raises(ArtifactRejected):
         check_model_bytes(data)
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ArtifactRejected):
+        check_model_file(str(path))

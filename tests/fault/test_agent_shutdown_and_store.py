@@ -1,0 +1,134 @@
+"""The daemon's stop and start: SIGTERM semantics, a token always, one agent per store."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from agent_helpers import TOKEN, AgentProcess, client_for, tiny_onnx_bytes, wait_for, write_artifact
+from edge_agent.client import DeviceCallError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    return path
+
+
+def _health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+
+
+def test_sigterm_refuses_new_runs_with_unavailable_and_never_starts_queued_ones(tmp_path: Path, token_file: Path) -> None:
+    store = tmp_path / "store"
+    agent = AgentProcess(store, token_file)
+    try:
+        port = agent.start()
+        with client_for(port) as client:
+            sha = client.push(write_artifact(tmp_path / "a", tiny_onnx_bytes())).sha256
+            forever = {"iterations": 10**6, "min_seconds": 600, "timeout_seconds": 900}
+            long = client.bench(sha, forever, run_id="long", reconnects=0)
+            for event in long:
+                if "progress" in event:
+                    break
+            queued = client.bench(sha, {"iterations": 5}, run_id="queued", reconnects=0)
+            assert "queue_position" in next(queued)
+            assert agent.proc is not None
+            agent.proc.send_signal(15)
+            wait_for(lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5)
+            with pytest.raises(DeviceCallError) as refused:
+                list(client.bench(sha, {"iterations": 5}, run_id="late", reconnects=0))
+            assert refused.value.code == "UNAVAILABLE"
+            assert agent.proc.wait(timeout=60) == 0
+        entries = [json.loads(line) for line in (store / "runs" / "journal.jsonl").read_text().splitlines()]
+        queued_events = [e["event"] for e in entries if e["run_id"] == "queued"]
+        assert queued_events == ["accepted", "finished"], queued_events  # never "started"
+        assert [e["state"] for e in entries if e["run_id"] == "queued" and e["event"] == "finished"] == ["INTERRUPTED"]
+        assert not [e for e in entries if e["run_id"] == "late"]
+    finally:
+        agent.close()
+
+
+def _serve(store: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "serve", "--listen", "127.0.0.1:0", "--store", str(store), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "serving on" in line, line + (proc.stderr.read() if proc.stderr else "")
+    return int(line.split("serving on ", 1)[1].split()[0].rsplit(":", 1)[1])
+
+
+def test_without_a_token_file_the_agent_makes_one_and_requires_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = _serve(store)
+    try:
+        port = _port(proc)
+        token_path = store / "token"
+        assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
+        token = token_path.read_text().strip()
+        assert len(token) >= 32
+        with client_for(port, token=None) as anonymous, pytest.raises(DeviceCallError) as denied:
+            anonymous.list_artifacts()
+        assert denied.value.code == "UNAUTHENTICATED"
+        with client_for(port, token=token) as client:
+            assert client.list_artifacts() == []
+        second = _serve(store)  # the same store: refused while the first agent runs
+        try:
+            assert second.wait(timeout=60) != 0
+            assert "another edge-agent" in (second.stderr.read() if second.stderr else "")
+        finally:
+            if second.poll() is None:
+                second.kill()
+            for stream in (second.stdout, second.stderr):
+                if stream:
+                    stream.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+    # A restart keeps the same token (clients keep working).
+    proc = _serve(store)
+    try:
+        port = _port(proc)
+        with client_for(port, token=token) as client:
+            assert client.list_artifacts() == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def test_insecure_is_the_only_way_to_run_without_a_token(tmp_path: Path) -> None:
+    proc = _serve(tmp_path / "store", "--insecure")
+    try:
+        port = _port(proc)
+        with client_for(port, token=None) as client:
+            assert client.list_artifacts() == []
+        assert not (tmp_path / "store" / "token").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()

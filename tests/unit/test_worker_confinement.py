@@ -1,0 +1,104 @@
+"""Defence in depth for a model that slips past the guard: the installed onnxruntime and the worker's Landlock.
+
+Both run in fresh subprocesses (confinement is irreversible). In CI (``CI=true``) a kernel without Landlock is a
+failure; elsewhere the Landlock test is skipped and device info says the worker runs unconfined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import hostile_onnx
+import pytest
+from edge_agent.confine import landlock_abi
+
+pytestmark = pytest.mark.unit
+
+_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import onnxruntime as ort
+    model, secret_dir, scratch, confine_first = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    data = open(model, "rb").read()
+    out = {}
+    if confine_first:
+        from edge_agent.confine import confine
+        out["confinement"] = confine(scratch).describe()
+        for path in ("/etc/passwd", secret_dir + "/secret.bin"):
+            try:
+                open(path, "rb").read(1)
+                out[path] = "read"
+            except OSError as exc:
+                out[path] = exc.strerror
+        with open(scratch + "/scratch.txt", "w") as fh:
+            fh.write("ok")
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        out["outputs"] = session.run(None, {"x": np.zeros(4, np.float32)})[0].tolist()
+    except Exception as exc:
+        out["refused"] = str(exc).splitlines()[0][:200]
+    print(json.dumps(out))
+    """
+)
+
+
+def _hostile_model(tmp_path: Path, builder_name: str) -> tuple[Path, Path]:
+    """A hostile model whose external data points at a secret file outside the model's folder."""
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "secret.bin").write_bytes(bytes(range(16)))
+    model = tmp_path / "model.onnx"
+    hostile = getattr(hostile_onnx, builder_name)()
+    model.write_bytes(hostile_onnx.point_external_data_at(hostile, str(secret_dir / "secret.bin")))
+    return model, secret_dir
+
+
+def _probe(model: Path, secret_dir: Path, scratch: Path, confine: bool) -> dict:
+    env = {k: v for k, v in os.environ.items()}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(model), str(secret_dir), str(scratch), "1" if confine else "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=scratch,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("builder", ["ext_initializer", "ext_sparse_value_values", "ext_constant_value"])
+def test_installed_onnxruntime_refuses_escaping_external_data_loaded_from_bytes(builder: str, tmp_path: Path) -> None:
+    """The floor in pyproject.toml (onnxruntime>=1.27): older versions read the sparse tensor's file."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    model, secret_dir = _hostile_model(tmp_path, builder)
+    result = _probe(model, secret_dir, scratch, confine=False)
+    assert "refused" in result, f"onnxruntime loaded external data from {secret_dir}: {result}"
+    # The control: the same model with its data inline loads and runs, so the refusal was about the external data.
+    control = tmp_path / "control.onnx"
+    control.write_bytes(hostile_onnx.same_model_without_external_data(builder))
+    assert "outputs" in _probe(control, secret_dir, scratch, confine=False)
+
+
+def test_confined_worker_reads_no_file_outside_its_scratch(tmp_path: Path) -> None:
+    if landlock_abi() == 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("this kernel offers no Landlock; CI machines are expected to have it")
+        pytest.skip("no Landlock in this kernel")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    model, secret_dir = _hostile_model(tmp_path, "ext_initializer")
+    result = _probe(model, secret_dir, scratch, confine=True)
+    assert result["confinement"].startswith("landlock ABI")
+    assert result["/etc/passwd"] == "Permission denied"
+    assert result[f"{secret_dir}/secret.bin"] == "Permission denied"
+    assert (scratch / "scratch.txt").read_text() == "ok"
+    assert "outputs" not in result
