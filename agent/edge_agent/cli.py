@@ -193,23 +193,34 @@ def make_client(args: argparse.Namespace) -> Any:
     return AgentClient(args.device, creds, timeout=args.timeout)
 
 
-def _print(args: argparse.Namespace, payload: Any, human: str) -> None:
+def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[dict[str, str]]) -> str:
+    status = "ok" if exit_code == 0 else ("partial" if payload else "error")
+    return json.dumps(
+        {
+            "edge_result_version": "1",
+            "command": args.command,
+            "status": status,
+            "exit_code": exit_code,
+            "data": payload,
+            "errors": errors,
+        },
+        indent=2,
+    )
+
+
+def _print(args: argparse.Namespace, payload: Any, human: str, exit_code: int = 0, errors: list | None = None) -> None:
     if getattr(args, "json", False):
-        print(
-            json.dumps(
-                {
-                    "edge_result_version": "1",
-                    "command": args.command,
-                    "status": "ok",
-                    "exit_code": 0,
-                    "data": payload,
-                    "errors": [],
-                },
-                indent=2,
-            )
-        )
+        print(_envelope(args, payload, exit_code, errors or []))
     else:
         print(human)
+
+
+def _fail(args: argparse.Namespace, code: int, error_code: str, message: str) -> int:
+    """One line on stderr; with --json also the envelope on stdout."""
+    print(f"edge-agent: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(_envelope(args, None, code, [{"code": error_code, "message": message}]))
+    return code
 
 
 def format_result_line(name: str, event: dict[str, Any]) -> str:
@@ -235,11 +246,9 @@ def _client_command(args: argparse.Namespace) -> int:
         with make_client(args) as client:
             return _dispatch_client(args, client)
     except DeviceCallError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return EXIT_DEVICE
+        return _fail(args, EXIT_DEVICE, exc.code, str(exc))
     except (ValueError, OSError) as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, EXIT_ERROR, "ERROR", str(exc))
 
 
 def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
@@ -309,9 +318,12 @@ def _bench(args: argparse.Namespace, client: Any) -> int:
             print(format_result_line(folder.name, last))
         failed |= "result" not in last
         results.append({"artifact": str(folder), "sha256": pushed.sha256, **last})
+    code = EXIT_DEVICE if failed else 0
     if args.json:
-        _print(args, results, "")
-    return EXIT_DEVICE if failed else 0
+        failures = [(r["artifact"], r.get("error", {})) for r in results if "result" not in r]
+        errors = [{"code": e.get("code", "FAILED"), "message": f"{a}: {e.get('message', '')}"} for a, e in failures]
+        _print(args, results, "", code, errors)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

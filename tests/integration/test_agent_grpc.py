@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +233,31 @@ def test_worker_over_its_memory_limit_is_oom_and_the_agent_stays_up(tmp_path: Pa
         last = list(client.bench(sha, FAST))[-1]
         assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "OOM", last
         client.wait_ready(5)
+
+
+def test_agent_bench_json_says_failure_and_exits_non_zero(agent, tmp_path: Path, monkeypatch) -> None:
+    port, _store = agent
+    folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
+    token = tmp_path / "token-for-cli"
+    token.write_text(TOKEN)
+    monkeypatch.setenv("EDGE_AGENT_ENABLE_FAULTS", "1")
+    monkeypatch.setenv("EDGE_AGENT_FAULT", "worker_abort")
+    device = ["--device", f"127.0.0.1:{port}", "--token-file", str(token)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "bench", str(folder), *device, "--iterations", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    envelope = json.loads(proc.stdout)
+    assert proc.returncode == 7 and envelope["exit_code"] == 7 and envelope["status"] != "ok"
+    assert envelope["errors"] and envelope["errors"][0]["code"] == "WORKER_CRASHED"
+    bad = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "info", "--device", f"127.0.0.1:{port}", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 7 and json.loads(bad.stdout)["errors"][0]["code"] == "UNAUTHENTICATED"
