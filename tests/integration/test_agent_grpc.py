@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -186,10 +185,8 @@ def test_crashing_or_hanging_worker_fails_only_its_run(
         sha = client.push(write_artifact(tmp_path / "a", tiny_onnx_bytes())).sha256
         monkeypatch.setenv("EDGE_AGENT_ENABLE_FAULTS", "1")
         monkeypatch.setenv("EDGE_AGENT_FAULT", fault)
-        started = time.monotonic()
         last = list(client.bench(sha, {**FAST, "timeout_seconds": 2}))[-1]
         assert last["state"] == state and last["error"]["code"] == code
-        assert time.monotonic() - started < 30
         monkeypatch.delenv("EDGE_AGENT_FAULT")
         client.wait_ready(5)  # still SERVING
         assert "result" in list(client.bench(sha, FAST))[-1]

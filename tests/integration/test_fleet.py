@@ -150,15 +150,19 @@ def test_report_and_compare_flag_exactly_the_slowed_device(tmp_path: Path, cli_e
         )
         assert code == 0 and len(report["data"]["rows"]) == 6
         page = html.read_text()
-        assert page.count("<img") == 3 and "data:image/png;base64," in page and "outlier" in page
+        assert page.count("<img") == 3 and "data:image/png;base64," in page
+        # The slowed device's rows are marked as an outlier's, by name; the others are not.
+        assert page.count("<tr class='out'><td class='l'>dev-1</td>") == 2 and "outlier: " in page
+        assert "<tr class='out'><td class='l'>dev-0</td>" not in page
         assert len(csv_path.read_text().strip().splitlines()) == 7
 
-        # The slowed rows are 7-20x slower; on this shared 2-core machine unslowed rows have been seen to drift by
-        # 1.5x between two collections, so the minimum effect is set above that drift.
+        # The slowed rows are 7-20x slower: they must be flagged. Exact verdicts for every row are the business of
+        # the compare rule's unit test on synthetic samples; live latencies on a shared 2-core machine drift too
+        # much to pin the others (unslowed rows have been seen to drift by 1.5x between two collections).
         code, compared = fleet_cli(["compare", "base", "slowed", "--db", str(db), "--min-effect", "1.0"], cli_env)
-        assert code == 0
+        assert code == 9 and compared["status"] == "regression" and compared["data"]["regressions"] >= 2
         flagged = {(v["device"], v["artifact"]) for v in compared["data"]["verdicts"] if v["verdict"] == "regression"}
-        assert flagged == {("dev-1", "tiny-a-onnx"), ("dev-1", "tiny-b-onnx")}
+        assert {("dev-1", "tiny-a-onnx"), ("dev-1", "tiny-b-onnx")} <= flagged
         assert set(compared["data"]["outliers"]) == {"dev-1"}
     finally:
         fleet.close()

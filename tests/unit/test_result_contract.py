@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from edge_opt.report import ResultEnvelope, envelope
+from edge_opt.report import EXIT_PARTIAL, EXIT_REGRESSION, envelope
 
 pytestmark = pytest.mark.unit
 
@@ -9,5 +9,9 @@ pytestmark = pytest.mark.unit
 def test_envelope_keys_are_pinned() -> None:
     ok = envelope("export", {"x": 1}, [], 0)
     err = envelope("export", None, [{"code": "config", "message": "bad"}], 2)
-    assert set(ok) == set(ResultEnvelope.__annotations__)
+    # The contract, literally: consumers (the fleet collector, CI jobs) read exactly these keys.
+    assert list(ok) == ["edge_result_version", "command", "status", "exit_code", "data", "errors"]
     assert (ok["status"], err["status"], ok["edge_result_version"]) == ("ok", "error", "1")
+    assert envelope("fleet bench", {}, [], EXIT_PARTIAL)["status"] == "partial"
+    assert envelope("fleet compare", {}, [], EXIT_REGRESSION)["status"] == "regression"
+    assert (EXIT_PARTIAL, EXIT_REGRESSION) == (8, 9)

@@ -39,10 +39,12 @@ class ResultEnvelope(TypedDict):
 
 #: Exit code of a command that did part of its work (some devices unreachable, say): status "partial".
 EXIT_PARTIAL = 8
+#: ``edge-fleet compare`` found at least one regression beyond the noise (a CI job can gate on it).
+EXIT_REGRESSION = 9
 
 
 def envelope(command: str, data: dict[str, Any] | None, errors: list[ResultError], exit_code: int) -> ResultEnvelope:
-    status = "ok" if exit_code == 0 else ("partial" if exit_code == EXIT_PARTIAL else "error")
+    status = {0: "ok", EXIT_PARTIAL: "partial", EXIT_REGRESSION: "regression"}.get(exit_code, "error")
     return {
         "edge_result_version": RESULT_VERSION,
         "command": command,

@@ -27,7 +27,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from edge_opt.errors import ConfigError, ToolchainError
-from edge_opt.report import EXIT_PARTIAL
+from edge_opt.report import EXIT_PARTIAL, EXIT_REGRESSION
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -285,7 +285,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> tuple[dict[str, A
         for device, ratio in outliers.items():
             console.print(f"[yellow]outlier device[/yellow] {device}: {ratio:.1f}× slower than its peers in {args.candidate}")
     regressions = sum(v["verdict"] == "regression" for v in verdicts)
-    return {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}, 0
+    if regressions and not args.json:
+        console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
+    return {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}, EXIT_REGRESSION if regressions else 0
 
 
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -139,37 +141,45 @@ def open_store(value: str) -> Engine:
     return engine
 
 
+def _insert(session: Session, table: type[Base]) -> Any:
+    """An INSERT that can say ON CONFLICT: PostgreSQL's or SQLite's (both speak it), for ``table``."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql_insert(table)
+    if dialect == "sqlite":
+        return sqlite_insert(table)
+    raise ConfigError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
+
+
 def record_collection(session: Session, name: str, settings: dict[str, Any]) -> None:
-    if session.get(Collection, name) is None:
-        session.add(Collection(name=name, created_at=now(), settings=settings))
+    """Create the collection once; a concurrent collector creating it too is not an error."""
+    statement = _insert(session, Collection).values(name=name, created_at=now(), settings=settings)
+    session.execute(statement.on_conflict_do_nothing(index_elements=[Collection.name]))
 
 
 def record_artifact(session: Session, manifest: dict[str, Any], name: str) -> None:
-    sha = manifest["file"]["sha256"]
-    if session.get(Artifact, sha) is None:
-        session.add(
-            Artifact(
-                sha256=sha,
-                name=name,
-                model=manifest.get("model", {}).get("name", ""),
-                precision=manifest["precision"],
-                format=manifest["format"],
-                size_bytes=manifest["file"]["size_bytes"],
-                host_accuracy=(manifest.get("host_metrics") or {}).get("accuracy"),
-                manifest=manifest,
-            )
-        )
+    values = {
+        "sha256": manifest["file"]["sha256"],
+        "name": name,
+        "model": manifest.get("model", {}).get("name", ""),
+        "precision": manifest["precision"],
+        "format": manifest["format"],
+        "size_bytes": manifest["file"]["size_bytes"],
+        "host_accuracy": (manifest.get("host_metrics") or {}).get("accuracy"),
+        "manifest": json_safe(manifest),
+    }
+    statement = _insert(session, Artifact).values(**values)
+    session.execute(statement.on_conflict_do_nothing(index_elements=[Artifact.sha256]))
 
 
 def record_device(session: Session, name: str, address: str, tags: list[str], info: dict[str, Any] | None) -> None:
+    """Upsert the device; a snapshot of ``None`` (unreachable) keeps the last known info."""
     info = json_safe(info)
-    device = session.get(Device, name)
-    if device is None:
-        session.add(Device(name=name, address=address, tags=tags, info=info, updated_at=now()))
-    else:
-        device.address, device.tags, device.updated_at = address, tags, now()
-        if info is not None:
-            device.info = info
+    statement = _insert(session, Device).values(name=name, address=address, tags=tags, info=info, updated_at=now())
+    update = {"address": statement.excluded.address, "tags": statement.excluded.tags, "updated_at": statement.excluded.updated_at}
+    if info is not None:
+        update["info"] = statement.excluded.info
+    session.execute(statement.on_conflict_do_update(index_elements=[Device.name], set_=update))
 
 
 def record_run(
@@ -180,9 +190,12 @@ def record_run(
     settings: dict[str, Any],
     device_info: dict[str, Any] | None,
 ) -> None:
-    """Upsert one run by (device, run_id): a terminal state is never overwritten by a worse one."""
+    """Upsert one run by (device, run_id) in one statement: a SUCCEEDED row is never overwritten.
+
+    The database decides (``INSERT ... ON CONFLICT DO UPDATE ... WHERE``), so collectors on several hosts writing
+    one PostgreSQL database at the same time neither fail nor record a run twice.
+    """
     run, device_info = json_safe(run), json_safe(device_info)
-    existing = session.scalars(select(Run).where(Run.device == device, Run.run_id == run["run_id"])).first()
     result = run.get("result")
     error = run.get("error") or {}
     latency = (result or {}).get("latency", {})
@@ -208,11 +221,14 @@ def record_run(
         "error_message": error.get("message"),
         "recorded_at": now(),
     }
-    if existing is None:
-        session.add(Run(**values))
-    elif existing.state != "SUCCEEDED":
-        for key, value in values.items():
-            setattr(existing, key, value)
+    statement = _insert(session, Run).values(**values)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Run.device, Run.run_id],
+            set_={k: statement.excluded[k] for k in values if k not in ("device", "run_id")},
+            where=Run.state != "SUCCEEDED",
+        )
+    )
 
 
 def _without_samples(result: dict[str, Any] | None) -> dict[str, Any] | None:
