@@ -60,7 +60,7 @@ def test_two_collectors_at_once_lose_nothing_and_record_nothing_twice(tmp_path: 
             thread.join(timeout=300)
         assert not errors, errors
         for host, result in outcomes.items():
-            assert all(o.error is None and o.succeeded == 2 for o in result), (host, [o.__dict__ for o in result])
+            assert all(o.complete and o.succeeded == 2 for o in result), (host, [o.__dict__ for o in result])
         engine = open_store(postgres_url)
         with engine.connect() as conn:
             rows = conn.execute(

@@ -76,3 +76,10 @@ def test_too_few_batches() -> None:
         to_int8(SmallCNN(), _batches(2), calibration_batches=5)
     with pytest.raises(QuantizeError, match="no batches"):
         to_int8(SmallCNN(), [], calibration_batches=1)
+
+
+def test_unknown_keep_float_name_is_an_error_naming_the_layers() -> None:
+    from edge_opt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'classifier\.9'.*features\.0.*classifier\.3"):
+        to_int8(SmallCNN().eval(), _batches(2), calibration_batches=2, keep_float=("classifier.9",))

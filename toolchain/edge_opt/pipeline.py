@@ -30,7 +30,7 @@ from edge_opt.data import CLASS_NAMES, FashionMNIST, Split, load_fashion_mnist
 from edge_opt.evaluate import OrtRunner, Parity, Runner, TorchRunner, accuracy_of, host_latency, parity, predict
 from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript, quantize_onnx
 from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
-from edge_opt.quantization import check_backend, to_fp16, to_int8
+from edge_opt.quantization import check_backend, check_keep_float, to_fp16, to_int8
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.sensitivity import onnx_nodes_for_modules
 from edge_opt.targets import TargetProfile, resolve_target
@@ -346,6 +346,7 @@ def _write_model(
         return OrtRunner(path), source_logits, "same", quant
     # INT8 ONNX: ONNX Runtime quantizes the FP32 graph with the same calibration batches.
     q = ctx.config.quantization
+    check_keep_float(ctx.spec.module, q.keep_float)
     fp32_onnx = _fp32_onnx(ctx)
     excluded = list(dict.fromkeys([*onnx_nodes_for_modules(fp32_onnx, q.keep_float), *q.keep_float_nodes]))
     started = time.perf_counter()

@@ -20,7 +20,7 @@ from torch import nn
 
 from edge_opt import progress
 from edge_opt.config import FxObserver
-from edge_opt.errors import QuantizeError
+from edge_opt.errors import ConfigError, QuantizeError
 from edge_opt.quiet import known_warnings_silenced
 
 
@@ -57,6 +57,19 @@ def quantized_engine(backend: str) -> Iterator[None]:
         yield
     finally:
         torch.backends.quantized.engine = previous
+
+
+def check_keep_float(model: nn.Module, names: Sequence[str]) -> None:
+    """Raise ConfigError for a ``--keep-float`` name that is not a layer of ``model``, listing the layers it has."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules or not n]
+    if unknown:
+        layers = [n for n, m in modules.items() if n and isinstance(m, nn.Conv2d | nn.Linear | nn.Conv1d | nn.Conv3d)]
+        shown = ", ".join(layers[:40]) + (" ..." if len(layers) > 40 else "")
+        raise ConfigError(
+            f"--keep-float {', '.join(repr(n) for n in unknown)}: no such layer in the model; its conv / linear layers "
+            f"are: {shown}"
+        )
 
 
 def qconfig_mapping(backend: str, observer: FxObserver = FxObserver.DEFAULT, keep_float: Sequence[str] = ()) -> Any:
@@ -124,6 +137,7 @@ def to_int8(
     """
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    check_keep_float(model, keep_float)
     if calibration_batches < 1:
         raise QuantizeError(f"calibration_batches must be at least 1, got {calibration_batches}")
     check_backend(backend)
