@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -81,10 +82,14 @@ def ensure_token(store: Path) -> tuple[Path, bool]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        if path.is_symlink() or not path.is_file():
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"{path} must be a regular file holding the agent's token") from None
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise ValueError(
+                f"{path} must belong to this agent's user and be readable by it alone (chmod 600); "
+                "otherwise another user may know or have chosen the token: remove it and restart"
+            ) from None
         read_token(path)
         return path, False
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -26,7 +26,9 @@ from edge_agent.v1 import agent_pb2_grpc
 DEFAULT_TIMEOUT = 30.0
 #: Per-chunk allowance on top of DEFAULT_TIMEOUT for a push (a Pi on Wi-Fi moves ~2 MB/s).
 PUSH_SECONDS_PER_MIB = 2.0
-PUSH_RESUME_ATTEMPTS = 40
+#: How long a push keeps asking where to resume while the device still winds up an earlier, cut-off stream of
+#: ours (it notices a silent cut by its idle timeout, 30 s by default).
+PUSH_RESUME_SECONDS = 45.0
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 CLIENT_OPTIONS = [
     ("grpc.max_receive_message_length", 16 << 20),
@@ -202,17 +204,16 @@ class AgentClient:
         name = folder.name if folder.name else "artifact"
         # FAILED_PRECONDITION means the device's staged bytes moved (an earlier stream of ours, cut off, is still
         # being wound up there): ask again where to resume, for a few seconds.
-        for attempt in range(PUSH_RESUME_ATTEMPTS):
+        while True:
             stat = self._call(self.stub.StatArtifact, pb.StatArtifactRequest(sha256=sha))
             if stat.present:
                 return PushOutcome(sha, name, True, 0, 0, time.monotonic() - started)
             try:
                 return self._push_from(model, sha, size, name, manifest_text, stat.staged_bytes, on_progress, started)
             except DeviceCallError as exc:
-                if exc.code != "FAILED_PRECONDITION" or attempt == PUSH_RESUME_ATTEMPTS - 1:
+                if exc.code != "FAILED_PRECONDITION" or time.monotonic() - started > PUSH_RESUME_SECONDS:
                     raise
-                time.sleep(0.25)
-        raise AssertionError("unreachable")
+                time.sleep(0.5)
 
     def _push_from(
         self,

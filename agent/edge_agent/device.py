@@ -107,8 +107,29 @@ _torch_probe_done = threading.Event()
 
 
 def start_torch_probe() -> None:
-    """Probe torch in the background (at agent start), so GetDeviceInfo never waits for it."""
-    threading.Thread(target=_probe_torch, name="edge-agent-torch-probe", daemon=True).start()
+    """Probe the runtimes in the background (at agent start), so GetDeviceInfo never waits for them."""
+    threading.Thread(target=_probe_runtimes, name="edge-agent-runtime-probe", daemon=True).start()
+
+
+_ort_providers: list[str] = []
+
+
+def _probe_runtimes() -> None:
+    _probe_onnxruntime()
+    _probe_torch()
+
+
+def _probe_onnxruntime() -> None:
+    """onnxruntime's execution providers, from a subprocess: the agent itself never imports a runtime."""
+    global _ort_providers
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    code = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+        _ort_providers = [str(p) for p in json.loads(out.stdout.strip().splitlines()[-1])]
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        _ort_providers = []
 
 
 def _probe_torch() -> None:
@@ -147,9 +168,7 @@ def _dist_version(name: str) -> str:
 def runtimes(probe_torch: bool = True) -> list[RuntimeInfo]:
     found = []
     if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
-
-        found.append(RuntimeInfo("onnxruntime", onnxruntime.__version__, providers=list(onnxruntime.get_available_providers())))
+        found.append(RuntimeInfo("onnxruntime", _dist_version("onnxruntime"), providers=list(_ort_providers)))
     torch = torch_probe(wait=0.5) if probe_torch else None
     if torch is not None:
         found.append(torch)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,10 +41,20 @@ _LOGGER = logging.getLogger(__name__)
 TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRUPTED"})
 EVENTS: Final = frozenset({"accepted", "started", "finished"})
 _SUM_KEY: Final = "sum"
+#: Sequence numbers stay below 2**53 (exact in JSON doubles and in the proto's int64).
+MAX_SEQ: Final = 1 << 53
+_RUN_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
 
 
 class JournalUnavailable(OSError):
     """An entry could not be made durable (disk full, I/O error); the journal is unchanged."""
+
+
+def _open_private(path: Path, flags: int) -> Any:
+    """Open for writing without following a symlink planted at ``path`` (0600 when created)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+    return os.fdopen(fd, "ab" if flags & os.O_APPEND else "wb")
 
 
 def now_iso() -> str:
@@ -60,8 +71,12 @@ def encode_entry(entry: dict[str, Any]) -> bytes:
     return json.dumps({**entry, _SUM_KEY: _checksum(entry)}, separators=(",", ":")).encode() + b"\n"
 
 
-def decode_entry(line: bytes) -> dict[str, Any]:
-    """Parse and check one line; raises ValueError saying what is wrong with it."""
+def decode_entry(line: bytes, *, require_sum: bool = True) -> dict[str, Any]:
+    """Parse and check one line; raises ValueError saying what is wrong with it.
+
+    Every field the agent later reads is type-checked here, so a record that passes can always be served.
+    ``require_sum=False`` only for a journal written before records carried checksums (none of its lines has one).
+    """
     if not line.endswith(b"\n"):
         raise ValueError("torn line (no newline: the write never completed)")
     try:
@@ -70,19 +85,51 @@ def decode_entry(line: bytes) -> dict[str, Any]:
         raise ValueError("not JSON") from None
     if not isinstance(entry, dict):
         raise ValueError("not a JSON object")
-    if _SUM_KEY in entry and entry[_SUM_KEY] != _checksum(entry):
-        raise ValueError("checksum mismatch")
+    if _SUM_KEY in entry:
+        if entry[_SUM_KEY] != _checksum(entry):
+            raise ValueError("checksum mismatch")
+    elif require_sum:
+        raise ValueError("no checksum")
     seq, run_id, event, ts = entry.get("seq"), entry.get("run_id"), entry.get("event"), entry.get("ts")
-    if not (isinstance(seq, int) and seq > 0 and isinstance(run_id, str) and run_id and event in EVENTS and isinstance(ts, str)):
-        raise ValueError("not a journal entry (seq, run_id, event, ts)")
-    if event == "accepted" and not (isinstance(entry.get("sha256"), str) and isinstance(entry.get("settings", {}), dict)):
-        raise ValueError("accepted entry without sha256 / settings")
-    if event == "finished" and entry.get("state") not in TERMINAL_STATES:
-        raise ValueError("finished entry without a terminal state")
-    for key in ("result", "error"):
-        if entry.get(key) is not None and not isinstance(entry[key], dict):
-            raise ValueError(f"{key} is not an object")
+    if not (type(seq) is int and 0 < seq < MAX_SEQ and isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
+        raise ValueError("not a journal entry (seq, run_id)")
+    if event not in EVENTS or not isinstance(ts, str):
+        raise ValueError("not a journal entry (event, ts)")
+    if event == "accepted":
+        _check_accepted(entry)
+    if event == "finished":
+        _check_finished(entry)
     return entry
+
+
+def _check_accepted(entry: dict[str, Any]) -> None:
+    from edge_agent.settings import BenchmarkSettings
+
+    if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
+        raise ValueError("accepted entry without a sha256")
+    settings = entry.get("settings")
+    if not isinstance(settings, dict) or settings.get("runtime") not in ("onnxruntime", "torchscript"):
+        raise ValueError("accepted entry without valid settings")
+    try:
+        BenchmarkSettings.from_mapping({k: v for k, v in settings.items() if k != "runtime"})
+    except Exception as exc:  # InvalidSettings: any bad value makes the record unservable
+        raise ValueError(f"accepted entry with invalid settings ({exc})") from None
+
+
+def _check_finished(entry: dict[str, Any]) -> None:
+    if entry.get("state") not in TERMINAL_STATES:
+        raise ValueError("finished entry without a terminal state")
+    error, result = entry.get("error"), entry.get("result")
+    if error is not None and not (
+        isinstance(error, dict) and all(isinstance(error.get(k, ""), str) for k in ("code", "message"))
+    ):
+        raise ValueError("finished entry with a malformed error")
+    if result is not None:
+        latency = result.get("latency", {}) if isinstance(result, dict) else None
+        if not isinstance(latency, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for k, v in latency.items() if k != "samples_ms"
+        ):
+            raise ValueError("finished entry with a malformed result")
 
 
 @dataclass
@@ -115,19 +162,24 @@ class Journal:
         #: What recovery found at open: one line per set-aside entry (reported in device info and the log).
         self.problems: list[str] = []
         self._load()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
     # ----- recovery ------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        if not self.path.exists():
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
             return
-        data = self.path.read_bytes()
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
         good: list[bytes] = []
         bad: list[bytes] = []
         seen: set[int] = set()
-        for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        lines = data.splitlines(keepends=True)
+        legacy = not any(b'"sum":' in line for line in lines)  # written before records carried checksums
+        for number, line in enumerate(lines, start=1):
             try:
-                entry = decode_entry(line)
+                entry = decode_entry(line, require_sum=not legacy)
                 if entry["seq"] in seen:
                     raise ValueError(f"duplicate seq {entry['seq']}")
             except ValueError as exc:
@@ -146,12 +198,13 @@ class Journal:
     def _rewrite(self, good: list[bytes], bad: list[bytes]) -> None:
         """Keep the bad lines aside, then replace the journal with the good ones (atomically)."""
         try:
-            with (self.path.parent / f"{self.path.name}.rejected").open("ab") as fh:
+            with _open_private(self.path.parent / f"{self.path.name}.rejected", os.O_APPEND) as fh:
                 fh.writelines(bad)
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp = self.path.with_suffix(".recovering")
-            with tmp.open("wb") as fh:
+            tmp.unlink(missing_ok=True)  # never write through whatever was left there
+            with _open_private(tmp, os.O_EXCL) as fh:
                 fh.writelines(good)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -220,7 +273,8 @@ class Journal:
         """Whether an entry could be written now (a probe write beside the journal, removed again)."""
         probe = self.path.parent / ".journal-probe"
         try:
-            with probe.open("wb") as fh:
+            probe.unlink(missing_ok=True)
+            with _open_private(probe, os.O_EXCL) as fh:
                 fh.write(b"\0" * 4096)
                 fh.flush()
                 os.fsync(fh.fileno())

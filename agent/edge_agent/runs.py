@@ -55,6 +55,8 @@ DISTURBED_OTHER_LOAD = 0.5
 DISTURBED_TEMPERATURE_C = 80.0
 
 
+#: The longest protocol line a worker may send (a result with a million latency samples is about 20 MB).
+MAX_WORKER_MESSAGE_BYTES = 64 << 20
 #: How often a degraded manager checks whether the journal can be written again.
 RECOVERY_SECONDS = 2.0
 #: Environment variables a worker inherits (everything else is dropped: no secrets, no proxies, no paths to data).
@@ -163,6 +165,7 @@ class RunManager:
                 raise ShuttingDown("the agent is shutting down; submit the run again when it is back, or to another device")
             record = self.journal.get(run_id) if run_id else None
             if record is not None:
+                self._check_same_run(record, sha256, settings)
                 self._attach(record, sink)
                 return record.run_id
             if self.degraded:
@@ -191,6 +194,17 @@ class RunManager:
             sink.put(Event(run_id, "QUEUED", "queued", position))
             self._lock.notify_all()
         return run_id
+
+    @staticmethod
+    def _check_same_run(record: RunRecord, sha256: str, settings: BenchmarkSettings) -> None:
+        """A run id names one run: re-sending it must mean the same artifact and settings."""
+        if record.sha256 != sha256:
+            raise ArtifactRejected(
+                f"run_id {record.run_id!r} already names a run of artifact {record.sha256[:16]}…; use another run_id"
+            )
+        asked = {k: v for k, v in settings.to_dict().items() if k != "runtime"}
+        if any(record.settings.get(k) != v for k, v in asked.items()):
+            raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
         runtime = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript"}.get(
@@ -382,54 +396,27 @@ class RunManager:
     def _run_worker(self, run_id: str, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any], float]:
         """Run the worker; returns its outcome and the CPU seconds it used."""
         with tempfile.TemporaryDirectory(prefix="edge-agent-run-") as tmp:
+            channel_read, channel_write = os.pipe()
             env = worker_environment(tmp, request["settings"]["threads"])
-            proc = subprocess.Popen(
-                self.worker_command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=tmp,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout kills everything it started
-            )
+            env.update({"EDGE_AGENT_RESULT_FD": str(channel_write), "EDGE_AGENT_PARENT_PID": str(os.getpid())})
+            try:
+                proc = subprocess.Popen(
+                    self.worker_command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    cwd=tmp,
+                    env=env,
+                    pass_fds=(channel_write,),
+                    start_new_session=True,  # its own process group: a timeout kills everything it started
+                )
+            finally:
+                os.close(channel_write)
             with self._lock:
                 self._current_proc = proc
-            assert proc.stdin and proc.stdout and proc.stderr
-            proc.stdin.write(json.dumps(request).encode())
-            proc.stdin.close()
-            outcome: dict[str, Any] | None = None
-            stderr_tail = b""
-            deadline = time.monotonic() + timeout
-            selector = selectors.DefaultSelector()
-            selector.register(proc.stdout, selectors.EVENT_READ, "out")
-            selector.register(proc.stderr, selectors.EVENT_READ, "err")
-            buffer = b""
-            timed_out = False
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in selector.select(timeout=min(remaining, 1.0)):
-                    chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        continue
-                    if key.data == "err":
-                        stderr_tail = (stderr_tail + chunk)[-4096:]
-                        continue
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        outcome = self._on_worker_line(run_id, line) or outcome
-            selector.close()
-            if timed_out:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+            outcome, stderr_tail, timed_out = self._follow_worker(run_id, proc, channel_read, request, timeout)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-            for stream in (proc.stdout, proc.stderr):
-                stream.close()
             child_cpu = usage.ru_utime + usage.ru_stime
         if timed_out:
             return {
@@ -442,7 +429,7 @@ class RunManager:
             if self._stopped:
                 return {"state": "INTERRUPTED", "code": "INTERRUPTED", "message": "the agent shut down during the run"}, child_cpu
             return {"code": "WORKER_CRASHED", "message": f"the benchmark worker died with {name}"}, child_cpu
-        if outcome is None:
+        if outcome is None or proc.returncode != 0:
             last = stderr_tail.decode(errors="replace").strip().splitlines()
             detail = last[-1][:300] if last else f"exit code {proc.returncode}"
             out_of_memory = ("MemoryError", "bad_alloc", "failed to map segment", "Cannot allocate memory")
@@ -450,13 +437,64 @@ class RunManager:
             return {"code": code, "message": f"the benchmark worker failed: {detail}"}, child_cpu
         return outcome, child_cpu
 
+    def _follow_worker(
+        self, run_id: str, proc: subprocess.Popen[bytes], channel: int, request: dict[str, Any], timeout: float
+    ) -> tuple[dict[str, Any] | None, bytes, bool]:
+        """Feed the request, read the protocol channel and the stderr tail until the worker ends or times out."""
+        assert proc.stdin is not None and proc.stderr is not None  # both are pipes (see Popen above)
+        try:
+            proc.stdin.write(json.dumps(request).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker died at once; its exit status says why
+        outcome: dict[str, Any] | None = None
+        stderr_tail = b""
+        pending = bytearray()
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        with selectors.DefaultSelector() as selector:
+            selector.register(channel, selectors.EVENT_READ, "channel")
+            selector.register(proc.stderr, selectors.EVENT_READ, "err")
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                for key, _ in selector.select(timeout=min(remaining, 1.0)):
+                    fd = key.fd
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                        continue
+                    if key.data == "err":
+                        stderr_tail = (stderr_tail + chunk)[-4096:]
+                        continue
+                    pending += chunk
+                    start = 0
+                    while (newline := pending.find(b"\n", start)) >= 0:
+                        outcome = self._on_worker_line(run_id, bytes(pending[start:newline])) or outcome
+                        start = newline + 1
+                    del pending[:start]
+                    if len(pending) > MAX_WORKER_MESSAGE_BYTES:
+                        pending.clear()  # a line this long is not a protocol message
+        os.close(channel)
+        proc.stderr.close()
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        return outcome, stderr_tail, timed_out
+
     def _on_worker_line(self, run_id: str, line: bytes) -> dict[str, Any] | None:
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(message, dict):
             return None
         if message.get("type") == "progress":
-            self._publish(Event(run_id, "RUNNING", "progress", message))
+            done, total, phase = message.get("done"), message.get("total"), message.get("phase")
+            if isinstance(done, int) and isinstance(total, int) and isinstance(phase, str):
+                self._publish(Event(run_id, "RUNNING", "progress", {"done": done, "total": total, "phase": phase[:40]}))
             return None
         if message.get("type") in ("result", "error"):
             return message

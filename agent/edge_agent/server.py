@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 import uuid
@@ -34,10 +35,10 @@ from edge_agent import __version__
 from edge_agent.auth import TokenAuthInterceptor, ensure_token, read_token, server_credentials
 from edge_agent.confine import landlock_abi
 from edge_agent.device import start_torch_probe
-from edge_agent.errors import StoreLocked
+from edge_agent.errors import QuotaExceeded, StoreLocked
 from edge_agent.journal import Journal
 from edge_agent.runs import RunManager
-from edge_agent.service import AgentService, ServiceLimits
+from edge_agent.service import AgentService, ServiceLimits, StreamSlots
 from edge_agent.store import MAX_CHUNK_BYTES, ArtifactStore, StoreLimits
 from edge_agent.v1 import agent_pb2_grpc
 
@@ -61,7 +62,7 @@ SERVER_OPTIONS: Final[list[tuple[str, int]]] = [
     ("grpc.keepalive_timeout_ms", 10_000),  # a ping unanswered for 10 s closes the connection
     ("grpc.keepalive_permit_without_calls", 1),  # collectors may hold idle channels open
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # accept client pings this often
-    ("grpc.max_connection_idle_ms", 10 * 60 * 1000),  # close connections with no calls for 10 minutes
+    ("grpc.max_connection_idle_ms", 2 * 60 * 1000),  # close connections with no calls for 2 minutes (clients reconnect)
     ("grpc.max_connection_age_ms", 24 * 3600 * 1000),  # recycle connections daily (certificate rotation)
     ("grpc.max_connection_age_grace_ms", 3600 * 1000),  # ...but let a long benchmark stream finish
 ]
@@ -69,6 +70,22 @@ SERVER_OPTIONS: Final[list[tuple[str, int]]] = [
 
 class InsecureBindError(ValueError):
     pass
+
+
+class BoundedHealthServicer(health.aio.HealthServicer):
+    """grpc's health service, with its ``Watch`` streams (open to anyone: health needs no token) counted against
+    the same per-client and total stream limits as every other stream, so watches cannot fill the server."""
+
+    def __init__(self, slots: StreamSlots) -> None:
+        super().__init__()
+        self._slots = slots
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        try:
+            with self._slots.hold(context.peer()):
+                await super().Watch(request, context)
+        except QuotaExceeded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
 
 @dataclass(frozen=True)
@@ -137,23 +154,50 @@ def device_id_for(store: Path) -> str:
         return value
 
 
+def check_store_dir(store: Path) -> None:
+    """Create the store (0700) or refuse one another user could have prepared or can write to.
+
+    Raises:
+        ValueError: naming the problem and the fix.
+    """
+    with contextlib.suppress(FileExistsError):
+        store.mkdir(mode=0o700, parents=True)
+    info = os.lstat(store)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"the store {store} must be a directory, not a symlink or a file")
+    if info.st_uid != os.geteuid():
+        raise ValueError(
+            f"the store {store} belongs to uid {info.st_uid}, not to this agent's user (uid {os.geteuid()}): another "
+            "user may have prepared it; use a directory of your own (e.g. ~/edge-store or /var/lib/edge-agent)"
+        )
+    if info.st_mode & 0o022:
+        raise ValueError(f"the store {store} is writable by other users; run: chmod go-w {store}")
+
+
 class StoreLock:
-    """An exclusive ``flock`` on ``<store>/agent.lock`` (released by the kernel if the agent dies)."""
+    """An exclusive ``flock`` on the store directory itself (released by the kernel if the agent dies).
+
+    Locking the directory, not a file in it, means no file can be removed to sneak a second agent in;
+    ``<store>/agent.pid`` only names the holder for the error message.
+    """
 
     def __init__(self, store: Path) -> None:
-        store.mkdir(parents=True, exist_ok=True)
-        self.path = store / "agent.lock"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        self._fd = os.open(store, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        pid_file = store / "agent.pid"
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
+            try:
+                holder = pid_file.read_text().strip()[:16] or "?"
+            except OSError:
+                holder = "?"
             raise StoreLocked(
                 f"another edge-agent (pid {holder}) is using the store {store}; stop it or give this one another --store"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -210,6 +254,7 @@ async def start_agent(config: AgentConfig) -> Agent:
         ValueError: a bad configuration. StoreLocked: another agent holds the store. OSError: the address.
     """
     config.check()
+    check_store_dir(config.store)
     lock = StoreLock(config.store)
     try:
         return await _start_locked(config, lock)
@@ -226,7 +271,9 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl")
     worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
-    health_servicer = health.aio.HealthServicer()
+    limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
+    slots = StreamSlots(limits)
+    health_servicer = BoundedHealthServicer(slots)
     agent_ref: list[Agent] = []
 
     def on_degraded(degraded: bool) -> None:  # from the run manager's threads
@@ -259,7 +306,8 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
         store,
         runs,
         device_id_for(config.store),
-        limits=ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client),
+        limits=limits,
+        slots=slots,
         io=io,
         warnings=warnings,
         confinement=confinement,
@@ -323,6 +371,7 @@ def start_line(config: AgentConfig, agent: Agent) -> str:
 
 def serve(config: AgentConfig) -> int:
     """Run until SIGTERM / SIGINT; returns the exit code (0 after a graceful stop)."""
+    os.umask(0o077)  # the daemon's files (artifacts, journal, token) are its user's alone
     return asyncio.run(_serve(config))
 
 

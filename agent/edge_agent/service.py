@@ -68,12 +68,49 @@ STATUS_FOR: dict[type[AgentError], grpc.StatusCode] = {
 }
 
 
+#: ListRuns pages: the default and the most a client may ask for (results are converted off the event loop).
+DEFAULT_LIST_RUNS = 200
+MAX_LIST_RUNS = 1000
+
+
 @dataclass(frozen=True)
 class ServiceLimits:
     #: Seconds a client stream may send nothing before the agent ends it.
     idle_timeout: float = 30.0
-    #: Open streaming calls (pushes, benchmark streams) one peer address may hold.
+    #: Open streaming calls (pushes, benchmark streams, health watches) one peer address may hold.
     max_streams_per_client: int = 32
+    #: Open streaming calls in all; well under the server's concurrent-RPC limit, so unary calls find room.
+    max_streams_total: int = 256
+    #: A push slower than this over ``slow_push_window`` seconds is ended (it resumes later): a stalled client
+    #: must not hold its quota reservation for ever by trickling bytes.
+    min_push_bytes_per_second: int = 16 << 10
+    slow_push_window: float = 60.0
+
+
+class StreamSlots:
+    """Counts open streams per client address and in all; refuses one over either limit (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, limits: ServiceLimits) -> None:
+        self.limits = limits
+        self._open: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, peer: str) -> Iterator[None]:
+        host = _peer_host(peer)
+        if self._open[host] >= self.limits.max_streams_per_client:
+            raise QuotaExceeded(
+                f"this client already has {self.limits.max_streams_per_client} open streams on the agent; "
+                "finish or cancel some, then retry"
+            )
+        if sum(self._open.values()) >= self.limits.max_streams_total:
+            raise QuotaExceeded(f"the agent has {self.limits.max_streams_total} open streams; retry later")
+        self._open[host] += 1
+        try:
+            yield
+        finally:
+            self._open[host] -= 1
+            if self._open[host] <= 0:
+                del self._open[host]
 
 
 def status_for(error: AgentError) -> grpc.StatusCode:
@@ -198,7 +235,13 @@ def event_pb(event: Event) -> pb.RunEvent:
 
 
 class LoopSink:
-    """Hands a run's events from any thread to a queue on the event loop (the streaming handler awaits it)."""
+    """Hands a run's events from any thread to a queue on the event loop (the streaming handler awaits it).
+
+    Bounded: a client that stops reading loses progress events beyond ``MAX_QUEUED_EVENTS`` (never the terminal
+    one, never memory without limit).
+    """
+
+    MAX_QUEUED_EVENTS = 64
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -206,7 +249,12 @@ class LoopSink:
 
     def put(self, event: Event) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is gone, nobody listens
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, event)
+            self._loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Event) -> None:
+        if event.kind in ("progress", "queued", "phase") and self.queue.qsize() >= self.MAX_QUEUED_EVENTS:
+            return
+        self.queue.put_nowait(event)
 
 
 class AgentService(agent_pb2_grpc.EdgeAgentServicer):
@@ -220,34 +268,25 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
         io: ThreadPoolExecutor | None = None,
         warnings: Callable[[], list[str]] | None = None,
         confinement: str = "",
+        slots: StreamSlots | None = None,
     ) -> None:
         self.store = store
         self.runs = runs
         self.device_id = device_id
         self.limits = limits or ServiceLimits()
         self.io = io or ThreadPoolExecutor(max_workers=8, thread_name_prefix="edge-agent-io")
+        #: Commits (read-back hash, the ONNX guard: CPU work bounded per push) run here, one at a time, so a
+        #: costly model cannot take the I/O pool from other clients.
+        self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-agent-commit")
         self.warnings = warnings or (lambda: [])
         self.confinement = confinement
-        self._streams: Counter[str] = Counter()
+        self.slots = slots or StreamSlots(self.limits)
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
-    @contextlib.contextmanager
-    def _stream_slot(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
-        peer = _peer_host(context.peer())
-        if self._streams[peer] >= self.limits.max_streams_per_client:
-            raise QuotaExceeded(
-                f"this client already has {self.limits.max_streams_per_client} open streams on the agent; "
-                "finish or cancel some, then retry"
-            )
-        self._streams[peer] += 1
-        try:
-            yield
-        finally:
-            self._streams[peer] -= 1
-            if self._streams[peer] <= 0:
-                del self._streams[peer]
+    def _stream_slot(self, context: grpc.aio.ServicerContext) -> contextlib.AbstractContextManager[None]:
+        return self.slots.hold(context.peer())
 
     async def _next(self, iterator: AsyncIterator[T], what: str) -> T | None:
         try:
@@ -286,6 +325,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                 return pb.PushResponse(artifact=artifact_pb(existing), already_present=True)
             header = PushHeader(h.sha256, h.size_bytes, h.name, h.manifest_json, h.offset)
             upload = await self._blocking(self.store.begin_push, header)
+            loop = asyncio.get_running_loop()
+            window_start, window_position = loop.time(), upload.position
             try:
                 while True:
                     message = await self._next(request_iterator, f"at byte {upload.position} of the push")
@@ -294,11 +335,19 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                     if message.WhichOneof("kind") != "chunk":
                         raise ArtifactRejected("only chunks may follow the header")
                     await self._blocking(upload.write, message.chunk.offset, message.chunk.data)
+                    if loop.time() - window_start >= self.limits.slow_push_window:
+                        rate = (upload.position - window_position) / (loop.time() - window_start)
+                        if rate < self.limits.min_push_bytes_per_second:
+                            raise IdleStream(
+                                f"the push ran at {rate:.0f} B/s, below {self.limits.min_push_bytes_per_second} B/s for "
+                                f"{self.limits.slow_push_window:g} s; it was ended: resume from byte {upload.position}"
+                            )
+                        window_start, window_position = loop.time(), upload.position
                 if not upload.complete:
                     raise OffsetMismatch(
                         f"the stream ended at byte {upload.position} of {header.size_bytes}; resume from {upload.position}"
                     )
-                meta = await self._blocking(upload.finish)
+                meta = await asyncio.get_running_loop().run_in_executor(self.commits, upload.finish)
             finally:
                 await self._blocking(upload.__exit__, None, None, None)
             _LOGGER.info("committed artifact %s (%s, %d bytes)", meta.sha256, meta.name, meta.size_bytes)
@@ -331,7 +380,7 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
             try:
                 while True:
                     event = await sink.queue.get()
-                    yield event_pb(event)
+                    yield await self._blocking(event_pb, event) if event.kind == "result" else event_pb(event)
                     if event.kind in ("result", "error"):
                         return
             finally:
@@ -342,12 +391,13 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
         record = self.runs.journal.get(request.run_id)
         if record is None:
             raise ArtifactNotFound(f"run {request.run_id[:128]!r} is not in this device's journal")
-        return run_record_pb(record)
+        return await self._blocking(run_record_pb, record)  # a result with many samples is slow to convert
 
     @_boundary
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
-        limit = request.limit if 0 < request.limit <= 10_000 else 1000
-        return pb.ListRunsResponse(runs=[run_record_pb(r) for r in self.runs.journal.after(request.after_seq, limit)])
+        limit = request.limit if 0 < request.limit <= MAX_LIST_RUNS else DEFAULT_LIST_RUNS
+        records = self.runs.journal.after(request.after_seq, limit)
+        return await self._blocking(lambda: pb.ListRunsResponse(runs=[run_record_pb(r) for r in records]))
 
 
 def _peer_host(peer: str) -> str:

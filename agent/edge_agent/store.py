@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -202,11 +203,16 @@ class ArtifactStore:
 
     # ----- queries -------------------------------------------------------------------------------------------
     def get(self, sha256: str) -> ArtifactMeta | None:
+        """The committed artifact, or None when the device does not have it.
+
+        Raises:
+            OSError: the store cannot be read (out of file descriptors, I/O error): never reported as "absent".
+        """
         check_sha256(sha256)
         meta = self.artifacts_dir / sha256 / "meta.json"
         try:
             return ArtifactMeta(**json.loads(meta.read_text()))
-        except (OSError, ValueError, TypeError):
+        except (FileNotFoundError, NotADirectoryError, ValueError, TypeError):
             return None
 
     def model_path(self, sha256: str) -> Path:
@@ -219,10 +225,12 @@ class ArtifactStore:
         return json.loads((self.artifacts_dir / check_sha256(sha256) / "manifest.json").read_text())
 
     def staged_bytes(self, sha256: str) -> int:
+        """Bytes of an interrupted push held for resume (0 for none, or for anything but a regular file)."""
         try:
-            return (self.staging_dir / f"{check_sha256(sha256)}.part").lstat().st_size
+            info = (self.staging_dir / f"{check_sha256(sha256)}.part").lstat()
         except FileNotFoundError:
             return 0
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
     def list(self) -> list[ArtifactMeta]:
         metas = [m for d in self.artifacts_dir.iterdir() if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
@@ -251,6 +259,9 @@ class ArtifactStore:
         with self._lock:
             if header.sha256 in self._active:
                 raise OffsetMismatch(f"a push of {header.sha256} is already in progress; retry when it ends")
+            part = self.staging_dir / f"{header.sha256}.part"
+            if part.is_symlink() or (part.exists() and not part.is_file()):
+                part.unlink()  # not ours: something planted; never written through (O_NOFOLLOW), now removed
             staged = self.staged_bytes(header.sha256)
             if header.offset != staged:
                 raise OffsetMismatch(
@@ -279,7 +290,8 @@ class ArtifactStore:
             raise ArtifactRejected(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
         manifest = parse_manifest(header.manifest_json)
         file, fmt, precision = manifest["file"], manifest["format"], manifest["precision"]
-        if file.get("sha256") != header.sha256 or file.get("size_bytes") != header.size_bytes:
+        size = file.get("size_bytes")
+        if file.get("sha256") != header.sha256 or type(size) is not int or size != header.size_bytes:
             raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
         return fmt, precision
 
@@ -356,7 +368,11 @@ class ArtifactStore:
 
     # ----- maintenance ---------------------------------------------------------------------------------------
     def delete(self, sha256: str) -> bool:
+        """Remove a committed artifact and any staged bytes of it; refuses while a push of it is in progress."""
         check_sha256(sha256)
+        with self._lock:
+            if sha256 in self._active:
+                raise OffsetMismatch(f"a push of {sha256} is in progress; delete it when the push has ended")
         removed = False
         target = self.artifacts_dir / sha256
         if target.exists():

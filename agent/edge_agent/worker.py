@@ -2,8 +2,10 @@
 
     python -m edge_agent.worker < request.json
 
-Protocol: one JSON request on stdin; JSON lines on stdout: ``{"type": "progress", "phase", "done", "total"}``
-while it works, then exactly one ``{"type": "result", ...}`` or ``{"type": "error", "code", "message"}``.
+Protocol: one JSON request on stdin; JSON lines on the pipe named by ``EDGE_AGENT_RESULT_FD`` (not stdout: a
+model can print, and stdout is redirected to stderr): ``{"type": "progress", "phase", "done", "total"}`` while it
+works, then exactly one ``{"type": "result", ...}`` or ``{"type": "error", "code", "message"}``; the parent
+accepts a result only from a worker that exits 0.
 The parent (:mod:`edge_agent.runs`) owns the timeout, the process group and the accounting; a crash or a hang
 here kills only this process.
 
@@ -23,6 +25,7 @@ import io
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from typing import Any
@@ -33,18 +36,48 @@ from edge_agent.timing import measure
 
 #: Inputs larger than this are refused before allocation (a model can declare absurd dimensions).
 MAX_INPUT_ELEMENTS = 1 << 28
+#: Latency samples a result keeps with ``keep_samples`` (evenly spaced when more calls were timed).
+MAX_KEPT_SAMPLES = 20_000
 _DTYPES = {"float32": "float32", "float16": "float16", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
+#: The protocol channel: a pipe the parent passes (EDGE_AGENT_RESULT_FD), never stdout, which a model can print to.
+_CHANNEL: int = -1
+
+
 def emit(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload) + "\n")
-    sys.stdout.flush()
+    data = (json.dumps(payload) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_CHANNEL, view) :]
+
+
+def _die_with_parent() -> None:
+    """If the agent dies (even by SIGKILL), the kernel kills this worker too: no orphan keeps benchmarking."""
+    import ctypes
+
+    parent = int(os.environ.get("EDGE_AGENT_PARENT_PID", "0"))
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent and os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
 
 
 class WorkerError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def kept_samples(samples: list[float]) -> list[float]:
+    """At most ``MAX_KEPT_SAMPLES`` latency samples, evenly spaced in measurement order when more were measured
+    (the journal keeps every result in memory and on disk; ``count`` still says how many calls were timed)."""
+    if len(samples) <= MAX_KEPT_SAMPLES:
+        return samples
+    step = len(samples) / MAX_KEPT_SAMPLES
+    return [samples[int(i * step)] for i in range(MAX_KEPT_SAMPLES)]
 
 
 def _rss_bytes() -> int:
@@ -196,7 +229,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": stats.p95_ms,
         "p99_ms": stats.p99_ms,
         "throughput_per_s": stats.throughput(settings["batch_size"]),
-        "samples_ms": stats.samples_ms if settings.get("keep_samples") else [],
+        "samples_ms": kept_samples(stats.samples_ms) if settings.get("keep_samples") else [],
     }
     return {
         "latency": latency,
@@ -224,6 +257,10 @@ def _test_fault() -> None:
 
 
 def main() -> int:
+    global _CHANNEL
+    _CHANNEL = int(os.environ["EDGE_AGENT_RESULT_FD"])
+    os.dup2(2, 1)  # whatever the model prints goes to stderr (a bounded tail is kept), never into the protocol
+    _die_with_parent()
     request = json.loads(sys.stdin.read())
     limit = request.get("memory_limit_bytes") or 0
     if limit:

@@ -34,7 +34,8 @@ def test_agent_killed_mid_benchmark_reports_interrupted_and_keeps_everything(tmp
             sha = client.push(folder).sha256
             done = list(client.bench(sha, FAST, run_id="before"))[-1]
             assert "result" in done
-            stream = client.bench(sha, {"iterations": 10**6, "min_seconds": 600, "timeout_seconds": 900}, run_id="long")
+            forever = {"iterations": 10**6, "min_seconds": 600, "timeout_seconds": 900}
+            stream = client.bench(sha, forever, run_id="long")
             for event in stream:  # wait until the worker is measuring, then pull the plug
                 if "progress" in event and event["progress"]["phase"] == "measuring":
                     break
@@ -46,7 +47,7 @@ def test_agent_killed_mid_benchmark_reports_interrupted_and_keeps_everything(tmp
             before = client.get_run("before")
             assert before["state"] == "RUN_STATE_SUCCEEDED"
             assert before["result"]["latency"]["p50_ms"] == done["result"]["latency"]["p50_ms"]
-            replay = list(client.bench(sha, FAST, run_id="long"))  # never silently re-run
+            replay = list(client.bench(sha, forever, run_id="long"))  # never silently re-run
             assert len(replay) == 1 and replay[0]["state"] == "RUN_STATE_INTERRUPTED"
             assert client.push(folder).already_present
         audit_store(store, {sha: data})

@@ -129,7 +129,8 @@ def test_benchmark_streams_events_and_is_idempotent(agent, tmp_path: Path) -> No
     folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
     with client_for(port) as client:
         sha = client.push(folder).sha256
-        events = list(client.bench(sha, {**FAST, "keep_samples": True, "batch_size": 4}, run_id="run-1"))
+        settings = {**FAST, "keep_samples": True, "batch_size": 4}
+        events = list(client.bench(sha, settings, run_id="run-1"))
         assert "queue_position" in events[0]
         assert any("phase" in e or "progress" in e for e in events[1:-1])
         result = events[-1]["result"]
@@ -141,8 +142,14 @@ def test_benchmark_streams_events_and_is_idempotent(agent, tmp_path: Path) -> No
         assert result["runtime"] == "onnxruntime" and "temperature_c" in result["state_before"]
         stored = client.get_run("run-1")
         assert stored["state"] == "RUN_STATE_SUCCEEDED" and stored["result"]["latency"]["p50_ms"] == lat["p50_ms"]
-        replay = list(client.bench(sha, FAST, run_id="run-1"))  # same id: the stored outcome, no second run
+        replay = list(client.bench(sha, settings, run_id="run-1"))  # same id: the stored outcome, no second run
         assert len(replay) == 1 and replay[0]["result"]["latency"]["p50_ms"] == lat["p50_ms"]
+        # The id names that run: asking it of another artifact or with other settings is an error, not a replay.
+        other = client.push(write_artifact(tmp_path / "b", tiny_onnx_bytes(8))).sha256
+        for wrong_sha, wrong_settings in ((other, settings), (sha, FAST)):
+            with pytest.raises(DeviceCallError) as refused:
+                list(client.bench(wrong_sha, wrong_settings, run_id="run-1", reconnects=0))
+            assert refused.value.code == "INVALID_ARGUMENT" and "already names a run" in refused.value.details
         assert [r["run_id"] for r in client.list_runs()] == ["run-1"]
     audit_store(store, {sha: (folder / "model.onnx").read_bytes()})
 

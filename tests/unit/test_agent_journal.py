@@ -7,10 +7,13 @@ from edge_agent.journal import Journal
 
 pytestmark = pytest.mark.unit
 
+#: What the run manager records: resolved settings (the runtime) are part of every accepted entry.
+S = {"runtime": "onnxruntime"}
+
 
 def test_records_fold_and_seq_is_monotonic(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.jsonl")
-    journal.append("r1", "accepted", sha256="a" * 64, settings={"iterations": 5})
+    journal.append("r1", "accepted", sha256="a" * 64, settings={**S, "iterations": 5})
     journal.append("r1", "started")
     journal.append("r1", "finished", state="SUCCEEDED", result={"latency": {"p50_ms": 1.0}})
     record = journal.get("r1")
@@ -21,7 +24,7 @@ def test_records_fold_and_seq_is_monotonic(tmp_path: Path) -> None:
 def test_torn_tail_is_truncated_and_earlier_entries_kept(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
-    journal.append("r1", "accepted", sha256="a" * 64, settings={})
+    journal.append("r1", "accepted", sha256="a" * 64, settings=S)
     journal.append("r1", "finished", state="FAILED", error={"code": "X", "message": "m"})
     journal.close()
     with path.open("ab") as fh:
@@ -29,17 +32,17 @@ def test_torn_tail_is_truncated_and_earlier_entries_kept(tmp_path: Path) -> None
     reopened = Journal(path)
     assert reopened.seq == 2 and reopened.get("r1").state == "FAILED"
     assert path.read_bytes().endswith(b"\n")
-    reopened.append("r3", "accepted", sha256="b" * 64, settings={})
+    reopened.append("r3", "accepted", sha256="b" * 64, settings=S)
     assert Journal(path).get("r3") is not None
 
 
 def test_unfinished_runs_become_interrupted_exactly_once(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
-    journal.append("queued", "accepted", sha256="a" * 64, settings={})
-    journal.append("running", "accepted", sha256="a" * 64, settings={})
+    journal.append("queued", "accepted", sha256="a" * 64, settings=S)
+    journal.append("running", "accepted", sha256="a" * 64, settings=S)
     journal.append("running", "started")
-    journal.append("done", "accepted", sha256="a" * 64, settings={})
+    journal.append("done", "accepted", sha256="a" * 64, settings=S)
     journal.append("done", "finished", state="SUCCEEDED", result={})
     journal.close()
     restarted = Journal(path)
@@ -53,7 +56,7 @@ def test_garbage_in_the_middle_keeps_every_valid_record_and_sets_the_bad_ones_as
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
     for run in ("r1", "r2", "r3"):
-        journal.append(run, "accepted", sha256="a" * 64, settings={})
+        journal.append(run, "accepted", sha256="a" * 64, settings=S)
         journal.append(run, "finished", state="SUCCEEDED", result={"latency": {"p50_ms": 1.0}})
     journal.close()
     lines = path.read_bytes().splitlines(keepends=True)
@@ -68,7 +71,7 @@ def test_garbage_in_the_middle_keeps_every_valid_record_and_sets_the_bad_ones_as
     rejected = (tmp_path / "j.jsonl.rejected").read_bytes()
     assert b"not json" in rejected and b"{}" in rejected
     assert reopened.close_interrupted("agent restarted") == ["r2"]
-    reopened.append("r4", "accepted", sha256="b" * 64, settings={})
+    reopened.append("r4", "accepted", sha256="b" * 64, settings=S)
     reopened.close()
     again = Journal(path)
     assert again.problems == [] and again.get("r4") is not None and again.get("r2").state == "INTERRUPTED"
@@ -80,7 +83,7 @@ from pathlib import Path
 from edge_agent.journal import Journal, JournalUnavailable
 path = Path(sys.argv[1])
 journal = Journal(path)
-journal.append("r1", "accepted", sha256="a" * 64, settings={})
+journal.append("r1", "accepted", sha256="a" * 64, settings={"runtime": "onnxruntime"})
 size = path.stat().st_size
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (size + 20, resource.RLIM_INFINITY))  # the kernel refuses longer files

@@ -129,10 +129,11 @@ def test_symlink_planted_in_staging_is_not_followed(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "store")
     data = tiny_onnx_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    (store.staging_dir / f"{sha}.part").symlink_to(outside)
-    with pytest.raises(OSError):
-        store.begin_push(_header(data, offset=store.staged_bytes(sha)))
-    assert outside.read_text() == "precious"
+    planted = store.staging_dir / f"{sha}.part"
+    planted.symlink_to(outside)
+    assert store.staged_bytes(sha) == 0  # a symlink is not staged bytes
+    meta = _push(store, data)  # the planted link is removed, never written through
+    assert meta.sha256 == sha and outside.read_text() == "precious" and not planted.exists()
 
 
 def test_content_must_match_format(tmp_path: Path) -> None:
