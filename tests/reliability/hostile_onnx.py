@@ -46,7 +46,9 @@ def _io() -> tuple[list, list]:
 
 def _graph(nodes: list, initializers: list | None = None, name: str = "g", sparse_inits: list | None = None) -> GraphProto:
     inputs, outputs = _io()
-    graph = helper.make_graph([*nodes, helper.make_node("Identity", ["input"], ["output"])], name, inputs, outputs, initializers or [])
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("Identity", ["input"], ["output"])], name, inputs, outputs, initializers or []
+    )
     if sparse_inits:
         graph.sparse_initializer.extend(sparse_inits)
     return graph
@@ -89,7 +91,10 @@ def _loop_node(body_nodes: list, body_inits: list | None = None) -> list:
             helper.make_tensor_value_info("i", TensorProto.INT64, []),
             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
         ],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("leak", TensorProto.UINT8, None)],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("leak", TensorProto.UINT8, None),
+        ],
         body_inits or [],
     )
     trip = helper.make_node("Constant", [], ["trip"], value=numpy_helper.from_array(np.array(1, dtype=np.int64), "t"))
@@ -118,7 +123,9 @@ def _training(init_graph: GraphProto | None = None, algorithm: GraphProto | None
 
 # ----- the corpus --------------------------------------------------------------------------------------------
 def m_initializer_external(location: str = "/etc/passwd") -> ModelProto:
-    return _model(_graph([helper.make_node("Cast", ["leak_init"], ["x"], to=TensorProto.FLOAT)], [external_tensor("leak_init", location)]))
+    return _model(
+        _graph([helper.make_node("Cast", ["leak_init"], ["x"], to=TensorProto.FLOAT)], [external_tensor("leak_init", location)])
+    )
 
 
 def m_initializer_location_only() -> ModelProto:
@@ -217,7 +224,9 @@ def m_training_initialization_external() -> ModelProto:
 
 def m_training_algorithm_external() -> ModelProto:
     model = _model(_graph([]))
-    algo = helper.make_graph([_constant_external("algo_leak")], "algo", [], [helper.make_tensor_value_info("algo_leak", TensorProto.UINT8, None)])
+    algo = helper.make_graph(
+        [_constant_external("algo_leak")], "algo", [], [helper.make_tensor_value_info("algo_leak", TensorProto.UINT8, None)]
+    )
     model.training_info.append(_training(algorithm=algo))
     return model
 
@@ -240,7 +249,10 @@ def m_custom_domain_in_function() -> ModelProto:
 def m_custom_domain_in_training() -> ModelProto:
     model = _model(_graph([]), extra_opsets=(EVIL_DOMAIN,))
     algo = helper.make_graph(
-        [helper.make_node("ReadFile", [], ["t"], domain=EVIL_DOMAIN)], "algo", [], [helper.make_tensor_value_info("t", TensorProto.UINT8, None)]
+        [helper.make_node("ReadFile", [], ["t"], domain=EVIL_DOMAIN)],
+        "algo",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.UINT8, None)],
     )
     model.training_info.append(_training(algorithm=algo))
     return model
