@@ -193,14 +193,14 @@ class Prober:
         self.unary_s: dict[str, list[float]] = {}
         self.failures: list[str] = []
 
-    def health_once(self, deadline: float = 5.0) -> float:
+    def health_once(self, deadline: float = 3.0) -> float:
         seconds, reply = timed(self.health.Check, health_pb2.HealthCheckRequest(), timeout=deadline)
         if isinstance(reply, grpc.RpcError):
             self.failures.append(f"health: {reply.code().name}")
         self.health_s.append(seconds)
         return seconds
 
-    def unary_once(self, name: str, request, deadline: float = 5.0) -> float:
+    def unary_once(self, name: str, request, deadline: float = 3.0) -> float:
         seconds, reply = timed(getattr(self.stub, name), request, timeout=deadline, metadata=self.metadata)
         if isinstance(reply, grpc.RpcError) and reply.code() != grpc.StatusCode.NOT_FOUND:
             self.failures.append(f"{name}: {reply.code().name}")
