@@ -66,6 +66,7 @@ class Tally:
         self.results_lost = 0
         self.bytes_lost = 0
         self.notes: list[str] = []
+        self.step_errors = 0
 
     def fault(self, kind: str, survived: bool) -> None:
         tried_survived = self.faults.setdefault(kind, [0, 0])
@@ -480,8 +481,35 @@ def bad_inputs(tally: Tally, root: Path, fuzz_examples: int) -> None:
         agent.close()
 
 
-def fuzz(tally: Tally, agent: Agent, sha: str, size: int, examples: int) -> None:
+def _fuzz_one(tally: Tally, agent: Agent, method, path: str, kwargs: dict, strategy, examples: int):
     from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(message=strategy)
+    def one(message) -> None:
+        code = grpc.StatusCode.OK
+        with channel(agent.port) as ch:
+            try:
+                if method.client_streaming:
+                    ch.stream_unary(path, **kwargs)(iter([message]), timeout=20, metadata=auth())
+                elif method.server_streaming:
+                    stream = ch.unary_stream(path, **kwargs)(message, timeout=20, metadata=auth())
+                    next(stream, None)
+                    stream.cancel()
+                else:
+                    ch.unary_unary(path, **kwargs)(message, timeout=20, metadata=auth())
+            except grpc.RpcError as exc:
+                code = exc.code() if exc.code() != grpc.StatusCode.CANCELLED else grpc.StatusCode.OK
+        if code != grpc.StatusCode.OK:
+            tally.bad(f"fuzzed {method.name}", code)
+        else:
+            tally.bad_inputs["tried"] += 1
+            tally.bad_inputs["accepted"] += 1
+
+    return one
+
+
+def fuzz(tally: Tally, agent: Agent, sha: str, size: int, examples: int) -> None:
     from request_fuzz import message_strategy
 
     for method in SERVICE.methods:
@@ -491,34 +519,14 @@ def fuzz(tally: Tally, agent: Agent, sha: str, size: int, examples: int) -> None
         path = f"/{SERVICE.full_name}/{method.name}"
         kwargs = {"request_serializer": lambda m: m.SerializeToString(), "response_deserializer": out_class.FromString}
 
-        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        @given(message=strategy)
-        def one(message, method=method, path=path, kwargs=kwargs) -> None:
-            code = grpc.StatusCode.OK
-            with channel(agent.port) as ch:
-                try:
-                    if method.client_streaming:
-                        ch.stream_unary(path, **kwargs)(iter([message]), timeout=20, metadata=auth())
-                    elif method.server_streaming:
-                        stream = ch.unary_stream(path, **kwargs)(message, timeout=20, metadata=auth())
-                        next(stream, None)
-                        stream.cancel()
-                    else:
-                        ch.unary_unary(path, **kwargs)(message, timeout=20, metadata=auth())
-                except grpc.RpcError as exc:
-                    code = exc.code() if exc.code() != grpc.StatusCode.CANCELLED else grpc.StatusCode.OK
-            if code != grpc.StatusCode.OK:
-                tally.bad(f"fuzzed {method.name}", code)
-            else:
-                tally.bad_inputs["tried"] += 1
-                tally.bad_inputs["accepted"] += 1
-
-        one()
+        _fuzz_one(tally, agent, method, path, kwargs, strategy, examples)()
 
 
 # ----- report ------------------------------------------------------------------------------------------------
 def report(tally: Tally, seconds: float, as_json: bool) -> int:
-    failed = tally.bad_inputs["unknown_or_internal"] > 0 or tally.results_lost > 0 or tally.bytes_lost > 0
+    failed = (
+        tally.bad_inputs["unknown_or_internal"] > 0 or tally.results_lost > 0 or tally.bytes_lost > 0 or tally.step_errors > 0
+    )
     payload = {
         "load_held": tally.load,
         "faults_survived": {k: {"tried": v[0], "survived": v[1]} for k, v in tally.faults.items()},
@@ -582,7 +590,11 @@ def main() -> int:
                 break
             root = Path(tmp) / f"step{i}"
             root.mkdir()
-            step(root)
+            try:
+                step(root)
+            except Exception as exc:  # a step that breaks is reported, the others still run
+                tally.notes.append(f"step {i + 1} broke: {type(exc).__name__}: {exc}"[:300])
+                tally.step_errors += 1
     return report(tally, time.monotonic() - started, args.json)
 
 
