@@ -61,8 +61,11 @@ class Tally:
     def __init__(self) -> None:
         self.load: list[dict] = []
         self.faults: dict[str, list[int]] = {}  # kind -> [tried, survived]
-        self.bad_inputs = {"tried": 0, "refused_cleanly": 0, "accepted": 0, "unknown_or_internal": 0}
+        #: accepted: a request the agent took (a fuzzed request may well be valid); hostile_accepted: a bad input
+        #: the contract says must be refused (a hostile model, a malformed manifest or setting) that was taken.
+        self.bad_inputs = {"tried": 0, "refused_cleanly": 0, "accepted": 0, "hostile_accepted": 0, "unknown_or_internal": 0}
         self.unknown_examples: list[str] = []
+        self.hostile_examples: list[str] = []
         self.results_lost = 0
         self.bytes_lost = 0
         self.notes: list[str] = []
@@ -77,6 +80,8 @@ class Tally:
         self.bad_inputs["tried"] += 1
         if code is None or code == grpc.StatusCode.OK:
             self.bad_inputs["accepted"] += 1
+            self.bad_inputs["hostile_accepted"] += 1
+            self.hostile_examples.append(what)
         elif code in NEVER:
             self.bad_inputs["unknown_or_internal"] += 1
             self.unknown_examples.append(f"{what}: {code.name}")
@@ -502,7 +507,7 @@ def _fuzz_one(tally: Tally, agent: Agent, method, path: str, kwargs: dict, strat
                 code = exc.code() if exc.code() != grpc.StatusCode.CANCELLED else grpc.StatusCode.OK
         if code != grpc.StatusCode.OK:
             tally.bad(f"fuzzed {method.name}", code)
-        else:
+        else:  # a fuzzed request may be valid
             tally.bad_inputs["tried"] += 1
             tally.bad_inputs["accepted"] += 1
 
@@ -524,14 +529,15 @@ def fuzz(tally: Tally, agent: Agent, sha: str, size: int, examples: int) -> None
 
 # ----- report ------------------------------------------------------------------------------------------------
 def report(tally: Tally, seconds: float, as_json: bool) -> int:
-    failed = (
-        tally.bad_inputs["unknown_or_internal"] > 0 or tally.results_lost > 0 or tally.bytes_lost > 0 or tally.step_errors > 0
-    )
+    b = tally.bad_inputs
+    failed = b["unknown_or_internal"] > 0 or b["hostile_accepted"] > 0
+    failed = failed or tally.results_lost > 0 or tally.bytes_lost > 0 or tally.step_errors > 0
     payload = {
         "load_held": tally.load,
         "faults_survived": {k: {"tried": v[0], "survived": v[1]} for k, v in tally.faults.items()},
         "bad_inputs": tally.bad_inputs,
         "unknown_examples": tally.unknown_examples[:20],
+        "hostile_accepted_examples": tally.hostile_examples[:40],
         "results_lost": tally.results_lost,
         "artifact_bytes_lost": tally.bytes_lost,
         "notes": tally.notes,
@@ -554,13 +560,15 @@ def report(tally: Tally, seconds: float, as_json: bool) -> int:
     print("faults survived")
     for kind, (tried, survived) in tally.faults.items():
         print(f"  {kind:<40} {survived}/{tried}")
-    b = tally.bad_inputs
     print(
-        f"bad inputs tried {b['tried']}: refused cleanly {b['refused_cleanly']}, accepted {b['accepted']}, "
+        f"bad inputs tried {b['tried']}: refused cleanly {b['refused_cleanly']}, accepted {b['accepted']} "
+        f"(of which must-refuse inputs {b['hostile_accepted']}, must be 0), "
         f"UNKNOWN/INTERNAL {b['unknown_or_internal']} (must be 0)"
     )
     for example in tally.unknown_examples[:12]:
         print(f"  UNKNOWN: {example}")
+    for example in tally.hostile_examples[:12]:
+        print(f"  accepted: {example}")
     print(f"results lost {tally.results_lost}, artifact bytes lost {tally.bytes_lost} (must be 0)")
     for note in tally.notes:
         print(f"note: {note}")
