@@ -32,14 +32,14 @@ from pathlib import Path
 import grpc
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "reliability"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tests")]
 
 from agent_helpers import FAST, TOKEN, tiny_onnx_bytes  # noqa: E402
 from edge_agent.v1 import agent_pb2 as pb  # noqa: E402
 from google.protobuf import json_format, message_factory  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from hostile_onnx import hostile_models  # noqa: E402
-from reliability_harness import (  # noqa: E402
+from reliability.hostile_onnx import hostile_models  # noqa: E402
+from reliability.reliability_harness import (  # noqa: E402
     NEVER,
     TERMINAL,
     Agent,
@@ -51,7 +51,7 @@ from reliability_harness import (  # noqa: E402
     push_with_resume,
     stub,
 )
-from tcp_proxy import TcpProxy  # noqa: E402
+from reliability.tcp_proxy import TcpProxy  # noqa: E402
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EdgeAgent"]
 TIME_BUDGET_S = 420
@@ -515,7 +515,7 @@ def _fuzz_one(tally: Tally, agent: Agent, method, path: str, kwargs: dict, strat
 
 
 def fuzz(tally: Tally, agent: Agent, sha: str, size: int, examples: int) -> None:
-    from request_fuzz import message_strategy
+    from reliability.request_fuzz import message_strategy
 
     for method in SERVICE.methods:
         in_class = message_factory.GetMessageClass(method.input_type)

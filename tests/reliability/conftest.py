@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import TOKEN
-from reliability_harness import Agent
+
+from reliability.reliability_harness import Agent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,6 +22,7 @@ import grpc
 from agent_helpers import FAST, TOKEN, tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 #: The agent's flag that ends a push stream that sends nothing for this long, and the value the suite uses.
@@ -284,7 +285,6 @@ def unique_model(tag: int | None = None) -> bytes:
 
 def run_to_end(port: int, sha: str, settings: dict | None = None, run_id: str | None = None, timeout: float = 120.0) -> list:
     request = pb.RunBenchmarkRequest(run_id=run_id or "", sha256=sha)
-    from google.protobuf import json_format
 
     json_format.ParseDict(settings if settings is not None else FAST, request.settings)
     with channel(port) as ch:
@@ -407,3 +407,33 @@ def threads_running(fn, items: Iterable) -> list:
     for t in threads:
         t.join(timeout=300)
     return results
+
+
+class Follower:
+    """Reads one RunBenchmark stream in a thread, keeping every event (and the error that ended it, if any)."""
+
+    def __init__(self, port: int, sha: str, run_id: str, settings: dict) -> None:
+        self.events: list[pb.RunEvent] = []
+        self.error: grpc.RpcError | None = None
+        request = pb.RunBenchmarkRequest(run_id=run_id, sha256=sha)
+        json_format.ParseDict(settings, request.settings)
+        self.thread = threading.Thread(target=self._follow, args=(port, request), daemon=True)
+        self.thread.start()
+
+    def _follow(self, port: int, request: pb.RunBenchmarkRequest) -> None:
+        try:
+            with channel(port) as ch:
+                for event in stub(ch).RunBenchmark(request, timeout=120, metadata=auth()):
+                    self.events.append(event)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def wait_for(self, predicate, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(predicate(e) for e in self.events):
+                return
+            if not self.thread.is_alive():
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"event not seen: {self.events[-3:]} {self.error}")

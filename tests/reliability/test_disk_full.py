@@ -17,9 +17,11 @@ import pytest
 from agent_helpers import tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
 from grpc_health.v1 import health_pb2
-from reliability_harness import (
+
+from reliability.reliability_harness import (
     NEVER,
     TERMINAL,
+    Follower,
     auth,
     channel,
     get_run,
@@ -33,7 +35,6 @@ from reliability_harness import (
     wait_serving,
     wait_terminal,
 )
-from test_shutdown_and_security import Follower
 
 #: The agent keeps 64 MiB free (StoreLimits.reserve_bytes); the rest is room for the tests' artifacts.
 FS_SIZE = "100m"

@@ -16,8 +16,9 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from reliability_harness import NEVER, Agent, auth, channel, manifest_for, nothing_lost, push_raw, stub
-from request_fuzz import deep_json, manifests, message_strategy
+
+from reliability.reliability_harness import NEVER, Agent, auth, channel, manifest_for, nothing_lost, push_raw, stub
+from reliability.request_fuzz import deep_json, manifests, message_strategy
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EdgeAgent"]
 METHODS = [m.name for m in SERVICE.methods]

@@ -9,8 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 from edge_agent.v1 import agent_pb2 as pb
-from hostile_onnx import hostile_models, huge_input_dims_model, write_corpus
-from reliability_harness import NEVER, Agent, auth, channel, nothing_lost, push_raw, run_to_end, stub
+
+from reliability.hostile_onnx import hostile_models, huge_input_dims_model, write_corpus
+from reliability.reliability_harness import NEVER, Agent, auth, channel, nothing_lost, push_raw, run_to_end, stub
 
 MODELS = hostile_models()
 

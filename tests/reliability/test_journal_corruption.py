@@ -9,7 +9,8 @@ import grpc
 import pytest
 from agent_helpers import tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
-from reliability_harness import auth, channel, get_run, nothing_lost, push_raw, run_to_end, stub
+
+from reliability.reliability_harness import auth, channel, get_run, nothing_lost, push_raw, run_to_end, stub
 
 BAD_LINES = {
     "garbage": b"\x00\x13garbage{{{ not json at all",

@@ -14,7 +14,8 @@ import pytest
 from agent_helpers import FAST, tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
 from google.protobuf import json_format
-from reliability_harness import (
+
+from reliability.reliability_harness import (
     HEALTH_BOUND_S,
     IDLE_TIMEOUT_FLAG,
     IDLE_TIMEOUT_SECONDS,

@@ -12,8 +12,9 @@ import grpc
 from agent_helpers import FAST, client_for, tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
 from google.protobuf import json_format
-from reliability_harness import auth, channel, get_run, nothing_lost, push_raw, push_with_resume, stub
-from tcp_proxy import TcpProxy
+
+from reliability.reliability_harness import auth, channel, get_run, nothing_lost, push_raw, push_with_resume, stub
+from reliability.tcp_proxy import TcpProxy
 
 
 def test_push_resumes_across_connection_resets(make_agent) -> None:

@@ -4,47 +4,16 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
 import time
 
 import grpc
 from agent_helpers import tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
-from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
-from reliability_harness import auth, channel, get_run, health_status, nothing_lost, push_raw, stub
+
+from reliability.reliability_harness import Follower, auth, channel, get_run, health_status, nothing_lost, push_raw, stub
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EdgeAgent"]
-
-
-class Follower:
-    """Reads one RunBenchmark stream in a thread, keeping every event (and the error that ended it, if any)."""
-
-    def __init__(self, port: int, sha: str, run_id: str, settings: dict) -> None:
-        self.events: list[pb.RunEvent] = []
-        self.error: grpc.RpcError | None = None
-        request = pb.RunBenchmarkRequest(run_id=run_id, sha256=sha)
-        json_format.ParseDict(settings, request.settings)
-        self.thread = threading.Thread(target=self._follow, args=(port, request), daemon=True)
-        self.thread.start()
-
-    def _follow(self, port: int, request: pb.RunBenchmarkRequest) -> None:
-        try:
-            with channel(port) as ch:
-                for event in stub(ch).RunBenchmark(request, timeout=120, metadata=auth()):
-                    self.events.append(event)
-        except grpc.RpcError as exc:
-            self.error = exc
-
-    def wait_for(self, predicate, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if any(predicate(e) for e in self.events):
-                return
-            if not self.thread.is_alive():
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"event not seen: {self.events[-3:]} {self.error}")
 
 
 def test_sigterm_refuses_new_runs_and_never_starts_a_queued_one(make_agent) -> None:
