@@ -283,12 +283,19 @@ def unique_model(tag: int | None = None) -> bytes:
     return tiny_onnx_bytes(4 + (tag if tag is not None else next(_COUNTER) + os.getpid() % 1000))
 
 
-def run_to_end(port: int, sha: str, settings: dict | None = None, run_id: str | None = None, timeout: float = 120.0) -> list:
+def run_to_end(
+    port: int,
+    sha: str,
+    settings: dict | None = None,
+    run_id: str | None = None,
+    timeout: float = 120.0,
+    token: str | None = TOKEN,
+) -> list:
     request = pb.RunBenchmarkRequest(run_id=run_id or "", sha256=sha)
 
     json_format.ParseDict(settings if settings is not None else FAST, request.settings)
     with channel(port) as ch:
-        return list(stub(ch).RunBenchmark(request, timeout=timeout, metadata=auth()))
+        return list(stub(ch).RunBenchmark(request, timeout=timeout, metadata=auth(token)))
 
 
 def get_run(port: int, run_id: str, timeout: float = 10.0) -> pb.RunRecord:
@@ -342,6 +349,7 @@ def nothing_lost(
     live_uploads: Iterable[str] = (),
     allow_bad_journal_lines: bool = False,
     round_trip: bool = True,
+    token: str | None = TOKEN,
 ) -> None:
     """(a) every acknowledged artifact present, byte for byte; (b) staging holds only live resumable uploads;
     (c) each accepted run has exactly one terminal result (journal and GetRun); (d) SERVING, and a fresh
@@ -349,7 +357,7 @@ def nothing_lost(
     acknowledged = acknowledged or {}
     with channel(port) as ch:
         s = stub(ch)
-        listed = {a.sha256: a for a in s.ListArtifacts(pb.ListArtifactsRequest(), timeout=10, metadata=auth()).artifacts}
+        listed = {a.sha256: a for a in s.ListArtifacts(pb.ListArtifactsRequest(), timeout=10, metadata=auth(token)).artifacts}
         for sha, content in acknowledged.items():
             assert sha in listed, f"acknowledged artifact {sha} is not listed"
             folder = store / "artifacts" / sha
@@ -379,14 +387,14 @@ def nothing_lost(
                 finished[e["run_id"]] = finished.get(e["run_id"], 0) + 1
         for run_id in accepted:
             assert finished.get(run_id) == 1, f"run {run_id} has {finished.get(run_id, 0)} terminal entries"
-            record = s.GetRun(pb.GetRunRequest(run_id=run_id), timeout=10, metadata=auth())
+            record = s.GetRun(pb.GetRunRequest(run_id=run_id), timeout=10, metadata=auth(token))
             assert record.state in TERMINAL, f"run {run_id} is {pb.RunState.Name(record.state)}"
     wait_serving(port, timeout=15)
     if round_trip:
         data = unique_model()
-        reply = push_raw(port, data, name="audit")
+        reply = push_raw(port, data, name="audit", token=token)
         assert reply.artifact.sha256 == hashlib.sha256(data).hexdigest()
-        events = run_to_end(port, reply.artifact.sha256)
+        events = run_to_end(port, reply.artifact.sha256, token=token)
         assert events and events[-1].state == pb.RUN_STATE_SUCCEEDED, events[-1] if events else "no events"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import stat
 import time
 
@@ -24,7 +25,7 @@ def test_sigterm_refuses_new_runs_and_never_starts_a_queued_one(make_agent) -> N
     running.wait_for(lambda e: e.state == pb.RUN_STATE_RUNNING and e.WhichOneof("kind") == "progress")
     queued = Follower(agent.port, sha, "queued", {"iterations": 100, "min_seconds": 30, "timeout_seconds": 120})
     queued.wait_for(lambda e: e.state == pb.RUN_STATE_QUEUED)
-    agent.proc.send_signal(15)
+    agent.proc.send_signal(signal.SIGTERM)
     end = time.monotonic() + 5
     while health_status(agent.port, timeout=1) == health_pb2.HealthCheckResponse.SERVING and time.monotonic() < end:
         time.sleep(0.02)
@@ -84,8 +85,7 @@ def test_without_token_file_the_agent_generates_one_and_requires_it(make_agent) 
     agent.kill()
     agent.start()
     assert token_path.read_text().strip() == token, "the token changed across a restart"
-    with channel(agent.port) as ch:
-        stub(ch).ListArtifacts(pb.ListArtifactsRequest(), timeout=10, metadata=auth(token))
+    nothing_lost(agent.port, agent.store, token=token)
 
 
 def test_second_agent_on_the_same_store_refuses_to_start(make_agent) -> None:
