@@ -129,9 +129,9 @@ def test_disk_full_during_a_push_is_resource_exhausted_and_recovers(full_store, 
 def test_disk_full_while_a_run_finishes_loses_nothing(full_store) -> None:
     root, agent = full_store
     sha = push_raw(agent.port, tiny_onnx_bytes(17)).artifact.sha256
-    first = Follower(
-        agent.port, sha, "first", {"iterations": 100, "min_seconds": 3, "warmup_runs": 1, "warmup_min_seconds": 0.01}
-    )
+    # every latency sample kept: the outcome's journal line is far larger than what is left of the file's last page
+    first_settings = {"iterations": 100, "min_seconds": 3, "warmup_runs": 1, "warmup_min_seconds": 0.01, "keep_samples": True}
+    first = Follower(agent.port, sha, "first", first_settings)
     first.wait_for(lambda e: e.state == pb.RUN_STATE_RUNNING and e.WhichOneof("kind") == "progress")
     second = Follower(agent.port, sha, "second", {"iterations": 5, "min_seconds": 0.01, "warmup_runs": 1})
     second.wait_for(lambda e: e.state == pb.RUN_STATE_QUEUED)
