@@ -45,6 +45,7 @@ from reliability.reliability_harness import (  # noqa: E402
     Agent,
     auth,
     channel,
+    idle_args,
     journal_entries,
     manifest_for,
     push_raw,
@@ -259,7 +260,7 @@ def load_quota(tally: Tally, root: Path, pushes: int, quota_mb: int = 40) -> Non
 
 # ----- 2. faults survived ------------------------------------------------------------------------------------
 def faults(tally: Tally, root: Path) -> None:
-    agent = new_agent(root, "faults")
+    agent = new_agent(root, "faults", tuple(idle_args()))
     acknowledged: dict[str, bytes] = {}
     accepted: set[str] = set()
     try:
@@ -267,7 +268,7 @@ def faults(tally: Tally, root: Path) -> None:
         with TcpProxy(agent.port) as proxy:
             proxy.cut_after(2 << 20, 5 << 20, 8 << 20)
             try:
-                reply = push_with_resume(proxy.port, data, attempts=30)
+                reply = push_with_resume(proxy.port, data, within=90)
                 ok = reply.artifact.sha256 == hashlib.sha256(data).hexdigest()
             except grpc.RpcError:
                 ok = False

@@ -38,6 +38,11 @@ CHUNK = 1 << 20
 _COUNTER = itertools.count(1)
 
 
+def idle_args() -> list[str]:
+    """The idle-timeout flag and the suite's value, when the agent has the flag."""
+    return [IDLE_TIMEOUT_FLAG, f"{IDLE_TIMEOUT_SECONDS:g}"] if supports_flag(IDLE_TIMEOUT_FLAG) else []
+
+
 class AgentStartError(RuntimeError):
     def __init__(self, returncode: int | None, output: str) -> None:
         super().__init__(f"agent did not start (exit {returncode}): {output[-2000:]}")
@@ -208,6 +213,13 @@ class Prober:
         self.unary_s.setdefault(name, []).append(seconds)
         return seconds
 
+    def warm_up(self) -> None:
+        """One call of each probe before the load starts: a first call's one-off cost (device probing) is not load."""
+        self.round()
+        self.health_s.clear()
+        self.unary_s.clear()
+        self.failures.clear()
+
     def round(self, get_run: str | None = None) -> None:
         self.health_once()
         self.unary_once("ListArtifacts", pb.ListArtifactsRequest())
@@ -252,11 +264,13 @@ def push_raw(port: int, data: bytes, *, timeout: float = 60.0, token: str | None
         return stub(ch).PushArtifact(push_requests(data, **kwargs), timeout=timeout, metadata=auth(token))
 
 
-def push_with_resume(port: int, data: bytes, attempts: int = 20, *, timeout: float = 60.0) -> pb.PushResponse:
-    """What a client does when its connection breaks: ask what the device has staged, send the rest."""
+def push_with_resume(port: int, data: bytes, within: float = 60.0, *, timeout: float = 60.0) -> pb.PushResponse:
+    """What a client does when its connection breaks: ask what the device has staged, send the rest; retry for
+    ``within`` seconds (a push the agent still holds as in progress gives FAILED_PRECONDITION until it ends)."""
     sha = hashlib.sha256(data).hexdigest()
     last: grpc.RpcError | None = None
-    for _ in range(attempts):
+    end = time.monotonic() + within
+    while time.monotonic() < end:
         try:
             with channel(port) as ch:
                 s = stub(ch)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from edge_agent.v1 import agent_pb2 as pb
 
-from reliability.hostile_onnx import hostile_models, huge_input_dims_model, write_corpus
+from reliability.hostile_onnx import hostile_models, refused_at_push_or_benchmark, write_corpus
 from reliability.reliability_harness import NEVER, Agent, auth, channel, nothing_lost, push_raw, run_to_end, stub
 
 MODELS = hostile_models()
@@ -53,10 +53,11 @@ def test_hostile_model_is_refused_and_nothing_is_kept(agent: Agent, name: str) -
     assert sha not in {a.sha256 for a in listed}
 
 
-def test_huge_input_dims_are_refused_at_push_or_at_benchmark(agent: Agent) -> None:
-    data = huge_input_dims_model()
+@pytest.mark.parametrize("name", sorted(refused_at_push_or_benchmark()))
+def test_huge_dims_are_refused_at_push_or_at_benchmark(agent: Agent, name: str) -> None:
+    data = refused_at_push_or_benchmark()[name]
     try:
-        reply = push_raw(agent.port, data, name="huge-input", timeout=30)
+        reply = push_raw(agent.port, data, name="huge", timeout=30)
     except grpc.RpcError as exc:
         assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code().name}: {exc.details()}"
         return
@@ -71,5 +72,5 @@ def test_huge_input_dims_are_refused_at_push_or_at_benchmark(agent: Agent) -> No
 
 def test_the_corpus_is_written_and_the_agent_survives_it(agent: Agent, tmp_path: Path) -> None:
     paths = write_corpus(tmp_path / "malicious_onnx")
-    assert len(paths) == len(MODELS) + 1
+    assert len(paths) == len(MODELS) + len(refused_at_push_or_benchmark())
     nothing_lost(agent.port, agent.store, {})

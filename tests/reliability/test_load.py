@@ -24,6 +24,7 @@ from reliability.reliability_harness import (
     Prober,
     auth,
     channel,
+    idle_args,
     nothing_lost,
     push_raw,
     stub,
@@ -33,10 +34,6 @@ from reliability.reliability_harness import (
 
 STALLED_STREAMS = 24
 BURST = 50
-
-
-def idle_args() -> list[str]:
-    return [IDLE_TIMEOUT_FLAG, f"{IDLE_TIMEOUT_SECONDS:g}"] if supports_flag(IDLE_TIMEOUT_FLAG) else []
 
 
 def assert_responsive(prober: Prober, what: str) -> None:
@@ -69,9 +66,10 @@ def test_stalled_push_streams_do_not_stop_the_agent(make_agent) -> None:
         yield stalled_header(i)
         release.wait(60)  # header sent, then nothing
 
+    prober = Prober(agent.port)
+    prober.warm_up()
     channels = [channel(agent.port) for _ in range(4)]
     futures = [stub(channels[i % 4]).PushArtifact.future(stalled(i), timeout=60, metadata=auth()) for i in range(STALLED_STREAMS)]
-    prober = Prober(agent.port)
     try:
         time.sleep(1.0)
         for _ in range(5):
@@ -115,10 +113,11 @@ def test_burst_of_benchmarks_keeps_health_and_unary_calls_answering(make_agent) 
         except grpc.RpcError as exc:
             outcomes[run_id] = exc.code()
 
+    prober = Prober(agent.port)
+    prober.warm_up()
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(BURST)]
     for t in threads:
         t.start()
-    prober = Prober(agent.port)
     try:
         time.sleep(0.5)
         end = time.monotonic() + 240
