@@ -270,7 +270,8 @@ def faults(tally: Tally, root: Path) -> None:
             try:
                 reply = push_with_resume(proxy.port, data, within=90)
                 ok = reply.artifact.sha256 == hashlib.sha256(data).hexdigest()
-            except grpc.RpcError:
+            except grpc.RpcError as exc:
+                tally.notes.append(f"push through resets: {exc.code().name}: {exc.details()}"[:300])
                 ok = False
             for _ in range(proxy.cuts):
                 tally.fault("connection reset mid-push", ok)
