@@ -116,6 +116,7 @@ class ImageRoot:
             (self.root / inside).mkdir(exist_ok=True)
         env = [*(self.config.get("Env") or []), *(f"{k}={v}" for k, v in self.extra_env.items())]
         wd = workdir or self.config.get("WorkingDir") or "/"
+        (self.root / wd.lstrip("/")).mkdir(parents=True, exist_ok=True)  # as a container runtime does
         script = " && ".join(mounts) + ' && exec "$@"'
         chroot = ["env", "-i", *env, "unshare", f"--root={self.root}", f"--wd={wd}", *argv]
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *chroot]
@@ -191,7 +192,8 @@ def bench_and_compare(port: int, token_file: Path, artifact: Path, label: str, t
     device = np.asarray(stats["output_sample"], dtype=np.float64)
     host = host_output(artifact)
     diff = float(np.max(np.abs(device - host)))
-    print(f"{label}: {artifact.name} p50 {stats.get('p50_ms', stats.get('latency', {}))} ms; "
+    p50 = stats.get("latency", {}).get("p50_ms", float("nan"))
+    print(f"{label}: {artifact.name} p50 {p50:.3f} ms; "
           f"output vs host max |diff| {diff:.2e}, argmax {int(np.argmax(device))}/{int(np.argmax(host))}")
     if device.shape != host.shape or np.argmax(device) != np.argmax(host) or not np.allclose(device, host, atol=1e-4, rtol=1e-4):
         raise CheckError(f"{label}: device output {device.tolist()} differs from the host's {host.tolist()}")
