@@ -46,7 +46,7 @@ arch=$(podman image inspect --format '{{.Architecture}}' "$image")
 "$0" --remove "$dir"
 container="edge-arm64-python-$(printf '%s' "$dir" | sha256sum | cut -c1-12)"
 podman rm -f "$container" >/dev/null 2>&1 || true
-podman create --name "$container" "$image" >/dev/null
+podman create --arch arm64 --name "$container" "$image" >/dev/null
 echo "$container" >"$dir/container"
 root=$(podman mount "$container")
 [ -x "$root/opt/python/bin/python3" ] || [ -x "$root/usr/local/bin/python3" ] || fail "no python3 in $image"

@@ -86,7 +86,8 @@ class ImageRoot:
         if not podman("image", "ls", "-q", self.image):
             raise CheckError(f"image {self.image} not found: run scripts/build_images.sh build")
         subprocess.run([shutil.which("podman") or "podman", "rm", "-f", self.name], capture_output=True, check=False)
-        podman("create", "--name", self.name, self.image)
+        arch = podman("image", "inspect", "--format", "{{.Architecture}}", self.image)
+        podman("create", "--arch", arch, "--name", self.name, self.image)
         self.root = Path(podman("mount", self.name))
         self.config = json.loads(podman("image", "inspect", self.image))[0]["Config"]
         return self
