@@ -141,7 +141,9 @@ step_build() {
     (timed "base image arm64" make_base arm64) &
     base_pid=$!
   fi
-  [ -z "${EDGE_IMAGE_BASE:-}" ] && timed "base image amd64" make_base amd64
+  if [ -z "${EDGE_IMAGE_BASE:-}" ]; then
+    timed "base image amd64" make_base amd64
+  fi
   for arch in $arches; do
     [ "$arch" = arm64 ] || timed "agent image $arch" build_agent "$arch"
   done
