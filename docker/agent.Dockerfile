@@ -4,7 +4,10 @@
 #       -v $PWD/token:/run/secrets/edge-agent-token:ro -v $PWD/pki:/pki:ro edge-agent
 # The agent refuses a non-loopback address without TLS; inside a container it must listen on 0.0.0.0, so the
 # default command below uses TLS + token (mount the PKI), or pass --insecure explicitly for a trusted lab network.
-FROM python:3.11-slim
+# BASE: any image with Python 3.11+ whose `pip` and `python` are on PATH (scripts/build_images.sh passes a Debian-made
+# one where no registry is reachable).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY configs ./configs

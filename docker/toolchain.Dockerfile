@@ -2,7 +2,11 @@
 #   docker build -f docker/toolchain.Dockerfile -t edge-opt-toolchain .
 #   docker run --rm -v $PWD/artifacts:/work/artifacts -v $DATA:/data -e EDGE_OPT_DATA_DIR=/data \
 #       edge-opt-toolchain edge-export --precision int8 --out /work/artifacts
-FROM python:3.11-slim
+# BASE: any image with Python 3.11+ whose `pip` and `python` are on PATH. PIP_FIND_LINKS: folders of wheels (mounted
+# into the build) that pip prefers to the package index, e.g. a local copy of torch; empty = the index only.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
+ARG PIP_FIND_LINKS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY configs ./configs

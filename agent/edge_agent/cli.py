@@ -329,8 +329,10 @@ def _bench(args: argparse.Namespace, client: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The daemon's log lines carry its version: the one line at start then names version, listen address and store.
+    origin = f"%(name)s {__version__}" if args.command == "serve" else "%(name)s"
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.INFO, format=f"%(asctime)s %(levelname)s {origin}: %(message)s"
     )
     if args.command == "version":
         print(f"edge-agent {__version__}")
