@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent import evaluation
 from edge_agent.device import cpu_busy_seconds, device_state, torch_available
 from edge_agent.errors import ArtifactNotFound, ArtifactRejected, InvalidSettings, QuotaExceeded, RuntimeUnavailable
 from edge_agent.journal import Journal, RunRecord
@@ -108,7 +109,9 @@ class RunManager:
         self._thread.start()
 
     # ----- API for the service -------------------------------------------------------------------------------
-    def submit(self, run_id: str, sha256: str, raw_settings: dict[str, Any]) -> queue.Queue[Event]:
+    def submit(
+        self, run_id: str, sha256: str, raw_settings: dict[str, Any], *, eval_set: str = "", eval_reference: str = ""
+    ) -> queue.Queue[Event]:
         """Accept (or re-attach to) a run; returns a queue of its events, ending with a terminal one."""
         if run_id and not NAME_PATTERN.fullmatch(run_id):
             raise ArtifactRejected(f"run_id must match {NAME_PATTERN.pattern}")
@@ -124,8 +127,13 @@ class RunManager:
             meta = self.store.get(sha256)
             if meta is None:
                 raise ArtifactNotFound(f"artifact {sha256} is not on this device; push it first")
+            if meta.format == evaluation.FORMAT:
+                raise ArtifactRejected(f"{sha256} is an evaluation set, not a model; benchmark a model with it")
             runtime = self._runtime_for(meta.format, settings["runtime"])
             settings["runtime"] = runtime
+            # Device-side evaluation (edge_agent.evaluation): journaled with the settings, run after the timing.
+            settings["eval_set_sha256"] = evaluation.resolve(self.store, eval_set, "eval_set_sha256")
+            settings["eval_reference_sha256"] = evaluation.resolve(self.store, eval_reference, "eval_reference_sha256")
             if len(self._pending) >= self.max_queue:
                 raise QuotaExceeded(f"the run queue is full ({self.max_queue} waiting); retry later")
             run_id = run_id or uuid.uuid4().hex
@@ -228,6 +236,7 @@ class RunManager:
             "input": manifest.get("input", {"shape": ["batch"], "dtype": "float32"}),
             "torch_engine": (manifest.get("target") or {}).get("torch_engine") if manifest.get("precision") == "int8" else None,
             "memory_limit_bytes": self.memory_limit_bytes,
+            "eval_paths": evaluation.worker_paths(self.store, record.settings),
         }
         state_before = device_state().to_dict()
         busy_before = cpu_busy_seconds()

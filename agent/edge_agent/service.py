@@ -173,7 +173,13 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
     def RunBenchmark(self, request: pb.RunBenchmarkRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
         try:
             settings = json_format.MessageToDict(request.settings, preserving_proto_field_name=True)
-            events = self.runs.submit(request.run_id, check_sha256(request.sha256), settings)
+            events = self.runs.submit(
+                request.run_id,
+                check_sha256(request.sha256),
+                settings,
+                eval_set=request.eval_set_sha256 and check_sha256(request.eval_set_sha256),
+                eval_reference=request.eval_reference_sha256 and check_sha256(request.eval_reference_sha256),
+            )
         except AgentError as exc:
             abort(context, exc)
         run_id = None

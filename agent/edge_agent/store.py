@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent import onnx_guard
+from edge_agent import evaluation, onnx_guard
 from edge_agent.errors import (
     ArtifactNotFound,
     ArtifactRejected,
@@ -57,7 +57,7 @@ SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_CHUNK_BYTES = 1 << 20
 MAX_MANIFEST_BYTES = 256 << 10
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", evaluation.FORMAT: evaluation.FILE_NAME}
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
 
@@ -101,6 +101,9 @@ def check_sha256(value: str) -> str:
 
 def check_content(path: Path, fmt: str) -> None:
     """Reject a model file that is not what its manifest says (before it becomes visible)."""
+    if fmt == evaluation.FORMAT:  # an evaluation set (edge_agent.evaluation): a bounded .npz of .npy arrays
+        evaluation.check_file(path)
+        return
     if fmt == "torchscript":
         with path.open("rb") as fh:
             if fh.read(4) != b"PK\x03\x04":
