@@ -144,7 +144,7 @@ def check_cells(check: dict[str, Any] | None) -> list[str]:
     ]
 
 
-_CHECK_COLUMNS = ("device acc", "host acc (same n)", "agree", "max diff")
+_CHECK_COLUMNS = ("device acc", "host (same)", "agree", "max diff")
 
 
 def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
