@@ -253,8 +253,7 @@ def test_bench_and_report_show_device_accuracy_and_flag_disagreeing_outputs(tmp_
     x = np.random.default_rng(2).standard_normal((200, 1, 28, 28)).astype(np.float32)
     models = {"good-onnx": tiny_onnx_bytes(64), "skewed-onnx": tiny_onnx_bytes(96)}
     outputs = {
-        name: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-        for name, m in models.items()
+        name: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0] for name, m in models.items()
     }
     labels = outputs["good-onnx"].argmax(1).astype(np.int64)
     labels[:20] = (labels[:20] + 1) % 10  # the good artifact scores 90% on the host and on the device
