@@ -28,9 +28,11 @@ FOLDER = "evalsets"
 #: The inputs file is kept under this many bytes (a 224×224 RGB model gets ~100 images instead of 1,000).
 MAX_INPUT_BYTES = 64 << 20
 #: A device's outputs are flagged when they agree with the host's top-1 on fewer items than this, or differ by
-#: more than this fraction of the largest host output. Correct devices agree with the model's semantics to ~1e-6.
+#: more than this fraction of the largest host output. A correct device reproduces the model's semantics to float
+#: rounding, except for rare rounding ties where an optimised INT8 kernel lands one output quantization step away
+#: (SmallCNN: 0.22 on one of 1,000 images, 0.8% of its largest logit, same top-1): the gates leave room for that.
 MIN_AGREEMENT = 0.995
-MAX_RELATIVE_DIFF = 0.01
+MAX_RELATIVE_DIFF = 0.02
 
 
 def samples_for(requested: int, available: int, item_bytes: int) -> int:
