@@ -39,8 +39,10 @@ def test_envelope_and_every_artifact_written(export_all: tuple[Path, dict]) -> N
     assert set(rows) == {(p, f) for p in ("fp32", "fp16", "int8") for f in ("torchscript", "onnx")}
     assert all(r["written"] for r in rows.values())
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"smallcnn-{p}-{f}" for p, f in rows] + ["summary.json"]
+        [f"smallcnn-{p}-{f}" for p, f in rows] + ["summary.json", "evalsets"]
     )  # no staging folders left behind
+    # Evaluation sets for devices: the test images once, and the host's outputs for each of the six artifacts.
+    assert len([p for p in (out / "evalsets").iterdir() if (p / "manifest.json").is_file()]) == 7
     assert json.loads((out / "summary.json").read_text()) == result["data"]
 
 
