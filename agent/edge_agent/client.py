@@ -247,13 +247,17 @@ class AgentClient:
         *,
         run_id: str | None = None,
         reconnects: int = 5,
+        eval_set_sha256: str = "",
+        eval_reference_sha256: str = "",
     ) -> Iterator[dict[str, Any]]:
         """Run a benchmark and yield its events as dicts; the last one is terminal (``result`` or ``error``).
 
         A dropped stream is re-attached with the same run id (the device never runs it twice).
         """
         run_id = run_id or uuid.uuid4().hex
-        request = pb.RunBenchmarkRequest(run_id=run_id, sha256=sha256)
+        request = pb.RunBenchmarkRequest(
+            run_id=run_id, sha256=sha256, eval_set_sha256=eval_set_sha256, eval_reference_sha256=eval_reference_sha256
+        )
         json_format.ParseDict(settings or {}, request.settings)
         run_timeout = request.settings.timeout_seconds or 600.0
         # The deadline bounds a whole stream, queueing included; a queued run re-attaches when it expires.

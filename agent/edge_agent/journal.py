@@ -45,6 +45,8 @@ _SUM_KEY: Final = "sum"
 MAX_SEQ: Final = 1 << 53
 _RUN_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
+#: What the run manager records beside the benchmark settings: the evaluation sets of the run (or "").
+_RECORDED_EXTRAS: Final = ("eval_set_sha256", "eval_reference_sha256")
 
 
 class JournalUnavailable(OSError):
@@ -110,8 +112,11 @@ def _check_accepted(entry: dict[str, Any]) -> None:
     settings = entry.get("settings")
     if not isinstance(settings, dict) or settings.get("runtime") not in ("onnxruntime", "torchscript"):
         raise ValueError("accepted entry without valid settings")
+    for key in _RECORDED_EXTRAS:
+        if not (settings.get(key, "") == "" or (isinstance(settings[key], str) and _SHA256.fullmatch(settings[key]))):
+            raise ValueError(f"accepted entry with an invalid {key}")
     try:
-        BenchmarkSettings.from_mapping({k: v for k, v in settings.items() if k != "runtime"})
+        BenchmarkSettings.from_mapping({k: v for k, v in settings.items() if k != "runtime" and k not in _RECORDED_EXTRAS})
     except Exception as exc:  # InvalidSettings: any bad value makes the record unservable
         raise ValueError(f"accepted entry with invalid settings ({exc})") from None
 

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_agent import evaluation
 from edge_agent.device import cpu_busy_seconds, device_state, torch_available
 from edge_agent.errors import ArtifactNotFound, ArtifactRejected, QuotaExceeded, RuntimeUnavailable, ShuttingDown
 from edge_agent.journal import Journal, JournalUnavailable, RunRecord
@@ -150,13 +151,25 @@ class RunManager:
                 self.on_degraded(True)
 
     # ----- API for the service -------------------------------------------------------------------------------
-    def submit(self, run_id: str, sha256: str, settings: BenchmarkSettings, sink: EventSink) -> str:
+    def submit(
+        self,
+        run_id: str,
+        sha256: str,
+        settings: BenchmarkSettings,
+        sink: EventSink,
+        *,
+        eval_set: str = "",
+        eval_reference: str = "",
+    ) -> str:
         """Accept (or re-attach to) a run; its events go to ``sink``, ending with a terminal one. Returns the run id.
 
+        ``eval_set`` / ``eval_reference``: sha256 of an evaluation set and the host's reference outputs on the device
+        (:mod:`edge_agent.evaluation`), evaluated after the timing.
+
         Raises:
-            ArtifactRejected: a malformed run id. ArtifactNotFound: the artifact is not on the device.
-            RuntimeUnavailable: its runtime is not installed. QuotaExceeded: the queue is full, or results cannot be
-            recorded (disk full). ShuttingDown: the agent is stopping.
+            ArtifactRejected: a malformed run id, or an evaluation set given as the model. ArtifactNotFound: the
+            artifact is not on the device. RuntimeUnavailable: its runtime is not installed. QuotaExceeded: the queue
+            is full, or results cannot be recorded (disk full). ShuttingDown: the agent is stopping.
         """
         if run_id and not NAME_PATTERN.fullmatch(run_id):
             raise ArtifactRejected(f"run_id must match {NAME_PATTERN.pattern}")
@@ -176,11 +189,18 @@ class RunManager:
             meta = self.store.get(sha256)
             if meta is None:
                 raise ArtifactNotFound(f"artifact {sha256} is not on this device; push it first")
+            if meta.format == evaluation.FORMAT:
+                raise ArtifactRejected(f"{sha256} is an evaluation set, not a model; benchmark a model with it")
             runtime = self._runtime_for(meta.format, settings.runtime)
+            # Device-side evaluation (edge_agent.evaluation): journaled with the settings, run after the timing.
+            evaluation_sets = {
+                "eval_set_sha256": evaluation.resolve(self.store, eval_set, "eval_set_sha256"),
+                "eval_reference_sha256": evaluation.resolve(self.store, eval_reference, "eval_reference_sha256"),
+            }
             if len(self._pending) >= self.max_queue:
                 raise QuotaExceeded(f"the run queue is full ({self.max_queue} waiting); retry later")
             run_id = run_id or uuid.uuid4().hex
-            recorded = {**settings.to_dict(), "runtime": runtime}
+            recorded = {**settings.to_dict(), "runtime": runtime, **evaluation_sets}
             try:
                 self.journal.append(run_id, "accepted", sha256=sha256, settings=recorded)
             except JournalUnavailable as exc:
@@ -358,6 +378,7 @@ class RunManager:
             "input": manifest.get("input", {"shape": ["batch"], "dtype": "float32"}),
             "torch_engine": (manifest.get("target") or {}).get("torch_engine") if manifest.get("precision") == "int8" else None,
             "memory_limit_bytes": self.memory_limit_bytes,
+            "eval_paths": evaluation.worker_paths(self.store, record.settings),
         }
         state_before = device_state().to_dict()
         busy_before = cpu_busy_seconds()

@@ -375,8 +375,13 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
         with self._stream_slot(context):
             settings = BenchmarkSettings.from_proto(request.settings, cpu_count=os.cpu_count() or 1)
             sha256 = check_sha256(request.sha256)
+            submit = functools.partial(
+                self.runs.submit,
+                eval_set=request.eval_set_sha256 and check_sha256(request.eval_set_sha256),
+                eval_reference=request.eval_reference_sha256 and check_sha256(request.eval_reference_sha256),
+            )
             sink = LoopSink(asyncio.get_running_loop())
-            run_id = await self._blocking(self.runs.submit, request.run_id, sha256, settings, sink)
+            run_id = await self._blocking(submit, request.run_id, sha256, settings, sink)
             try:
                 while True:
                     event = await sink.queue.get()

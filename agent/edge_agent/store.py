@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent import onnx_guard
+from edge_agent import evaluation, onnx_guard
 from edge_agent.errors import (
     ArtifactNotFound,
     ArtifactRejected,
@@ -63,7 +63,7 @@ MAX_MANIFEST_BYTES = 256 << 10
 #: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
 MAX_MANIFEST_DEPTH = 32
 PRECISIONS = frozenset({"fp32", "fp16", "int8"})
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", evaluation.FORMAT: evaluation.FILE_NAME}
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
 
@@ -107,6 +107,9 @@ def check_sha256(value: str) -> str:
 
 def check_content(path: Path, fmt: str) -> None:
     """Reject a model file that is not what its manifest says (before it becomes visible)."""
+    if fmt == evaluation.FORMAT:  # an evaluation set (edge_agent.evaluation): a bounded .npz of .npy arrays
+        evaluation.check_file(path)
+        return
     if fmt == "torchscript":
         with path.open("rb") as fh:
             if fh.read(4) != b"PK\x03\x04":

@@ -1,22 +1,37 @@
 """The agent on an (emulated) Raspberry Pi 4: a real aarch64 Python under qemu user-mode.
 
-The x86 host exports SmallCNN INT8 ONNX for the arm64 target, pushes it to the emulated agent, benchmarks it
-there and checks that the device's outputs match the host's for the same input. Function only, never timing:
-emulation is 35-300x slower than a real Pi. ``EDGE_ARM64_PYTHON`` names the launcher made by
-``scripts/arm64_python.sh`` (``.ci/run`` provisions it).
+The x86 host exports SmallCNN INT8 ONNX for the arm64 target, pushes it with its evaluation sets to the emulated
+agent and benchmarks it there. What is asserted, and why it holds on every x86 host:
+
+* the device's outputs equal the model's own semantics (ONNX Runtime with graph optimisations disabled: the QDQ
+  graph executed as written) to float rounding, or one output quantization step where a fused integer kernel
+  rounds a tie the other way, for the fixed input and on every image of the evaluation set;
+* the device's accuracy on the evaluation set is the host's, because the host evaluates an artifact built for
+  another target with the model's semantics (its manifest says ``reference-semantics``);
+* separately, the host's own optimised INT8 kernels are compared with the semantics: on the VNNI x86 they agreed
+  on the fixed input and were at most one output quantization step apart on 1,000 images (same top-1 everywhere);
+  on an AVX2-only x86 (no VNNI) ONNX Runtime's kernels for int8 activations differ by a few steps. That
+  difference is documented (bounded, recorded in the manifest), never asserted away.
+
+Function only, never timing: emulation is 35-300x slower than a real Pi. ``EDGE_ARM64_PYTHON`` names the launcher
+made by ``scripts/arm64_python.sh`` (``.ci/run`` provisions it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from agent_helpers import TOKEN, AgentProcess, client_for
+from edge_opt import evalset
 from edge_opt.config import parse_config
 from edge_opt.pipeline import run_export
+from onnx import numpy_helper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,7 +47,24 @@ def arm64_python() -> str:
     return launcher
 
 
-def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_host_outputs(
+def _session(path: Path, *, semantics: bool) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if semantics:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _output_step(path: Path) -> float:
+    """The quantization step (scale) of the QuantizeLinear whose DequantizeLinear produces the logits."""
+    graph = onnx.load(str(path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    dq = producers[graph.output[0].name]
+    assert dq.op_type == "DequantizeLinear", dq.op_type
+    return float(np.max(inits[dq.input[1]]))
+
+
+def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_the_models_semantics(
     arm64_python: str, tmp_path: Path, data_root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EDGE_OPT_CACHE_DIR", str(cache_dir))
@@ -42,11 +74,18 @@ def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_host_outputs(
             "precisions": ["int8"],
             "formats": ["onnx"],
             "data": {"root": str(data_root), "download": False, "eval_samples": 1000},
+            "export": {"device_eval_samples": 200},
             "benchmark": {"iterations": 3, "min_seconds": 0.0, "warmup_runs": 1, "warmup_min_seconds": 0.0, "batch_sizes": [1]},
         }
     )
     report = run_export(config, tmp_path / "art")
     artifact = next(r.path for r in report.rows if r.path is not None)
+    model = artifact / "model.onnx"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    metrics = manifest["host_metrics"]
+    # An x86 host is never the arm64 target: the host evaluated with the model's semantics, and says so.
+    assert metrics["evaluation"]["mode"] == "reference-semantics"
+    assert metrics["evaluation"]["artifact_target"] == "arm64" and metrics["evaluation"]["host_target"] != "arm64"
     token = tmp_path / "token"
     token.write_text(TOKEN)
     agent = AgentProcess(tmp_path / "store", token, python=arm64_python, env={"PYTHONPATH": ""})
@@ -57,6 +96,8 @@ def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_host_outputs(
             assert info["arch"] == "aarch64" and info["suggested_target"] == "arm64"
             assert "asimd" in info["cpu_flags"] and info["board_model"].startswith("Raspberry Pi 4")
             pushed = client.push(artifact)
+            eval_shas = evalset.push_eval_sets(client, artifact)
+            assert set(eval_shas) == {"eval_set_sha256", "eval_reference_sha256"}
             settings = {
                 "iterations": 3,
                 "min_seconds": 0.01,
@@ -64,15 +105,36 @@ def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_host_outputs(
                 "warmup_min_seconds": 0.01,
                 "timeout_seconds": 600,
             }
-            last = list(client.bench(pushed.sha256, settings))[-1]
+            last = list(client.bench(pushed.sha256, settings, **eval_shas))[-1]
         assert last["state"] == "RUN_STATE_SUCCEEDED", last
-        device_out = np.array(last["result"]["output_sample"], dtype=np.float64)
-        # The same fixed input the worker uses, run on the host with plain onnxruntime.
-        fixed = np.random.default_rng(1234).standard_normal([1, 1, 28, 28]).astype(np.float32)
-        session = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
-        host_out = session.run(None, {"input": fixed})[0].ravel().astype(np.float64)
-        assert device_out.shape == host_out.shape == (10,)
-        assert np.argmax(device_out) == np.argmax(host_out)
-        np.testing.assert_allclose(device_out, host_out, atol=1e-4, rtol=1e-4)
     finally:
         agent.close()
+    device_out = np.array(last["result"]["output_sample"], dtype=np.float64)
+    # The same fixed input the worker uses, run on the host with the model's semantics.
+    fixed = np.random.default_rng(1234).standard_normal([1, 1, 28, 28]).astype(np.float32)
+    semantics_out = _session(model, semantics=True).run(None, {"input": fixed})[0].ravel().astype(np.float64)
+    assert device_out.shape == semantics_out.shape == (10,)
+    # Tight: float rounding, or at most one output quantization step where the device's fused integer kernel rounds
+    # a tie the other way (seen once in 1,000 images, never changing the top-1); an AVX2-only host's kernels were two.
+    step = _output_step(model)
+    assert np.argmax(device_out) == np.argmax(semantics_out)
+    np.testing.assert_allclose(device_out, semantics_out, atol=step + 1e-5, rtol=0)
+
+    # On the evaluation set (200 test images): the device reproduces the host's semantic outputs and accuracy.
+    evaluation = last["result"]["evaluation"]
+    assert evaluation["samples"] == 200 and not evaluation["error"]
+    assert evaluation["max_abs_diff"] <= step + 1e-5 and evaluation["agreement_with_host"] >= 0.995
+    host_accuracy = metrics["device_evaluation"]["host_accuracy"]
+    assert abs(evaluation["top1_accuracy"] - host_accuracy) <= 1 / 200 + 1e-9  # at most one image of 200
+    assert evalset.flags(evaluation, metrics["device_evaluation"]["reference_scale"]) == []
+
+    # Separately, this host's optimised kernels against the semantics, as the manifest records them on 1,000 images:
+    # on the VNNI x86 at most one output step apart with the same top-1; on an emulated AVX2-only x86 (qemu -cpu
+    # Haswell) up to 3.8 apart, 96.4% top-1 agreement, mean cosine 0.997. Bounded loosely, never asserted equal.
+    kernels_out = _session(model, semantics=False).run(None, {"input": fixed})[0].ravel().astype(np.float64)
+    print(f"host kernels vs semantics, fixed input: {np.abs(kernels_out - semantics_out).max() / step:.1f} output steps")
+    recorded = metrics["evaluation"]["host_kernels"]["vs_semantics"]
+    assert recorded["samples"] == 1000 and recorded["finite"]
+    assert recorded["top1_agreement"] >= 0.9 and recorded["mean_cosine"] >= 0.99
+    if recorded["max_abs_error"] > 1e-4:  # this host's kernels deviate: the summary says so, with both accuracies
+        assert any("INT8 kernels give" in note for note in report.notes), report.notes

@@ -39,8 +39,14 @@ def test_envelope_and_every_artifact_written(export_all: tuple[Path, dict]) -> N
     assert set(rows) == {(p, f) for p in ("fp32", "fp16", "int8") for f in ("torchscript", "onnx")}
     assert all(r["written"] for r in rows.values())
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"smallcnn-{p}-{f}" for p, f in rows] + ["summary.json"]
+        [f"smallcnn-{p}-{f}" for p, f in rows] + ["summary.json", "evalsets"]
     )  # no staging folders left behind
+    # Evaluation sets for devices: the test images once, and the host's outputs for each artifact (by content).
+    manifests = [json.loads((Path(r["path"]) / "manifest.json").read_text()) for r in rows.values()]
+    records = [m["host_metrics"]["device_evaluation"] for m in manifests]
+    expected = {r["eval_set_sha256"] for r in records} | {r["reference_sha256"] for r in records}
+    assert len({r["eval_set_sha256"] for r in records}) == 1 and len(expected) >= 3
+    assert {p.name for p in (out / "evalsets").iterdir() if (p / "manifest.json").is_file()} == expected
     assert json.loads((out / "summary.json").read_text()) == result["data"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agent_helpers import TOKEN, AgentProcess
+from agent_helpers import TOKEN, AgentProcess, client_for
 from conftest import parse_json_result, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,11 +40,20 @@ def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -
         for run in runs:
             assert run["state"] == "RUN_STATE_SUCCEEDED", run
             assert run["result"]["latency"]["count"] >= 20
+            # The device evaluated the 1,000 images pushed with the artifact, after timing, and agrees with the host:
+            # the device is this host, so the export used the host's kernels, which the device runs too.
+            check = run["device_check"]
+            assert check["samples"] == 1000 and not check["error"] and check["flags"] == []
+            assert check["agreement_with_host"] == 1.0 and check["max_abs_diff"] < 1e-4
+            assert check["top1_accuracy"] == pytest.approx(check["host_accuracy"], abs=1e-9)
+            assert check["top1_accuracy"] > 0.85
             assert run["sha256"] == next(
                 a["sha256"] for a in result["data"]["artifacts"] if a["path"] and a["format"] == run["format"]
             )
         kept = list((tmp_path / "art" / "device-runs").rglob("*.json"))
         assert len(kept) == 2  # results also kept as files on the host
+        evalsets = [a for a in agent_artifacts(port, token) if a["format"] == "evalset"]
+        assert len(evalsets) == 3  # the images once, a reference per artifact
         # A second push of the same export sends nothing: the device has both artifacts.
         again = run_cli(
             [
@@ -66,6 +75,11 @@ def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -
         assert any(p["already_present"] for p in pushes)  # the ONNX bytes are identical across exports
     finally:
         agent.close()
+
+
+def agent_artifacts(port: int, token: Path) -> list[dict]:
+    with client_for(port, token.read_text().strip()) as client:
+        return client.list_artifacts()
 
 
 def test_bench_without_push_is_a_usage_error(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -243,3 +243,59 @@ def test_bench_runs_an_export_config_first(tmp_path: Path, cli_env: dict[str, st
         assert (tmp_path / "exported" / "edge_test_models.tiny-int8-onnx" / "manifest.json").is_file()
     finally:
         fleet.close()
+
+
+def test_bench_and_report_show_device_accuracy_and_flag_disagreeing_outputs(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Artifacts exported with evaluation sets: the report shows each device's own accuracy beside the host's."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+    from edge_opt import evalset
+
+    export = tmp_path / "export"
+    x = np.random.default_rng(2).standard_normal((200, 1, 28, 28)).astype(np.float32)
+    models = {"good-onnx": tiny_onnx_bytes(64), "skewed-onnx": tiny_onnx_bytes(96)}
+    outputs = {
+        name: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0] for name, m in models.items()
+    }
+    labels = outputs["good-onnx"].argmax(1).astype(np.int64)
+    labels[:20] = (labels[:20] + 1) % 10  # the good artifact scores 90% on the host and on the device
+    inputs = evalset.publish(export, {"inputs": x, "labels": labels}, {})
+    expected = {name: float((out.argmax(1) == labels).mean()) for name, out in outputs.items()}
+    for name, model in models.items():
+        reference = outputs[name].copy()
+        if name == "skewed-onnx":
+            reference[:, 3] += 5.0  # "host outputs" that a correct device does not reproduce
+        folder = write_artifact(export / name, model, accuracy=expected[name])
+        ref = evalset.publish(export, {"reference": reference}, {})
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["host_metrics"]["device_evaluation"] = {
+            "eval_set_sha256": inputs["sha256"],
+            "reference_sha256": ref["sha256"],
+            "samples": 200,
+            "host_accuracy": float((reference.argmax(1) == labels).mean()),
+            "reference_scale": float(np.abs(reference).max()),
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    fleet = Fleet(tmp_path, 1)
+    db = tmp_path / "results.sqlite"
+    try:
+        fleet.start()
+        common = ["--inventory", str(fleet.inventory()), str(export), "--db", str(db), "--timeout", "10", *FAST]
+        assert fleet_cli(["bench", *common, "--collection", "acc"], cli_env)[0] == 0
+        code, report = fleet_cli(["report", "--db", str(db), "--collection", "acc"], cli_env)
+        assert code == 0
+        rows = {r["artifact"]: r for r in report["data"]["rows"]}
+        assert set(rows) == {"good-onnx", "skewed-onnx"}  # evaluation sets are not benchmarked as artifacts
+        good, skewed_row = rows["good-onnx"], rows["skewed-onnx"]
+        assert good["device_accuracy"] == pytest.approx(0.9) and good["device_agreement"] == 1.0
+        assert good["device_max_abs_diff"] < 1e-5 and good["device_flags"] == []
+        assert skewed_row["device_accuracy"] == pytest.approx(expected["skewed-onnx"])  # its own outputs' accuracy
+        assert skewed_row["device_max_abs_diff"] == pytest.approx(5.0, abs=1e-3) and skewed_row["device_flags"]
+        html = tmp_path / "acc.html"
+        assert fleet_cli(["report", "--db", str(db), "--collection", "acc", "--html", str(html)], cli_env)[0] == 0
+        page = html.read_text()
+        assert page.count("outputs disagree") == 1 and "device acc" in page and "90.00%" in page
+    finally:
+        fleet.close()

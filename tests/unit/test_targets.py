@@ -38,3 +38,13 @@ def test_cpu_flags_x86_and_arm(tmp_path: Path) -> None:
 
 def test_host_resolves() -> None:
     assert resolve_target("host").name in PROFILES
+
+
+def test_evaluation_mode_uses_the_semantics_unless_this_host_is_the_target() -> None:
+    from edge_opt.evaluate import HOST_KERNELS, REFERENCE_SEMANTICS, evaluation_mode
+
+    assert evaluation_mode("arm64", quantized=True, host_target="x86_64") == REFERENCE_SEMANTICS
+    assert evaluation_mode("x86_64", quantized=True, host_target="x86_64-avx2") == REFERENCE_SEMANTICS
+    assert evaluation_mode("x86_64-avx2", quantized=True, host_target="x86_64-avx2") == HOST_KERNELS
+    assert evaluation_mode("arm64", quantized=False, host_target="x86_64") == HOST_KERNELS  # float: same file everywhere
+    assert evaluation_mode(resolve_target("host").name, quantized=True) == HOST_KERNELS

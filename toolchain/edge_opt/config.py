@@ -93,6 +93,8 @@ class QuantizationSection(_Section):
 class ExportSection(_Section):
     opset: int = Field(17, ge=13, le=21)
     parity_samples: int = Field(1000, ge=32, le=10000)
+    #: Test images (with the host's outputs) written beside the artifacts for device-side evaluation; 0: none.
+    device_eval_samples: int = Field(1000, ge=0, le=10000)
 
 
 class PruneMethod(enum.StrEnum):

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_opt import progress
+from edge_opt import evalset, progress
 from edge_opt.errors import DeviceError
 from edge_opt.pipeline import ExportReport
 
@@ -89,8 +89,9 @@ def push_and_bench(
                     "format": row.format.value,
                 }
                 if bench:
+                    eval_shas = evalset.push_eval_sets(client, row.path)
                     last: dict[str, Any] = {}
-                    for event in client.bench(pushed.sha256, settings):
+                    for event in client.bench(pushed.sha256, settings, **eval_shas):
                         last = event
                         if "progress" in event:
                             p = event["progress"]
@@ -99,6 +100,7 @@ def push_and_bench(
                             progress.status(f"{row.path.name}: queued on the device (position {event['queue_position']})")
                     progress.live("")
                     entry.update(last)
+                    entry["device_check"] = device_check(row.path, last)
                     device_dir.mkdir(parents=True, exist_ok=True)
                     (device_dir / f"{last.get('run_id', 'run')}.json").write_text(
                         json.dumps({**entry, "device": device}, indent=2)
@@ -111,18 +113,59 @@ def push_and_bench(
     return rows
 
 
+def device_check(artifact: Path, last: dict[str, Any]) -> dict[str, Any] | None:
+    """The device's evaluation beside the host's figures on the same images, and what disagrees beyond the gates."""
+    evaluation = (last.get("result") or {}).get("evaluation")
+    if not evaluation:
+        return None
+    try:
+        manifest = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    record = (manifest.get("host_metrics") or {}).get("device_evaluation") or {}
+    return {
+        **evaluation,
+        "host_accuracy": record.get("host_accuracy"),
+        "host_evaluation_mode": ((manifest.get("host_metrics") or {}).get("evaluation") or {}).get("mode"),
+        "flags": evalset.flags(evaluation, record.get("reference_scale")),
+    }
+
+
+def check_cells(check: dict[str, Any] | None) -> list[str]:
+    """device accuracy, host accuracy on the same items, top-1 agreement, largest output difference."""
+    if not check or check.get("error"):
+        return ["-", "-", "-", "-"]
+    host = check.get("host_accuracy")
+    return [
+        f"{check['top1_accuracy'] * 100:.2f}%",
+        "-" if host is None else f"{host * 100:.2f}%",
+        "-" if check.get("agreement_with_host") is None else f"{check['agreement_with_host'] * 100:.1f}%",
+        "-" if check.get("max_abs_diff") is None else f"{check['max_abs_diff']:.2g}",
+    ]
+
+
+_CHECK_COLUMNS = ("device acc", "host (same)", "agree", "max diff")
+
+
 def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"on device {address}", title_justify="left")
-    for col in ("artifact", "host accuracy", "p50 ms", "p90 ms", "p99 ms", "items/s", "load s", "peak RSS MiB", "note"):
+    latency = ("p50 ms", "p90 ms", "p99 ms", "items/s", "load s", "peak RSS MiB")
+    columns = ("artifact", "host accuracy", *_CHECK_COLUMNS, *latency, "note")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("artifact", "note") else "right")
     for row in rows:
         if "result" in row:
             r = row["result"]
             lat = r["latency"]
-            note = "disturbed: " + "; ".join(r["warnings"]) if r.get("disturbed") else ""
+            check = row.get("device_check")
+            notes = ["disturbed: " + "; ".join(r["warnings"])] if r.get("disturbed") else []
+            if (check or {}).get("flags"):
+                notes.append("[red]outputs disagree: " + "; ".join(check["flags"]) + "[/red]")
+            note = "; ".join(notes)
             table.add_row(
                 row["artifact"],
                 f"{row['host_accuracy'] * 100:.2f}%",
+                *check_cells(check),
                 f"{lat['p50_ms']:.3f}",
                 f"{lat['p90_ms']:.3f}",
                 f"{lat['p99_ms']:.3f}",
@@ -135,16 +178,11 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
             table.add_row(
                 row["artifact"],
                 f"{row['host_accuracy'] * 100:.2f}%",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
+                *["-"] * 10,
                 f"{row['error'].get('code')}: {row['error'].get('message')}",
             )
         else:
-            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", "-", "-", "-", "-", "-", "-", "pushed")
+            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", *["-"] * 10, "pushed")
     return table
 
 

@@ -2,6 +2,24 @@
 
 A :class:`Runner` takes float32 NCHW input (as :class:`edge_opt.data.Preprocessing` makes it) and returns float32
 logits, whatever runtime and input dtype it uses inside: FP16 models get their inputs cast automatically.
+
+Evaluation modes (recorded in every manifest's ``host_metrics.evaluation``):
+
+* ``host-kernels``: the artifact runs on this host's fastest kernels (ONNX Runtime with every graph optimisation).
+  Right when this host *is* the artifact's target: its kernels are the ones the device runs.
+* ``reference-semantics``: the model's own arithmetic, executed as written. For a QDQ ONNX model that is ONNX
+  Runtime with graph optimisations disabled: QuantizeLinear, the float operator and DequantizeLinear run one by
+  one, which every correct device reproduces (an emulated Raspberry Pi agrees to 5e-7). A host's optimised INT8
+  kernels are not always that: on an AVX2-only x86 (no VNNI) ONNX Runtime's kernels for int8 activations, and for
+  uint8 activations without ``reduce_range``, differ from it by up to two quantization steps. For TorchScript INT8
+  the semantics are the quantized engine's integer kernels (``torch.backends.quantized.engine``): an x86 torch
+  build has every engine, so an artifact built for ``qnnpack`` (arm64) runs on the host with ``qnnpack``, as on
+  the device; the x86 engine's default qconfig uses 7-bit activations (``reduce_range``), so its AVX2 kernels
+  (VPMADDUBSW) cannot saturate either.
+
+The host is the target when ``resolve_target("host").name`` equals the artifact's target profile name: the profile
+names the kernels (VNNI or not, signed or unsigned activations), so two machines with the same profile run the
+same kernel family.
 """
 
 from __future__ import annotations
@@ -62,9 +80,11 @@ class TorchRunner:
 class OrtRunner:
     """An ONNX Runtime CPU session; the input is cast to the dtype the model declares."""
 
-    def __init__(self, path: Path, *, threads: int = 0, name: str = "onnxruntime") -> None:
+    def __init__(self, path: Path, *, threads: int = 0, name: str = "onnxruntime", semantics: bool = False) -> None:
         self.path = path
         self.name = name
+        #: True: graph optimisations disabled, so QDQ models execute their quantize / dequantize as written.
+        self.semantics = semantics
         self._sessions: dict[int, object] = {}
         self._session = self._make(threads)
         first = self._session.get_inputs()[0]
@@ -79,6 +99,8 @@ class OrtRunner:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
+            if self.semantics:
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             self._sessions[threads] = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
@@ -96,6 +118,27 @@ class OrtRunner:
             yield
         finally:
             self._session = previous
+
+
+HOST_KERNELS = "host-kernels"
+REFERENCE_SEMANTICS = "reference-semantics"
+EVALUATION_MODES = (HOST_KERNELS, REFERENCE_SEMANTICS)
+
+
+def evaluation_mode(artifact_target: str, *, quantized: bool, host_target: str | None = None) -> str:
+    """How the host evaluates an artifact built for ``artifact_target``.
+
+    Float artifacts are the same file for every target and float kernels agree to rounding: ``host-kernels``.
+    INT8 artifacts use ``host-kernels`` only when this host's profile is the artifact's target, otherwise
+    ``reference-semantics``.
+    """
+    if not quantized:
+        return HOST_KERNELS
+    if host_target is None:
+        from edge_opt.targets import resolve_target
+
+        host_target = resolve_target("host").name
+    return HOST_KERNELS if host_target == artifact_target else REFERENCE_SEMANTICS
 
 
 def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:

@@ -23,11 +23,22 @@ import numpy as np
 import torch
 from edge_agent.device import cpu_model
 
-from edge_opt import __version__, progress
+from edge_opt import __version__, evalset, progress
 from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
 from edge_opt.config import ArtifactFormat, Config, Precision, cache_dir, resolve_data_root
 from edge_opt.data import CLASS_NAMES, FashionMNIST, Split, load_fashion_mnist
-from edge_opt.evaluate import OrtRunner, Parity, Runner, TorchRunner, accuracy_of, host_latency, parity, predict
+from edge_opt.evaluate import (
+    REFERENCE_SEMANTICS,
+    OrtRunner,
+    Parity,
+    Runner,
+    TorchRunner,
+    accuracy_of,
+    evaluation_mode,
+    host_latency,
+    parity,
+    predict,
+)
 from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript, quantize_onnx
 from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
 from edge_opt.quantization import check_backend, check_keep_float, to_fp16, to_int8
@@ -64,6 +75,13 @@ class ArtifactRow:
     accuracy_delta: float = 0.0
     speedup: dict[int, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
+    #: How accuracy and parity were computed: edge_opt.evaluate.HOST_KERNELS or REFERENCE_SEMANTICS.
+    evaluation_mode: str = "host-kernels"
+    #: In reference-semantics mode (ONNX): what this host's optimised kernels give, and how far they are from it.
+    host_kernels_accuracy: float | None = None
+    host_kernels_vs_semantics: Parity | None = None
+    #: The evaluation sets a device checks this artifact with (edge_opt.evalset), when they were written.
+    device_evaluation: dict[str, Any] | None = None
 
     @property
     def written(self) -> bool:
@@ -86,6 +104,11 @@ class ArtifactRow:
             "parity_vs_source": self.parity_vs_source.to_dict(),
             "parity_vs_fp32": self.parity_vs_fp32.to_dict(),
             "quantization": self.quantization,
+            "evaluation_mode": self.evaluation_mode,
+            "host_kernels_accuracy": None if self.host_kernels_accuracy is None else round(self.host_kernels_accuracy, 5),
+            "host_kernels_vs_semantics": (
+                None if self.host_kernels_vs_semantics is None else self.host_kernels_vs_semantics.to_dict()
+            ),
         }
 
 
@@ -117,6 +140,7 @@ class ExportReport:
 class _Context:
     config: Config
     profile: TargetProfile
+    host_profile: str  # resolve_target("host").name: the evaluation mode depends on it
     spec: ModelSpec
     data: FashionMNIST
     eval_split: Split
@@ -127,6 +151,7 @@ class _Context:
     work: Path  # scratch space for baselines and intermediate files
     int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
     int8_seconds: float = 0.0  # prepare + calibrate + convert
+    device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
 
 
 def run_export(
@@ -148,6 +173,7 @@ def run_export(
         check_backend(profile.torch_engine)
     with known_warnings_silenced(), tempfile.TemporaryDirectory(prefix="edge-opt-") as work:
         ctx = _prepare(config, profile, Path(work))
+        ctx.device_eval = _write_device_eval_set(ctx, out_dir)
         notes: list[str] = []
         if ctx.spec.random_init:
             notes.append(
@@ -166,6 +192,7 @@ def run_export(
                     rows.append(row)
         if Precision.FP16 in precisions:
             notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
+        notes += _evaluation_notes(ctx, rows)
         for row in rows:
             if row.precision is Precision.INT8 and row.accuracy_delta < -INT8_DROP_NOTE and not ctx.spec.random_init:
                 notes.append(
@@ -233,7 +260,22 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
     progress.status(f"evaluating FP32 {spec.name} on {len(eval_split)} test images")
     fp32_logits = predict(TorchRunner(spec.module), eval_split, spec.preprocessing, config.data.batch_size)
     parity_n = min(config.export.parity_samples, len(eval_split))
-    return _Context(config, profile, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
+    host = resolve_target("host").name
+    return _Context(config, profile, host, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
+
+
+def _write_device_eval_set(ctx: _Context, out_dir: Path) -> dict[str, Any] | None:
+    """The first test images, preprocessed, with their labels: what a device evaluates each artifact on."""
+    p = ctx.spec.preprocessing
+    n = evalset.samples_for(ctx.config.export.device_eval_samples, len(ctx.eval_split), 4 * p.channels * p.height * p.width)
+    if n == 0:
+        return None
+    head = ctx.eval_split.head(n)
+    inputs = np.concatenate([x.numpy() for x, _ in head.batches(p, ctx.config.data.batch_size)]).astype(np.float32)
+    labels = head.labels.numpy().astype(np.int64)
+    description = {"dataset": "Fashion-MNIST test split", "first": n, "preprocessing": p.to_manifest()}
+    record = evalset.publish(out_dir, {"inputs": inputs, "labels": labels}, description)
+    return {"eval_set_sha256": record["sha256"], "samples": n}
 
 
 def _recalibrate_batchnorm(config: Config, spec: ModelSpec, data: FashionMNIST) -> bool:
@@ -367,11 +409,34 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
     with staged_artifact(root, name, "model" + _SUFFIX[fmt]) as staged:
         runner, source_logits, relation, quant = _write_model(ctx, precision, fmt, staged.model_path)
         n = ctx.parity_n
-        progress.status(f"validating {label} on {len(ctx.eval_split)} test images")
-        logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, ctx.config.data.batch_size)
+        mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
+        progress.status(f"validating {label} on {len(ctx.eval_split)} test images ({mode})")
+        batch = ctx.config.data.batch_size
+        host_kernels: tuple[float, Parity] | None = None
+        if mode == REFERENCE_SEMANTICS and fmt is ArtifactFormat.ONNX:
+            # Accuracy and parity as a correct device computes them; this host's kernels are shown beside them.
+            logits = predict(OrtRunner(staged.model_path, semantics=True), ctx.eval_split, ctx.spec.preprocessing, batch)
+            fast = predict(runner, ctx.eval_split, ctx.spec.preprocessing, batch)
+            host_kernels = (accuracy_of(fast, ctx.eval_split.labels), parity(logits, fast))
+        else:
+            # Host kernels, or TorchScript on the target's own quantized engine (its semantics; see evaluate.py).
+            logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, batch)
         vs_source = parity(source_logits, logits[:n])
         check_parity(label, precision, relation, vs_source, source_logits, random_weights=ctx.spec.random_init)
         vs_fp32 = parity(ctx.fp32_logits[:n], logits[:n])
+        device_evaluation = None
+        if ctx.device_eval is not None and out_dir is not None:
+            # The host's outputs (by the evaluation mode above) on the device's evaluation set.
+            m = ctx.device_eval["samples"]
+            reference = logits[:m].astype(np.float32)
+            ref = evalset.publish(out_dir, {"reference": reference}, {"artifact": name, "evaluation_mode": mode})
+            device_evaluation = {
+                **ctx.device_eval,
+                "reference_sha256": ref["sha256"],
+                "reference_scale": float(np.abs(reference).max()),
+                "host_accuracy": accuracy_of(logits[:m], ctx.eval_split.labels[:m]),
+                "folder": evalset.FOLDER,
+            }
         latency = {
             b: host_latency(runner, ctx.spec.preprocessing, b, ctx.config.benchmark).p50_ms
             for b in ctx.config.benchmark.batch_sizes
@@ -388,11 +453,62 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
             file["sha256"],
             None,
             quantization=quant,
+            evaluation_mode=mode,
+            host_kernels_accuracy=host_kernels[0] if host_kernels else None,
+            host_kernels_vs_semantics=host_kernels[1] if host_kernels else None,
+            device_evaluation=device_evaluation,
         )
         manifest = _manifest(ctx, row, file, relation, quant)
         if out_dir is not None:
             row.path = staged.commit(manifest)
     return row
+
+
+def _evaluation_record(ctx: _Context, row: ArtifactRow) -> dict[str, Any]:
+    if row.evaluation_mode != REFERENCE_SEMANTICS:
+        how = "this host's kernels (it is the artifact's target, or the artifact is not quantized)"
+    elif row.format is ArtifactFormat.ONNX:
+        how = "onnxruntime with graph optimisations disabled: QuantizeLinear / DequantizeLinear executed as written"
+    else:
+        how = f"torch quantized engine {ctx.profile.torch_engine!r} (the target's), integer kernels"
+    record: dict[str, Any] = {
+        "mode": row.evaluation_mode,
+        "host_target": ctx.host_profile,
+        "artifact_target": ctx.profile.name,
+        "how": how,
+    }
+    if row.host_kernels_vs_semantics is not None and row.host_kernels_accuracy is not None:
+        record["host_kernels"] = {
+            "accuracy": row.host_kernels_accuracy,
+            "vs_semantics": row.host_kernels_vs_semantics.to_dict(),
+        }
+    return record
+
+
+#: Host kernels within this of the semantics (absolute logit difference) count as agreeing (float rounding).
+HOST_KERNELS_TOLERANCE = 1e-4
+
+
+def _evaluation_notes(ctx: _Context, rows: list[ArtifactRow]) -> list[str]:
+    notes = []
+    for row in rows:
+        diff = row.host_kernels_vs_semantics
+        if row.evaluation_mode != REFERENCE_SEMANTICS or diff is None or row.host_kernels_accuracy is None:
+            continue
+        label = f"{row.precision.value} {row.format.value}"
+        if diff.max_abs_error <= HOST_KERNELS_TOLERANCE:
+            notes.append(
+                f"{label}: built for {ctx.profile.name}, evaluated by the model's semantics; this host's "
+                f"({ctx.host_profile}) kernels agree with them"
+            )
+        else:
+            notes.append(
+                f"{label}: built for {ctx.profile.name}, so its accuracy is the model's semantics "
+                f"({row.accuracy * 100:.2f}%, what a correct device computes); this host's ({ctx.host_profile}) "
+                f"INT8 kernels give {row.host_kernels_accuracy * 100:.2f}% (logits up to {diff.max_abs_error:.3g} apart, "
+                f"top-1 agreement {diff.top1_agreement * 100:.1f}%)"
+            )
+    return notes
 
 
 def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
@@ -432,6 +548,8 @@ def _manifest(
             "accuracy": row.accuracy,
             "accuracy_samples": len(ctx.eval_split),
             "dataset": "Fashion-MNIST test split",
+            "evaluation": _evaluation_record(ctx, row),
+            "device_evaluation": row.device_evaluation,
             "parity_source": relation,
             "parity_vs_source": row.parity_vs_source.to_dict(),
             "parity_vs_fp32": row.parity_vs_fp32.to_dict(),

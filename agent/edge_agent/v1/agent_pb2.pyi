@@ -239,14 +239,18 @@ class BenchmarkSettings(_message.Message):
     def __init__(self, runtime: _Optional[_Union[RuntimeKind, str]] = ..., batch_size: _Optional[int] = ..., threads: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., warmup_min_seconds: _Optional[float] = ..., iterations: _Optional[int] = ..., min_seconds: _Optional[float] = ..., graph_optimization: _Optional[_Union[GraphOptimization, str]] = ..., timeout_seconds: _Optional[float] = ..., keep_samples: _Optional[bool] = ...) -> None: ...
 
 class RunBenchmarkRequest(_message.Message):
-    __slots__ = ("run_id", "sha256", "settings")
+    __slots__ = ("run_id", "sha256", "settings", "eval_set_sha256", "eval_reference_sha256")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    EVAL_REFERENCE_SHA256_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sha256: str
     settings: BenchmarkSettings
-    def __init__(self, run_id: _Optional[str] = ..., sha256: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ...) -> None: ...
+    eval_set_sha256: str
+    eval_reference_sha256: str
+    def __init__(self, run_id: _Optional[str] = ..., sha256: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., eval_set_sha256: _Optional[str] = ..., eval_reference_sha256: _Optional[str] = ...) -> None: ...
 
 class LatencyStats(_message.Message):
     __slots__ = ("count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s", "samples_ms")
@@ -275,7 +279,7 @@ class LatencyStats(_message.Message):
     def __init__(self, count: _Optional[int] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., min_ms: _Optional[float] = ..., max_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., throughput_per_s: _Optional[float] = ..., samples_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RunResult(_message.Message):
-    __slots__ = ("latency", "load_seconds", "first_inference_ms", "peak_rss_bytes", "baseline_rss_bytes", "state_before", "state_after", "other_cpu_load", "disturbed", "warnings", "runtime", "runtime_version", "settings", "wall_seconds", "output_sample", "confinement")
+    __slots__ = ("latency", "load_seconds", "first_inference_ms", "peak_rss_bytes", "baseline_rss_bytes", "state_before", "state_after", "other_cpu_load", "disturbed", "warnings", "runtime", "runtime_version", "settings", "wall_seconds", "output_sample", "evaluation", "confinement")
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FIRST_INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +295,7 @@ class RunResult(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     CONFINEMENT_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     load_seconds: float
@@ -307,8 +312,27 @@ class RunResult(_message.Message):
     settings: BenchmarkSettings
     wall_seconds: float
     output_sample: _containers.RepeatedScalarFieldContainer[float]
+    evaluation: Evaluation
     confinement: str
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_seconds: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., state_before: _Optional[_Union[DeviceState, _Mapping]] = ..., state_after: _Optional[_Union[DeviceState, _Mapping]] = ..., other_cpu_load: _Optional[float] = ..., disturbed: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., wall_seconds: _Optional[float] = ..., output_sample: _Optional[_Iterable[float]] = ..., confinement: _Optional[str] = ...) -> None: ...
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_seconds: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., state_before: _Optional[_Union[DeviceState, _Mapping]] = ..., state_after: _Optional[_Union[DeviceState, _Mapping]] = ..., other_cpu_load: _Optional[float] = ..., disturbed: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., wall_seconds: _Optional[float] = ..., output_sample: _Optional[_Iterable[float]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., confinement: _Optional[str] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("eval_set_sha256", "samples", "top1_accuracy", "has_reference", "agreement_with_host", "max_abs_diff", "error")
+    EVAL_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TOP1_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    HAS_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_WITH_HOST_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    eval_set_sha256: str
+    samples: int
+    top1_accuracy: float
+    has_reference: bool
+    agreement_with_host: float
+    max_abs_diff: float
+    error: str
+    def __init__(self, eval_set_sha256: _Optional[str] = ..., samples: _Optional[int] = ..., top1_accuracy: _Optional[float] = ..., has_reference: _Optional[bool] = ..., agreement_with_host: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("code", "message")

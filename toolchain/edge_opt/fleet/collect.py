@@ -28,6 +28,7 @@ from edge_agent.client import AgentClient, Credentials, DeviceCallError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from edge_opt.evalset import push_eval_sets
 from edge_opt.fleet import store
 from edge_opt.fleet.inventory import Device
 
@@ -143,7 +144,8 @@ class Collector:
             run_id = f"{base}-a{attempt}"
             self.on_event(device.name, f"benchmarking {folder.name}")
             final = {}
-            for event in client.bench(sha, self.settings, run_id=run_id, reconnects=self.reconnects):
+            eval_shas = push_eval_sets(client, folder)  # device-side evaluation, when the export wrote the sets
+            for event in client.bench(sha, self.settings, run_id=run_id, reconnects=self.reconnects, **eval_shas):
                 final = event
             final = {**final, "sha256": sha, "run_id": run_id}
         final.setdefault("sha256", sha)

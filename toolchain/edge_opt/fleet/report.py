@@ -20,6 +20,7 @@ from typing import Any
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from edge_opt import evalset
 from edge_opt.fleet import store
 from edge_opt.fleet.stats import outlier_devices
 
@@ -35,6 +36,9 @@ COLUMNS = (
     "p99_ms",
     "throughput_per_s",
     "host_accuracy",
+    "device_accuracy",
+    "device_agreement",
+    "device_max_abs_diff",
     "peak_rss_mib",
     "disturbed",
     "error",
@@ -72,6 +76,7 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
                 "p99_ms": run.p99_ms,
                 "throughput_per_s": run.throughput_per_s,
                 "host_accuracy": artifact.host_accuracy if artifact else None,
+                **_device_check(run, artifact),
                 "peak_rss_mib": run.peak_rss_bytes / 2**20 if run.peak_rss_bytes else None,
                 "disturbed": run.disturbed,
                 "error": f"{run.error_code}: {run.error_message}" if run.error_code else "",
@@ -83,9 +88,43 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _device_check(run: store.Run, artifact: store.Artifact | None) -> dict[str, Any]:
+    """What the device computed on the evaluation set (edge_agent.evaluation), and flags beyond the gates."""
+    evaluation = (run.result or {}).get("evaluation") or {}
+    record = ((artifact.manifest if artifact else {}) or {}).get("host_metrics", {}).get("device_evaluation") or {}
+    return {
+        "device_accuracy": evaluation.get("top1_accuracy") if not evaluation.get("error") else None,
+        "device_agreement": evaluation.get("agreement_with_host"),
+        "device_max_abs_diff": evaluation.get("max_abs_diff"),
+        "device_samples": evaluation.get("samples"),
+        "host_accuracy_same_items": record.get("host_accuracy"),
+        "device_flags": evalset.flags(evaluation, record.get("reference_scale")),
+    }
+
+
+#: The results table's columns, in the terminal and in HTML. "device acc" is the device's own top-1 accuracy on
+#: the evaluation set; "host (same)" the host's on the same images; "agree" the device's top-1 agreement with the
+#: host's outputs.
+HEADERS = (
+    "device",
+    "artifact",
+    "state",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "items/s",
+    "host acc",
+    "device acc",
+    "host (same)",
+    "agree",
+    "max diff",
+    "note",
+)
+
+
 def terminal_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("device", "artifact", "state", "p50 ms", "p90 ms", "p99 ms", "items/s", "host acc", "note"):
+    for col in HEADERS:
         table.add_column(col, justify="left" if col in ("device", "artifact", "state", "note") else "right")
     outliers = outlier_devices(rows)
     for r in rows:
@@ -96,6 +135,8 @@ def terminal_table(rows: list[dict[str, Any]], title: str) -> Table:
 def _cells(r: dict[str, Any], outliers: dict[str, float]) -> list[str]:
     """One row of the results table, as text: the same in the terminal and in HTML."""
     note = r["error"] or ("disturbed" if r["disturbed"] else "")
+    if r.get("device_flags"):
+        note = (note + "; " if note else "") + "outputs disagree: " + "; ".join(r["device_flags"])
     if r["device"] in outliers:
         note = (note + "; " if note else "") + f"outlier: {outliers[r['device']]:.1f}× its peers"
     return [
@@ -107,6 +148,10 @@ def _cells(r: dict[str, Any], outliers: dict[str, float]) -> list[str]:
         _f(r["p99_ms"]),
         _f(r["throughput_per_s"], 0),
         _pct(r["host_accuracy"]),
+        _pct(r.get("device_accuracy")),
+        _pct(r.get("host_accuracy_same_items")),
+        _pct(r.get("device_agreement")),
+        "-" if r.get("device_max_abs_diff") is None else f"{r['device_max_abs_diff']:.2g}",
         note,
     ]
 
@@ -238,10 +283,7 @@ def write_html(rows: list[dict[str, Any]], path: Path, collection: str) -> None:
         )
     body.append(
         "</div><table><tr>"
-        + "".join(
-            f"<th class='{'l' if c in ('device', 'artifact', 'state', 'note') else ''}'>{c}</th>"
-            for c in ("device", "artifact", "state", "p50 ms", "p90 ms", "p99 ms", "items/s", "host acc", "note")
-        )
+        + "".join(f"<th class='{'l' if c in ('device', 'artifact', 'state', 'note') else ''}'>{c}</th>" for c in HEADERS)
         + "</tr>"
     )
     for r in rows:

@@ -1,0 +1,65 @@
+"""The device checks the outputs it computes: evaluation sets pushed like artifacts, evaluated after the timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from agent_helpers import FAST, TOKEN, client_for, tiny_onnx_bytes, write_artifact
+from edge_agent.client import DeviceCallError
+from edge_agent.server import AgentConfig, run_server
+from edge_opt import evalset
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agent(tmp_path: Path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    with run_server(AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file)) as (_server, port):
+        yield port
+
+
+def test_bench_with_an_evaluation_set_reports_device_accuracy_and_agreement(agent, tmp_path: Path) -> None:
+    model = tiny_onnx_bytes()
+    artifact = write_artifact(tmp_path / "tiny", model)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).standard_normal((300, 1, 28, 28)).astype(np.float32)
+    host = session.run(None, {"input": x})[0]
+    labels = host.argmax(1).copy()
+    labels[:30] = (labels[:30] + 1) % 10
+    inputs = evalset.publish(tmp_path / "out", {"inputs": x, "labels": labels.astype(np.int64)}, {})
+    honest = evalset.publish(tmp_path / "out", {"reference": host}, {})
+    skewed = host.copy()
+    skewed[:, 0] += 1.0  # a host whose outputs the device does not reproduce
+    biased = evalset.publish(tmp_path / "out", {"reference": skewed}, {})
+    root = tmp_path / "out" / "evalsets"
+    with client_for(agent) as client:
+        sha = client.push(artifact).sha256
+        for record in (inputs, honest, biased):
+            assert not client.push(root / record["sha256"]).already_present
+        assert client.push(root / inputs["sha256"]).already_present  # stored once per device
+        last = list(client.bench(sha, FAST, eval_set_sha256=inputs["sha256"], eval_reference_sha256=honest["sha256"]))[-1]
+        evaluation = last["result"]["evaluation"]
+        assert evaluation["samples"] == 300 and evaluation["top1_accuracy"] == pytest.approx(0.9)
+        assert evaluation["agreement_with_host"] == 1.0 and evaluation["max_abs_diff"] < 1e-5
+        assert evalset.flags(evaluation, float(np.abs(host).max())) == []
+        assert client.get_run(last["run_id"])["result"]["evaluation"] == evaluation  # journaled with the result
+        flagged = list(client.bench(sha, FAST, eval_set_sha256=inputs["sha256"], eval_reference_sha256=biased["sha256"]))
+        evaluation = flagged[-1]["result"]["evaluation"]
+        assert evaluation["max_abs_diff"] == pytest.approx(1.0, abs=1e-4)
+        assert evalset.flags(evaluation, float(np.abs(skewed).max()))
+        plain = list(client.bench(sha, FAST))[-1]["result"]
+        assert "evaluation" not in plain  # no set asked for, no evaluation
+        with pytest.raises(DeviceCallError) as err:
+            list(client.bench(inputs["sha256"], FAST))
+        assert err.value.code == "INVALID_ARGUMENT"  # an evaluation set is not a model
+        with pytest.raises(DeviceCallError) as err:
+            list(client.bench(sha, FAST, eval_set_sha256="0" * 64))
+        assert err.value.code == "NOT_FOUND"
+        with pytest.raises(DeviceCallError) as err:
+            list(client.bench(sha, FAST, eval_set_sha256=sha))
+        assert err.value.code == "INVALID_ARGUMENT"  # a model is not an evaluation set

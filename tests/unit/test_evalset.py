@@ -1,0 +1,96 @@
+"""Evaluation sets: reproducible .npz files, the store's cheap safety check, and the worker's evaluation."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from agent_helpers import tiny_onnx_bytes
+from edge_agent import evaluation
+from edge_agent.errors import ArtifactRejected
+from edge_opt import evalset
+
+pytestmark = pytest.mark.unit
+
+
+def _inputs(n: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return rng.standard_normal((n, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, n).astype(np.int64)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_npz_is_reproducible_and_accepted(tmp_path: Path) -> None:
+    x, y = _inputs()
+    first = evalset.npz_bytes({"inputs": x, "labels": y})
+    assert first == evalset.npz_bytes({"inputs": x.copy(), "labels": y.copy()})  # same images → same sha256
+    shapes = evaluation.check_file(_write(tmp_path / "e.npz", first))
+    assert shapes == {"inputs": (50, 1, 28, 28), "labels": (50,)}
+    record = evalset.publish(tmp_path / "out", {"inputs": x, "labels": y}, {"dataset": "test"})
+    folder = tmp_path / "out" / "evalsets" / record["sha256"]
+    assert (folder / "evalset.npz").read_bytes() == first and (folder / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"inputs": np.zeros((4, 3), np.float32)}, "need labels"),
+        ({"inputs": np.zeros((4, 3), np.float32), "labels": np.zeros(5, np.int64)}, "first dimension"),
+        ({"inputs": np.zeros((4, 3), np.float64), "labels": np.zeros(4, np.int64)}, "dtype"),
+        ({"reference": np.zeros(4, np.float32)}, "two-dimensional"),
+        ({"weights": np.zeros(4, np.float32)}, "holds only"),
+    ],
+)
+def test_malformed_sets_are_refused(tmp_path: Path, arrays: dict, message: str) -> None:
+    with pytest.raises(ArtifactRejected, match=message):
+        evaluation.check_file(_write(tmp_path / "e.npz", evalset.npz_bytes(arrays)))
+
+
+def test_pickles_bombs_and_non_zips_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactRejected, match="not"):
+        evaluation.check_file(_write(tmp_path / "a.npz", b"PK\x03\x04 not really a zip"))
+    buffer = io.BytesIO()
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("inputs.npy", member.getvalue())
+        archive.writestr("labels.npy", member.getvalue())
+    with pytest.raises(ArtifactRejected, match="numeric"):
+        evaluation.check_file(_write(tmp_path / "b.npz", buffer.getvalue()))
+    bomb = io.BytesIO()
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.zeros((2000, 1000), np.float32))
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("reference.npy", member.getvalue())
+    with pytest.raises(ArtifactRejected, match="implausibly"):
+        evaluation.check_file(_write(tmp_path / "c.npz", bomb.getvalue()))
+
+
+def test_evaluate_reports_accuracy_agreement_and_difference(tmp_path: Path) -> None:
+    session = ort.InferenceSession(tiny_onnx_bytes(), providers=["CPUExecutionProvider"])
+
+    def call(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input": x})[0]
+
+    x, _ = _inputs(250)
+    host = call(x)
+    labels = host.argmax(1).copy()
+    labels[:25] = (labels[:25] + 1) % 10  # 10% wrong on purpose
+    inputs = _write(tmp_path / "i.npz", evalset.npz_bytes({"inputs": x, "labels": labels}))
+    reference = host.copy()
+    reference[3, 0] += 0.5  # a host output the device will not reproduce
+    ref = _write(tmp_path / "r.npz", evalset.npz_bytes({"reference": reference}))
+    out = evaluation.evaluate(call, {"eval_set": str(inputs), "eval_reference": str(ref)}, "float32", [1, 28, 28])
+    assert out["samples"] == 250 and out["top1_accuracy"] == pytest.approx(0.9)
+    assert out["has_reference"] and 0.5 - 1e-4 < out["max_abs_diff"] < 0.5 + 1e-4
+    assert out["agreement_with_host"] >= 249 / 250
+    assert evalset.flags(out, float(np.abs(reference).max()))  # 0.5 is beyond 1% of these small logits
+    wrong = evaluation.evaluate(call, {"eval_set": str(inputs)}, "float32", [3, 28, 28])
+    assert "shape" in wrong["error"] and "top1_accuracy" not in wrong
