@@ -125,7 +125,7 @@ def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list
     return session, first.name, list(first.shape), _DTYPES.get(first.type, "float32"), ort.__version__
 
 
-def load_confined(runtime: str, model_path: str) -> tuple[bytes, Confinement]:
+def load_confined(runtime: str, model_path: str, readable: list[str] | None = None) -> tuple[bytes, Confinement]:
     """Import the runtime, read and re-check the model, then confine this process; returns the model bytes."""
     if runtime == "onnxruntime":
         import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
@@ -141,7 +141,8 @@ def load_confined(runtime: str, model_path: str) -> tuple[bytes, Confinement]:
         import torch  # noqa: F401 - likewise
 
         model = _read_model(model_path)
-    return model, confine(os.getcwd())  # noqa: PTH109 - a string path, as Landlock takes it
+    # ``readable``: the run's evaluation-set files, read after the timed loop (read-only, those files alone).
+    return model, confine(os.getcwd(), extra_read=readable)  # noqa: PTH109 - a string path, as Landlock takes it
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     baseline_rss = _rss_bytes()
     emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
     t0 = time.perf_counter()
-    model, confinement = load_confined(runtime, request["model_path"])
+    model, confinement = load_confined(runtime, request["model_path"], list((request.get("eval_paths") or {}).values()))
     if runtime == "onnxruntime":
         session, name, shape, dtype, version = _onnx_runner(model, settings)
         declared = [manifest_input["shape"][0], *shape[1:]] if len(shape) == len(manifest_input["shape"]) else shape
