@@ -1,7 +1,8 @@
 """Bearer-token authentication (a server interceptor) and TLS / mTLS credentials.
 
 Every method except ``grpc.health.v1.Health`` needs ``authorization: Bearer <token>``; the interceptor rejects
-anything else with UNAUTHENTICATED before the handler runs (so nothing is read or written). Tokens are compared
+anything else with UNAUTHENTICATED before the handler runs (so nothing is read or written); an unknown method is
+UNIMPLEMENTED either way. Tokens are compared
 with :func:`hmac.compare_digest` and never logged or echoed in status details. An agent started without a token
 file makes its own (:func:`ensure_token`: ``<store>/token``, mode 0600) and says where it is; only ``--insecure``
 runs an agent that accepts calls without a token.
@@ -79,24 +80,32 @@ def ensure_token(store: Path) -> tuple[Path, bool]:
     """The store's own token file, created on first use (0600, 256 random bits); returns (path, created)."""
     path = store / "token"
     store.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        info = os.lstat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path} must be a regular file holding the agent's token") from None
-        if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-            raise ValueError(
-                f"{path} must belong to this agent's user and be readable by it alone (chmod 600); "
-                "otherwise another user may know or have chosen the token: remove it and restart"
-            ) from None
-        read_token(path)
-        return path, False
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(secrets.token_urlsafe(32) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path, True
+    if not path.exists() and not path.is_symlink():
+        # Written whole to a private temporary file, then linked into place: a crash never leaves an empty token.
+        tmp = store / f".token.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+            return path, True
+        except FileExistsError:
+            pass  # another start made one at the same moment: use it
+        finally:
+            tmp.unlink(missing_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} must be a regular file holding the agent's token")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ValueError(
+            f"{path} must belong to this agent's user and be readable by it alone (chmod 600); "
+            "otherwise another user may know or have chosen the token: remove it and restart"
+        )
+    read_token(path)
+    return path, False
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:

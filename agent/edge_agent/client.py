@@ -204,6 +204,7 @@ class AgentClient:
         name = folder.name if folder.name else "artifact"
         # FAILED_PRECONDITION means the device's staged bytes moved (an earlier stream of ours, cut off, is still
         # being wound up there): ask again where to resume, for a few seconds.
+        waiting_since: float | None = None
         while True:
             stat = self._call(self.stub.StatArtifact, pb.StatArtifactRequest(sha256=sha))
             if stat.present:
@@ -211,7 +212,8 @@ class AgentClient:
             try:
                 return self._push_from(model, sha, size, name, manifest_text, stat.staged_bytes, on_progress, started)
             except DeviceCallError as exc:
-                if exc.code != "FAILED_PRECONDITION" or time.monotonic() - started > PUSH_RESUME_SECONDS:
+                waiting_since = waiting_since if waiting_since is not None else time.monotonic()
+                if exc.code != "FAILED_PRECONDITION" or time.monotonic() - waiting_since > PUSH_RESUME_SECONDS:
                     raise
                 time.sleep(0.5)
 

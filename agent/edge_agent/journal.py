@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -236,14 +236,18 @@ class Journal:
         record = self.records.get(run_id)
         if record is None or record.terminal:
             return
-        record.seq = entry["seq"]
+        # A new record object, never a change in place: readers on other threads hold whole, consistent records.
         if event == "started":
-            record.state = "RUNNING"
+            self.records[run_id] = replace(record, seq=entry["seq"], state="RUNNING")
         elif event == "finished":
-            record.state = entry["state"]
-            record.finished_at = entry["ts"]
-            record.result = entry.get("result")
-            record.error = entry.get("error")
+            self.records[run_id] = replace(
+                record,
+                seq=entry["seq"],
+                state=entry["state"],
+                finished_at=entry["ts"],
+                result=entry.get("result"),
+                error=entry.get("error"),
+            )
 
     # ----- writing -------------------------------------------------------------------------------------------
     def append(self, run_id: str, event: str, **fields: Any) -> dict[str, Any]:
@@ -291,7 +295,8 @@ class Journal:
 
     # ----- queries -------------------------------------------------------------------------------------------
     def unfinished(self) -> list[RunRecord]:
-        return [r for r in self.records.values() if not r.terminal]
+        with self._lock:
+            return [r for r in self.records.values() if not r.terminal]
 
     def close_interrupted(self, reason: str) -> list[str]:
         """Finish every run that has no terminal entry as INTERRUPTED (at start, after a crash).
@@ -309,7 +314,9 @@ class Journal:
         return self.records.get(run_id)
 
     def after(self, seq: int, limit: int) -> list[RunRecord]:
-        return sorted((r for r in self.records.values() if r.seq > seq), key=lambda r: r.seq)[:limit]
+        with self._lock:
+            records = list(self.records.values())
+        return sorted((r for r in records if r.seq > seq), key=lambda r: r.seq)[:limit]
 
     def close(self) -> None:
         if self._fd >= 0:

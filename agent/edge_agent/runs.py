@@ -123,6 +123,7 @@ class RunManager:
         self._stopped = False
         #: Journal entries that could not be written yet: (run_id, fields of the "finished" entry), in order.
         self._unrecorded: list[tuple[str, dict[str, Any]]] = []
+        self._recovering = threading.Lock()
         self.degraded_reason = ""
         self.interrupted_at_start: list[str] = []
         try:
@@ -140,6 +141,11 @@ class RunManager:
     @property
     def degraded(self) -> bool:
         return bool(self.degraded_reason)
+
+    @property
+    def accepting(self) -> bool:
+        """False once the agent is stopping (new runs and pushes get UNAVAILABLE)."""
+        return self._accepting
 
     def _set_degraded(self, reason: str) -> None:
         """Called with the lock held."""
@@ -329,32 +335,36 @@ class RunManager:
                     return
 
     def try_recover(self) -> bool:
-        """Write what could not be recorded; leave the degraded state when the journal takes writes again."""
-        with self._lock:
-            if not self.degraded:
-                return True
-        if not self.journal.writable():
-            return False
-        while True:
+        """Write what could not be recorded; leave the degraded state when the journal takes writes again.
+
+        Serialised (one recovery at a time), and the degraded state ends in the same critical section that sees
+        nothing left to record, so an outcome parked meanwhile by :meth:`_finish` is never stranded.
+        """
+        with self._recovering:
             with self._lock:
-                if not self._unrecorded:
-                    break
-                run_id, fields = self._unrecorded[0]
-            try:
-                record = self.journal.get(run_id)
-                if record is not None and not record.terminal:
-                    self.journal.append(run_id, "finished", **fields)
-            except JournalUnavailable:
+                if not self.degraded:
+                    return True
+            if not self.journal.writable():
                 return False
-            with self._lock:
-                self._unrecorded.pop(0)
-            record = self.journal.get(run_id)
-            if record is not None:
-                self._publish(self._terminal_event(record))
-        with self._lock:
-            _LOGGER.warning("the results journal takes writes again: accepting runs")
-            self.degraded_reason = ""
-            self._lock.notify_all()
+            while True:
+                with self._lock:
+                    if not self._unrecorded:
+                        self.degraded_reason = ""
+                        self._lock.notify_all()
+                        break
+                    run_id, fields = self._unrecorded[0]
+                try:
+                    record = self.journal.get(run_id)
+                    if record is not None and not record.terminal:
+                        self.journal.append(run_id, "finished", **fields)
+                except JournalUnavailable:
+                    return False
+                with self._lock:
+                    self._unrecorded.pop(0)
+                record = self.journal.get(run_id)
+                if record is not None:
+                    self._publish(self._terminal_event(record))
+        _LOGGER.warning("the results journal takes writes again: accepting runs")
         if self.on_degraded is not None:
             self.on_degraded(False)
         return True
@@ -543,8 +553,8 @@ class RunManager:
             self._stopped = True
             proc = self._current_proc
             self._lock.notify_all()
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
+        if proc is not None:  # only the executor reaps the worker; here it is only killed
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         self._thread.join(timeout=max(10.0, end - time.monotonic()))
         # One last attempt to record what the disk refused; what still cannot be written is INTERRUPTED at next start.

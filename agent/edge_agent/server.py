@@ -125,8 +125,10 @@ class AgentConfig:
                 raise ValueError(f"{path} does not exist; check the path given to the flag or config key")
         if self.token_file is not None:
             read_token(self.token_file)
-        if self.idle_timeout <= 0 or self.max_streams_per_client < 1 or self.max_queue < 0:
-            raise ValueError("--idle-timeout must be positive, --max-streams-per-client and --max-queue at least 1 and 0")
+        if self.idle_timeout <= 0:
+            raise ValueError(f"--idle-timeout must be positive, got {self.idle_timeout}")
+        if self.max_streams_per_client < 1 or self.max_queue < 1:
+            raise ValueError("--max-streams-per-client and --max-queue must be at least 1")
 
     @property
     def authenticated_by_certificate(self) -> bool:
@@ -146,12 +148,16 @@ def device_id_for(store: Path) -> str:
     """A stable id per store: written once, kept across restarts."""
     path = store / "device_id"
     try:
-        return path.read_text().strip()
+        value = path.read_text().strip()
+        if value:
+            return value
     except FileNotFoundError:
         store.mkdir(parents=True, exist_ok=True)
-        value = uuid.uuid4().hex[:16]
-        path.write_text(value + "\n")
-        return value
+    value = uuid.uuid4().hex[:16]
+    tmp = store / f".device_id.{os.getpid()}"
+    tmp.write_text(value + "\n")
+    tmp.replace(path)  # appears whole or not at all
+    return value
 
 
 def check_store_dir(store: Path) -> None:
@@ -231,6 +237,7 @@ class Agent:
     io: ThreadPoolExecutor
     lock: StoreLock
     auth: str
+    service: AgentService
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -242,6 +249,7 @@ class Agent:
         await self.health.enter_graceful_shutdown()
         await asyncio.get_running_loop().run_in_executor(self.io, self.runs.shutdown, grace)
         await self.server.stop(grace=min(grace, 5.0))
+        self.service.commits.shutdown(wait=True)  # no commit may still write once the store lock is released
         self.io.shutdown(wait=True)
         self.runs.journal.close()
         self.lock.release()
@@ -326,7 +334,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     if port == 0:
         raise OSError(f"cannot listen on {config.listen}")
     await server.start()
-    agent = Agent(server, port, health_servicer, runs, store, loop, io, lock, auth)
+    agent = Agent(server, port, health_servicer, runs, store, loop, io, lock, auth, service)
     agent_ref.append(agent)
     await agent.set_serving(not runs.degraded)
     return agent

@@ -68,7 +68,8 @@ STATUS_FOR: dict[type[AgentError], grpc.StatusCode] = {
 }
 
 
-#: ListRuns pages: the default and the most a client may ask for (results are converted off the event loop).
+#: ListRuns pages: the default and the most a client may ask for (larger asks get the most). Listings leave the
+#: latency samples out, so even the largest page is a few MB.
 DEFAULT_LIST_RUNS = 200
 MAX_LIST_RUNS = 1000
 
@@ -194,7 +195,7 @@ def _settings_pb(message: pb.BenchmarkSettings, settings: dict[str, Any]) -> Non
     _parse(message, {k: v for k, v in settings.items() if k != "runtime"})
 
 
-def run_record_pb(record: RunRecord) -> pb.RunRecord:
+def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunRecord:
     out = pb.RunRecord(
         run_id=record.run_id,
         sha256=record.sha256,
@@ -206,6 +207,8 @@ def run_record_pb(record: RunRecord) -> pb.RunRecord:
     _settings_pb(out.settings, record.settings)
     if record.result:
         result = dict(record.result)
+        if not with_samples and isinstance(result.get("latency"), dict):
+            result["latency"] = {k: v for k, v in result["latency"].items() if k != "samples_ms"}
         settings = result.pop("settings", None)
         _parse(out.result, result)
         if isinstance(settings, dict):
@@ -319,6 +322,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
             first = await self._next(request_iterator, "before the push header")
             if first is None or first.WhichOneof("kind") != "header":
                 raise ArtifactRejected("the first message of a push must be its header")
+            if not self.runs.accepting:
+                raise ShuttingDown("the agent is shutting down; push again when it is back, or to another device")
             h = first.header
             existing = await self._blocking(self.store.get, check_sha256(h.sha256))
             if existing is not None:
@@ -326,6 +331,9 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
             header = PushHeader(h.sha256, h.size_bytes, h.name, h.manifest_json, h.offset)
             upload = await self._blocking(self.store.begin_push, header)
             loop = asyncio.get_running_loop()
+            # The file work runs on other threads; if this call is cancelled (deadline, client gone) the thread
+            # still runs, so the upload is closed only once its last piece of work has finished.
+            in_flight: asyncio.Future[Any] | None = None
             window_start, window_position = loop.time(), upload.position
             try:
                 while True:
@@ -334,7 +342,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                         break
                     if message.WhichOneof("kind") != "chunk":
                         raise ArtifactRejected("only chunks may follow the header")
-                    await self._blocking(upload.write, message.chunk.offset, message.chunk.data)
+                    in_flight = loop.run_in_executor(self.io, upload.write, message.chunk.offset, message.chunk.data)
+                    await in_flight
                     if loop.time() - window_start >= self.limits.slow_push_window:
                         rate = (upload.position - window_position) / (loop.time() - window_start)
                         if rate < self.limits.min_push_bytes_per_second:
@@ -347,9 +356,13 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                     raise OffsetMismatch(
                         f"the stream ended at byte {upload.position} of {header.size_bytes}; resume from {upload.position}"
                     )
-                meta = await asyncio.get_running_loop().run_in_executor(self.commits, upload.finish)
+                in_flight = loop.run_in_executor(self.commits, upload.finish)
+                meta = await in_flight
             finally:
-                await self._blocking(upload.__exit__, None, None, None)
+                if in_flight is not None and not in_flight.done():
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(in_flight)
+                await self._blocking(upload.close)
             _LOGGER.info("committed artifact %s (%s, %d bytes)", meta.sha256, meta.name, meta.size_bytes)
             return pb.PushResponse(artifact=artifact_pb(meta), bytes_received=upload.received)
 
@@ -389,7 +402,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                     if event.kind in ("result", "error"):
                         return
             finally:
-                self.runs.unsubscribe(run_id, sink)
+                # The manager's lock may be held across a journal fsync: never wait for it on the event loop.
+                await self._blocking(self.runs.unsubscribe, run_id, sink)
 
     @_boundary
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.RunRecord:
@@ -400,9 +414,12 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
 
     @_boundary
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
-        limit = request.limit if 0 < request.limit <= MAX_LIST_RUNS else DEFAULT_LIST_RUNS
+        limit = min(request.limit, MAX_LIST_RUNS) if request.limit > 0 else DEFAULT_LIST_RUNS
         records = self.runs.journal.after(request.after_seq, limit)
-        return await self._blocking(lambda: pb.ListRunsResponse(runs=[run_record_pb(r) for r in records]))
+        # Latency samples stay out of listings (GetRun returns them): a page stays far below the message limit.
+        return await self._blocking(
+            lambda: pb.ListRunsResponse(runs=[run_record_pb(r, with_samples=False) for r in records])
+        )
 
 
 def _peer_host(peer: str) -> str:

@@ -340,9 +340,13 @@ class ArtifactStore:
             datetime.now(UTC).isoformat(timespec="seconds"),
         )
         final = self.artifacts_dir / header.sha256
-        if final.exists():  # pushed concurrently by someone else: same bytes by definition
-            part.unlink(missing_ok=True)
-            return self.get(header.sha256) or meta
+        if final.exists():
+            existing = self.get(header.sha256)
+            if existing is not None:  # pushed concurrently by someone else: same bytes by definition
+                part.unlink(missing_ok=True)
+                return existing
+            # A folder whose meta.json cannot be read was never a usable artifact: replace it.
+            final.replace(self.staging_dir / f"delete-{header.sha256}-{time.monotonic_ns()}")
         assembly = self.staging_dir / f"commit-{header.sha256}-{os.getpid()}-{threading.get_ident()}"
         try:
             assembly.mkdir()
@@ -373,9 +377,12 @@ class ArtifactStore:
     def delete(self, sha256: str) -> bool:
         """Remove a committed artifact and any staged bytes of it; refuses while a push of it is in progress."""
         check_sha256(sha256)
-        with self._lock:
+        with self._lock:  # held throughout: a push of it cannot begin halfway
             if sha256 in self._active:
                 raise OffsetMismatch(f"a push of {sha256} is in progress; delete it when the push has ended")
+            return self._delete_locked(sha256)
+
+    def _delete_locked(self, sha256: str) -> bool:
         removed = False
         target = self.artifacts_dir / sha256
         if target.exists():
@@ -400,8 +407,9 @@ class ArtifactStore:
             elif entry.suffix == ".part" and (entry.is_symlink() or now - entry.lstat().st_mtime > STAGING_MAX_AGE_SECONDS):
                 entry.unlink(missing_ok=True)
         for entry in self.artifacts_dir.iterdir():
-            # A directory without meta.json was never acknowledged (crash between rename and fsync): drop it.
-            if not (entry / "meta.json").is_file() or entry.is_symlink():
+            # A directory without a readable meta.json was never acknowledged (crash between rename and fsync) or
+            # was damaged since: drop it, so a re-push commits it again.
+            if entry.is_symlink() or not SHA256_PATTERN.fullmatch(entry.name) or self.get(entry.name) is None:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -468,6 +476,10 @@ class _ReadBackHasher(threading.Thread):
             self._closed = True
             self._cond.notify()
         self.join()
+        if isinstance(self._error, OSError):
+            error = _disk_error(self._error, "flushing the push")
+            if isinstance(error, QuotaExceeded):
+                raise error
         if self._error is not None:
             raise IntegrityError(f"could not read the staged bytes back: {self._error}")
         return self._digest.hexdigest()
@@ -503,6 +515,10 @@ class Upload:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the read-back hasher, close the file and release the reservation (bytes stay staged for resume)."""
         if self._hasher.is_alive():
             self._hasher.stop()
         self._close_fd()

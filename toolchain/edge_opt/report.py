@@ -2,8 +2,11 @@
 
 ``--json`` prints exactly one JSON document on stdout::
 
-    {"edge_result_version": "1", "command": "export", "status": "ok" | "error", "exit_code": 0,
-     "data": {...}, "errors": [{"code": "config", "message": "..."}]}
+    {"edge_result_version": "1", "command": "export", "status": "ok" | "error" | "partial" | "regression",
+     "exit_code": 0, "data": {...}, "errors": [{"code": "config", "message": "..."}]}
+
+``partial`` (exit 8): some devices failed; ``regression`` (exit 9): ``edge-fleet compare`` found one. Both are
+additions a version-1 consumer reads as "not ok", so the version stays 1.
 
 Consumers (CI, the fleet collector) read this, never the table. ``tests/unit/test_result_contract.py`` pins it.
 """
