@@ -10,10 +10,12 @@ Parity gates are in :mod:`edge_opt.validation`.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,7 +173,11 @@ def run_export(
     profile = resolve_target(config.target)
     if Precision.INT8 in precisions:
         check_backend(profile.torch_engine)
-    with known_warnings_silenced(), tempfile.TemporaryDirectory(prefix="edge-opt-") as work:
+    with (
+        known_warnings_silenced(),
+        tempfile.TemporaryDirectory(prefix="edge-opt-") as work,
+        _evaluation_sets_kept_only_with_artifacts(out_dir),
+    ):
         ctx = _prepare(config, profile, Path(work))
         ctx.device_eval = _write_device_eval_set(ctx, out_dir)
         notes: list[str] = []
@@ -262,6 +268,23 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
     parity_n = min(config.export.parity_samples, len(eval_split))
     host = resolve_target("host").name
     return _Context(config, profile, host, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
+
+
+@contextlib.contextmanager
+def _evaluation_sets_kept_only_with_artifacts(out_dir: Path) -> Iterator[None]:
+    """An export that fails leaves nothing behind: evaluation sets it wrote are removed again."""
+    folder = out_dir / evalset.FOLDER
+    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name not in before:
+                    shutil.rmtree(entry, ignore_errors=True)
+            if not before and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def _write_device_eval_set(ctx: _Context, out_dir: Path) -> dict[str, Any] | None:
