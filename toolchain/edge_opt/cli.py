@@ -20,7 +20,8 @@ from edge_opt.errors import ConfigError, ToolchainError
 EXAMPLES = """\
 examples:
   edge-export --precision int8                       SmallCNN on Fashion-MNIST → INT8 TorchScript + ONNX in ./artifacts
-  edge-export --precision all --out build/art        FP32, FP16 and INT8, both formats
+  edge-export --precision all --out build/art        FP32, FP16 and INT8, TorchScript and ONNX
+  edge-export --precision int8 --format all          INT8 TorchScript (FX), ONNX (ONNX Runtime), ExecuTorch (PT2E)
   edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
@@ -44,6 +45,8 @@ def _precisions(value: str) -> tuple[str, ...]:
 def _formats(value: str) -> tuple[str, ...]:
     if value == "both":
         return ("torchscript", "onnx")
+    if value == "all":
+        return ("torchscript", "onnx", "executorch")
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
@@ -69,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--precision", type=_precisions, help="fp32, fp16, int8, a comma list, or all (default: config)")
-    parser.add_argument("--format", type=_formats, help="torchscript, onnx or both (default: config)")
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        help="torchscript, onnx, executorch (.pte, XNNPACK; INT8 by PT2E), a comma list, both (torchscript,onnx) or all "
+        "(default: config, torchscript and onnx)",
+    )
     parser.add_argument(
         "--target",
         help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types (default: the --push device's, else host)",

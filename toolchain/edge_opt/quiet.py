@@ -33,6 +33,11 @@ def show_all_warnings(enabled: bool) -> None:
     _show_all = enabled
 
 
+def showing_all() -> bool:
+    """True under ``-v``: nothing is hidden, native runtime logs included."""
+    return _show_all
+
+
 @contextlib.contextmanager
 def known_warnings_silenced() -> Iterator[None]:
     """Within the block, drop the warnings in :data:`KNOWN_WARNINGS` (unless ``-v``)."""
