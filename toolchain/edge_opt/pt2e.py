@@ -24,7 +24,7 @@ from torch import nn
 
 from edge_opt import progress
 from edge_opt.errors import QuantizeError
-from edge_opt.quiet import known_warnings_silenced
+from edge_opt.quiet import known_warnings_silenced, quiet_import_loggers
 
 #: PT2E quantizers this toolchain builds with, by config name (``quantization.pt2e_quantizer``).
 QUANTIZERS = ("xnnpack",)
@@ -67,6 +67,7 @@ def quantizer_for(name: str, keep_float: Sequence[str] = (), *, per_channel: boo
     """The PT2E quantizer called ``name``, with ``keep_float`` modules left unquantized."""
     if name not in QUANTIZERS:
         raise QuantizeError(f"unknown PT2E quantizer {name!r}; expected one of {', '.join(QUANTIZERS)}")
+    quiet_import_loggers()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -105,6 +106,7 @@ def to_int8_pt2e(
     Raises:
         QuantizeError: too few batches, an unknown module name, or a model torch.export cannot export.
     """
+    quiet_import_loggers()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if calibration_batches < 1:
