@@ -1,11 +1,11 @@
 """Every candidate path for MobileNetV2 224, batch 1, one thread, on this machine, and the one the pick chooses.
 
-Builds the candidates through the real pipeline (FP32, FP16, INT8 × TorchScript, ONNX, ExecuTorch: each
-validated, as ``edge-export --precision all --format all`` writes them), then times each with its own runtime and torch eager
-FP32 in one process, in interleaved rounds (every round runs every candidate, in a rotated order), and hands the
-raw samples to :func:`edge_opt.pick.pick`. Prints the CPU and its flags, the table with the winner marked, the
-ratios to torch eager FP32 and to ONNX Runtime FP32, and the physical limit: the model's multiply-adds ÷ what one
-core retires per second for the instruction set.
+Builds the candidates through the real pipeline (FP32, FP16, INT8 × TorchScript and ONNX, FP32 and INT8 ExecuTorch:
+each validated, as ``edge-export`` writes them; a build the gates refuse is reported and skipped), then times each
+with its own runtime and torch eager FP32 in one process, in interleaved rounds (every round runs every candidate,
+in a rotated order), and hands the raw samples to :func:`edge_opt.pick.pick`. Prints the CPU and its flags, the
+table with the winner marked, the ratios to torch eager FP32 and to ONNX Runtime FP32, and the physical limit: the
+model's multiply-adds ÷ what one core retires per second for the instruction set.
 
     python benchmarks/bench_pick.py [--rounds 7] [--iterations 30] [--out DIR] [--json FILE]
 
@@ -30,6 +30,7 @@ import torch
 import torchvision
 from edge_agent.device import cpu_model
 from edge_opt.config import parse_config
+from edge_opt.errors import ToolchainError
 from edge_opt.evaluate import OrtRunner, TorchRunner
 from edge_opt.executorch_export import PteRunner
 from edge_opt.export import load_torchscript
@@ -48,7 +49,12 @@ COMMON = {
     "calibration_batches": 4,
     "benchmark": {"iterations": 3, "min_seconds": 0.0, "warmup_runs": 1, "warmup_min_seconds": 0.0, "batch_sizes": [1]},
 }
-BUILDS = ({"precisions": ["fp32", "fp16", "int8"], "formats": ["torchscript", "onnx", "executorch"]},)
+# FP16 ExecuTorch is left out: on this CPU (AVX512-FP16) XNNPACK computes in FP16 and the FP16 gate refuses the
+# random-init MobileNetV2 (max error 14% of the largest logit against the 10% bound), which would stop the build.
+BUILDS = (
+    {"precisions": ["fp32", "fp16", "int8"], "formats": ["torchscript", "onnx"]},
+    {"precisions": ["fp32", "int8"], "formats": ["executorch"]},
+)
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
                      "asimd", "asimddp", "i8mm")
 
@@ -59,7 +65,11 @@ def build(out: Path) -> tuple[dict[str, tuple[object, dict]], float]:
     reference = float("nan")
     for i, extra in enumerate(BUILDS):
         started = time.perf_counter()
-        report = run_export(parse_config({**COMMON, **extra}), out / f"build{i}")
+        try:
+            report = run_export(parse_config({**COMMON, **extra}), out / f"build{i}")
+        except ToolchainError as exc:
+            print(f"refused {extra['precisions']} × {extra['formats']}: {exc}", flush=True)
+            continue
         print(f"built {extra['precisions']} × {extra['formats']} in {time.perf_counter() - started:.0f} s", flush=True)
         reference = report.reference_accuracy
         for row in report.rows:
