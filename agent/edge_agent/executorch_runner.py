@@ -5,9 +5,9 @@ device runs them only where the ``executorch`` extra is installed (:func:`execut
 agent refuses them with FAILED_PRECONDITION, as it does TorchScript without torch.
 
 Contract: :func:`load` returns ``(call, declared_shape, dtype, version)``; ``call`` takes a C-contiguous numpy
-array (NCHW, the program's input dtype) and returns the first output as numpy. The program's batch axis is
-dynamic up to the size it was planned for (``declared_shape[0]``): the worker must refuse a benchmark batch size
-above it (the runtime would fail on it), rather than slice.
+array (NCHW, the program's input dtype) and returns the first output as numpy. edge-opt's programs are planned for
+batch 1 (``declared_shape[0]``): the worker must refuse a benchmark batch size above it (the runtime fails on it)
+rather than slice, so that a figure always means one call.
 """
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ def test_runs_a_pte_like_the_model_it_came_from(pte: tuple[Path, torch.nn.Module
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28), dtype=np.float32)
     # execute
     call, shape, dtype, version = load(str(path), threads=1)
-    out = call(x)
+    out = np.concatenate([call(x[i : i + 1]) for i in range(len(x))])
     # assert
     assert executorch_available()
-    assert shape == [8, 1, 28, 28] and dtype == "float32" and version == "1.5.1"
+    assert shape == [1, 1, 28, 28] and dtype == "float32" and version == "1.5.1"
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     assert out.shape == (3, 10)

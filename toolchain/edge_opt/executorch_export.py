@@ -1,10 +1,11 @@
 """The ``executorch`` format: a ``.pte`` program with the XNNPACK delegate, its runner, and its build in the pipeline.
 
-Export: ``torch.export`` (dynamic batch 1..``max_batch``) of the FP32 model, its half-precision copy, or the PT2E
-INT8 model (:mod:`edge_opt.pt2e`) → ``to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])`` →
-``to_executorch()``. XNNPACK runs FP32, FP16 and the PT2E INT8 pattern (quantize / dequantize around float
-operators, fused into int8 kernels) on x86-64 and arm64; whatever it does not take stays on ExecuTorch's portable
-CPU operators, and the manifest records how much that is (``executorch.delegation``).
+Export: ``torch.export`` of the FP32 model, its half-precision copy, or the PT2E INT8 model (:mod:`edge_opt.pt2e`),
+checked with a dynamic batch at batch 1 and 2, then exported for batch 1 (the program's planned shape) →
+``to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])`` → ``to_executorch()``. XNNPACK runs FP32, FP16
+and the PT2E INT8 pattern (quantize / dequantize around float operators, fused into int8 kernels) on x86-64 and
+arm64; whatever it does not take stays on ExecuTorch's portable CPU operators, and the manifest records how much
+that is (``executorch.delegation``).
 
 Loading: ``executorch.runtime.Runtime.get().load_program(path).load_method("forward")``. The runtime imports
 torch. Its native code logs CPU probing to file descriptor 2 on first use; that is hidden unless ``-v``.
@@ -82,11 +83,16 @@ def export_pte(module: nn.Module, example: torch.Tensor, path: Path, *, max_batc
     from edge_opt.pt2e import export_program
 
     try:
-        program = export_program(module, example, max_batch)
+        export_program(module, example, max_batch)  # exportable, and right at batch 1 and 2 (see edge_opt.pt2e)
     except QuantizeError as exc:
         raise ExportError(str(exc)) from None
     try:
         with quiet.known_warnings_silenced():
+            # The program itself is planned for batch 1: with a dynamic batch axis the runtime's memory plan
+            # disagreed with the exported bound (a requested 32 came back as 15) and batched calls crashed the
+            # process now and then (SIGSEGV / abort) on this version; batch 1 is a device's use, larger batches
+            # are run as single calls by the runners.
+            program = torch.export.export(module, (example[:1],))
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             delegation = delegation_record(edge.exported_program().graph_module)
             buffer = edge.to_executorch().buffer
@@ -256,8 +262,6 @@ def write_executorch(ctx: _Context, precision: Precision, path: Path) -> tuple[P
     record = export_pte(source, ctx.calibration[0][:1].to(dtype), path, max_batch=_max_batch(ctx))
     record = {"runtime_version": executorch_version(), **record, "build_seconds": round(time.perf_counter() - started, 3)}
     runner = PteRunner(path)
-    # The batch the runtime planned memory for can be below the requested bound (15 instead of 32 for a small CNN
-    # here); a larger batch fails in the runtime, so consumers slice by this.
-    record["max_batch"] = runner.max_batch
+    record["max_batch"] = runner.max_batch  # 1: the batch the program is planned for; consumers slice by it
     runner.manifest_extra = {"executorch": record}
     return runner, source_logits, "same", quant
