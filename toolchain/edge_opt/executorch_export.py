@@ -134,14 +134,6 @@ def executorch_version() -> str:
     return version("executorch")
 
 
-def _set_threads(n: int) -> None:
-    from executorch.extension.pybindings import portable_lib
-
-    if portable_lib._threadpool_get_thread_count() != n:
-        with _native_stderr_hidden():
-            portable_lib._unsafe_reset_threadpool(n)
-
-
 class PteRunner:
     """A ``.pte`` in the ExecuTorch runtime: float32 NCHW in, float32 logits out (FP16 programs get cast inputs).
 
