@@ -59,3 +59,15 @@ def run_cli(
 
 def parse_json_result(stdout: str) -> dict:
     return json.loads(stdout)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL server of this run (``.ci/run`` starts one); a failure in CI, a skip elsewhere."""
+    url = os.environ.get("EDGE_FLEET_TEST_POSTGRES", "")
+    if not url:
+        message = "EDGE_FLEET_TEST_POSTGRES is not set: run scripts/postgres_for_tests.sh DIR and export its output"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

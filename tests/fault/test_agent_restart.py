@@ -16,13 +16,6 @@ from edge_agent.client import DeviceCallError
 pytestmark = pytest.mark.fault
 
 
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(TOKEN)
-    return path
-
-
 def test_agent_killed_mid_benchmark_reports_interrupted_and_keeps_everything(tmp_path: Path, token_file: Path) -> None:
     store = tmp_path / "store"
     agent = AgentProcess(store, token_file)

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from agent_helpers import TOKEN, AgentProcess, client_for, tiny_onnx_bytes, wait_for, write_artifact
+from agent_helpers import AgentProcess, client_for, tiny_onnx_bytes, wait_for, write_artifact
 from edge_agent.client import DeviceCallError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(TOKEN)
-    return path
 
 
 def _health(port: int) -> int:
@@ -68,6 +63,25 @@ def _serve(store: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+@contextlib.contextmanager
+def _serving(store: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``edge-agent serve`` on a free port for the block; SIGTERM and its pipes closed afterwards."""
+    proc = _serve(store, *extra)
+    try:
+        yield proc, _port(proc)
+    finally:
+        _close(proc)
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    proc.wait(timeout=60)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
 def _port(proc: subprocess.Popen[str]) -> int:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -77,9 +91,7 @@ def _port(proc: subprocess.Popen[str]) -> int:
 
 def test_without_a_token_file_the_agent_makes_one_and_requires_it(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    proc = _serve(store)
-    try:
-        port = _port(proc)
+    with _serving(store) as (_proc, port):
         token_path = store / "token"
         assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
         token = token_path.read_text().strip()
@@ -94,41 +106,12 @@ def test_without_a_token_file_the_agent_makes_one_and_requires_it(tmp_path: Path
             assert second.wait(timeout=60) != 0
             assert "another edge-agent" in (second.stderr.read() if second.stderr else "")
         finally:
-            if second.poll() is None:
-                second.kill()
-            for stream in (second.stdout, second.stderr):
-                if stream:
-                    stream.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
-    # A restart keeps the same token (clients keep working).
-    proc = _serve(store)
-    try:
-        port = _port(proc)
-        with client_for(port, token=token) as client:
-            assert client.list_artifacts() == []
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+            _close(second)
+    with _serving(store) as (_proc, port), client_for(port, token=token) as client:  # a restart keeps the token
+        assert client.list_artifacts() == []
 
 
 def test_insecure_is_the_only_way_to_run_without_a_token(tmp_path: Path) -> None:
-    proc = _serve(tmp_path / "store", "--insecure")
-    try:
-        port = _port(proc)
-        with client_for(port, token=None) as client:
-            assert client.list_artifacts() == []
-        assert not (tmp_path / "store" / "token").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        for stream in (proc.stdout, proc.stderr):
-            if stream:
-                stream.close()
+    with _serving(tmp_path / "store", "--insecure") as (_proc, port), client_for(port, token=None) as client:
+        assert client.list_artifacts() == []
+    assert not (tmp_path / "store" / "token").exists()

@@ -168,13 +168,8 @@ def test_report_and_compare_flag_exactly_the_slowed_device(tmp_path: Path, cli_e
         fleet.close()
 
 
-def test_collection_into_postgresql(tmp_path: Path, cli_env: dict[str, str], artifacts: Path) -> None:
-    url = os.environ.get("EDGE_FLEET_TEST_POSTGRES", "")
-    if not url:
-        message = "EDGE_FLEET_TEST_POSTGRES is not set: run scripts/postgres_for_tests.sh DIR and export its output"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+def test_collection_into_postgresql(tmp_path: Path, cli_env: dict[str, str], artifacts: Path, postgres_url: str) -> None:
+    url = postgres_url
     fleet = Fleet(tmp_path, 2)
     try:
         fleet.start()

@@ -18,17 +18,6 @@ from sqlalchemy import text
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    url = os.environ.get("EDGE_FLEET_TEST_POSTGRES", "")
-    if not url:
-        message = "EDGE_FLEET_TEST_POSTGRES is not set: run scripts/postgres_for_tests.sh DIR and export its output"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
-
-
 def test_two_collectors_at_once_lose_nothing_and_record_nothing_twice(tmp_path: Path, postgres_url: str) -> None:
     token = tmp_path / "token"
     token.write_text(TOKEN)
@@ -59,6 +48,7 @@ def test_two_collectors_at_once_lose_nothing_and_record_nothing_twice(tmp_path: 
         for thread in threads:
             thread.join(timeout=300)
         assert not errors, errors
+        assert sorted(outcomes) == ["host-a", "host-b"], "a collector did not finish"
         for host, result in outcomes.items():
             assert all(o.complete and o.succeeded == 2 for o in result), (host, [o.__dict__ for o in result])
         engine = open_store(postgres_url)
