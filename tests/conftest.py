@@ -71,3 +71,13 @@ def postgres_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """A token file holding the test token (``agent_helpers.TOKEN``), for agents started as subprocesses."""
+    from agent_helpers import TOKEN
+
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    return path
