@@ -85,7 +85,7 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, help="minimum measuring time, default 1.0")
     parser.add_argument("--run-timeout", type=float, help="worker timeout in seconds, default 600")
     parser.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], help="onnxruntime graph optimisation")
-    parser.add_argument("--keep-samples", action="store_true", help="return every latency sample")
+    parser.add_argument("--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)")
 
 
 def bench_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -48,8 +48,6 @@ _GRAPH: Final = "onnx.GraphProto"
 _NAMES_READ: Final = frozenset({(_NODE, "domain"), (_NODE, "op_type"), (_FUNCTION, "domain"), (_FUNCTION, "name")})
 _EXTERNAL = "the ONNX model uses external data files; only single-file models are accepted (re-export it as one file)"
 
-# Back-compatible name for callers and tests that speak of subgraph depth.
-MAX_DEPTH: Final = MAX_GRAPH_DEPTH
 
 
 class _Source:

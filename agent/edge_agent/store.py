@@ -245,11 +245,6 @@ class ArtifactStore:
         staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part") if p.name[:-5] not in self._active)
         return sum(m.size_bytes for m in committed) + staged + sum(self._active.values())
 
-    def reserved_bytes(self) -> int:
-        """Bytes reserved by pushes in flight (their declared sizes)."""
-        with self._lock:
-            return sum(self._active.values())
-
     # ----- push ----------------------------------------------------------------------------------------------
     def begin_push(self, header: PushHeader) -> Upload:
         """Validate a push header and reserve the upload; nothing is written until this passes.
@@ -319,12 +314,10 @@ class ArtifactStore:
                 "free space on the device or delete artifacts"
             )
 
-    def _commit(self, upload: Upload, actual: str) -> ArtifactMeta:
+    def _commit(self, upload: Upload) -> ArtifactMeta:
+        """Check the content of verified bytes and make them visible (called by :meth:`Upload.finish`)."""
         header = upload.header
         part = self.staging_dir / f"{header.sha256}.part"
-        if actual != header.sha256:
-            part.unlink(missing_ok=True)
-            raise IntegrityError(f"received bytes hash to {actual}, not the declared {header.sha256}; nothing was kept")
         try:
             check_content(part, upload.format)
         except ArtifactRejected:
@@ -565,7 +558,7 @@ class Upload:
         if actual != self.header.sha256:
             (self.store.staging_dir / f"{self.header.sha256}.part").unlink(missing_ok=True)
             raise IntegrityError(f"received bytes hash to {actual}, not the declared {self.header.sha256}; nothing was kept")
-        return self.store._commit(self, actual)
+        return self.store._commit(self)
 
     def _close_fd(self) -> None:
         if self._fd >= 0:

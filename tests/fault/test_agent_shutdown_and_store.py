@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from agent_helpers import AgentProcess, client_for, tiny_onnx_bytes, wait_for, write_artifact
+from agent_helpers import AgentProcess, audit_store, client_for, tiny_onnx_bytes, wait_for, write_artifact
 from edge_agent.client import DeviceCallError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -50,6 +50,12 @@ def test_sigterm_refuses_new_runs_with_unavailable_and_never_starts_queued_ones(
         assert queued_events == ["accepted", "finished"], queued_events  # never "started"
         assert [e["state"] for e in entries if e["run_id"] == "queued" and e["event"] == "finished"] == ["INTERRUPTED"]
         assert not [e for e in entries if e["run_id"] == "late"]
+        # The running one got its grace period, then ended INTERRUPTED, exactly once; a restart reports it so.
+        assert [e["state"] for e in entries if e["run_id"] == "long" and e["event"] == "finished"] == ["INTERRUPTED"]
+        agent.start()
+        with client_for(agent.port) as client:
+            assert client.get_run("long")["state"] == "RUN_STATE_INTERRUPTED"
+        audit_store(store, {sha: (tmp_path / "a" / "model.onnx").read_bytes()})
     finally:
         agent.close()
 

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from agent_helpers import tiny_onnx_bytes
 from edge_agent.errors import ArtifactRejected
-from edge_agent.onnx_guard import MAX_DEPTH, check_model_bytes, check_model_file
+from edge_agent.onnx_guard import MAX_GRAPH_DEPTH, check_model_bytes, check_model_file
 from onnx import helper
 from reliability import hostile_onnx
 
@@ -50,7 +50,7 @@ def test_call_of_a_model_local_function_is_accepted() -> None:
 
 def test_subgraph_depth_bomb_is_refused() -> None:
     inner = helper.make_graph([], "g0", [], [])
-    for depth in range(MAX_DEPTH + 2):
+    for depth in range(MAX_GRAPH_DEPTH + 2):
         node = helper.make_node("If", ["c"], ["o"], then_branch=inner, else_branch=inner)
         inner = helper.make_graph([node], f"g{depth + 1}", [], [])
     model = helper.make_model(inner)
