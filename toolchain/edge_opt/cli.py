@@ -25,6 +25,7 @@ examples:
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
+  edge-export --model mypkg.nets:build --checkpoint weights.pt --channels 3 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
   edge-export --precision int8 --json > result.json  machine-readable result on stdout
   edge-export --precision int8 --push 127.0.0.1:50051 --token-file tok --bench
                                                      push to an edge-agent and benchmark there
@@ -60,6 +61,14 @@ def _size(value: str) -> tuple[int, int]:
     raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N or HxW, e.g. 96 or 64x64")
 
 
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(p) for p in value.split(",")]
+    except ValueError:
+        example = "e.g. 0.5 or 0.485,0.456,0.406"
+        raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-export",
@@ -77,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="smallcnn, a torchvision name (mobilenet_v2, resnet18, ...) or package.module:factory")
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
     parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: what the model takes)")
+    parser.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="input normalisation mean (default 0.2860)")
+    parser.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input normalisation std (default 0.3530)")
     parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
     parser.add_argument("--fx-observer", choices=["default", "minmax", "moving_average", "histogram"], help="FX INT8 observer")
     parser.add_argument("--ort-calibration", choices=["minmax", "entropy", "percentile"], help="ONNX Runtime calibration")
@@ -118,6 +130,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model.name": args.model,
         "model.checkpoint": args.checkpoint,
         "model.input_size": args.input_size,
+        "model.channels": args.channels,
+        "model.mean": args.mean,
+        "model.std": args.std,
         "calibration_batches": args.calibration_batches,
         "pruning.amount": args.prune,
         "quantization.fx_observer": args.fx_observer,
@@ -134,7 +149,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return with_overrides(config, overrides)
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
+def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Export (and push/bench); returns the result and the device runs that failed (empty: all succeeded)."""
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
@@ -157,17 +173,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print_export_report(report, out)
     data = report.to_dict()
+    failures: list[dict[str, str]] = []
     if args.push:
-        from edge_opt.device import print_device_rows, push_and_bench
+        from edge_opt.device import device_failures, print_device_rows, push_and_bench
 
         settings = {k: v for k, v in {"iterations": args.device_iterations, "threads": args.device_threads}.items() if v}
         rows = push_and_bench(
             report, args.push, token_file=args.token_file, tls_ca=args.tls_ca, bench=args.bench, settings=settings
         )
         data["device"] = {"address": args.push, "runs": rows}
+        failures = device_failures(rows, bench=args.bench)
         if not args.json:
             print_device_rows(out, args.push, rows)
-    return data
+    return data, failures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,22 +194,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from edge_opt import progress, quiet
-    from edge_opt.report import envelope, print_json
+    from edge_opt.report import EXIT_PARTIAL, envelope, print_json
 
     quiet.show_all_warnings(args.verbose)
     progress.set_enabled(not args.quiet)
     if args.out.exists() and not args.out.is_dir():
         return _fail(args, ConfigError(f"--out {args.out} exists and is not a folder; pick another path"))
     try:
-        data = _run(args)
+        data, failures = _run(args)
     except ToolchainError as exc:
         return _fail(args, exc)
     except KeyboardInterrupt:
         print("edge-export: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    # Artifacts are written and validated either way; a device run that failed or disagreed makes the whole
+    # command "partial" (exit code 8), so that a script or CI job cannot mistake it for success.
+    exit_code = EXIT_PARTIAL if failures else 0
+    for failure in failures:
+        print(f"edge-export: device: {failure['message']}", file=sys.stderr)
     if args.json:
-        print_json(envelope("export", data, [], 0))
-    return 0
+        print_json(envelope("export", data, failures, exit_code))
+    return exit_code
 
 
 def _fail(args: argparse.Namespace, exc: ToolchainError) -> int:

@@ -231,7 +231,21 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
     data = load_fashion_mnist(resolve_data_root(config), download=config.data.download)
     m = config.model
     torch.manual_seed(config.train.seed)  # random-init weights, and so every export, are reproducible
-    spec = build_model(m.name, num_classes=m.num_classes, input_size=m.input_size, checkpoint=m.checkpoint)
+    spec = build_model(
+        m.name,
+        num_classes=m.num_classes,
+        input_size=m.input_size,
+        checkpoint=m.checkpoint,
+        channels=m.channels,
+        mean=m.mean,
+        std=m.std,
+    )
+    if m.checkpoint is not None and spec.name != "smallcnn" and m.mean is None and m.std is None:
+        progress.status(
+            "[yellow]warning:[/yellow] the model's input is normalised with Fashion-MNIST's mean and std "
+            f"({spec.preprocessing.mean}, {spec.preprocessing.std}); if it was trained with other statistics, "
+            "set them (--mean/--std or model.mean/model.std) or its accuracy will be understated"
+        )
     record: dict[str, Any] = {"name": spec.name, "num_classes": m.num_classes, "class_names": list(CLASS_NAMES)}
     if m.checkpoint is not None:
         record["weights"] = "checkpoint"

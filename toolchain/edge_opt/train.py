@@ -34,6 +34,8 @@ def cache_key(model_name: str, settings: TrainSection, train: Split, preprocessi
         "n": len(train),
         "code": TRAINING_CODE_VERSION,
     }
+    if not preprocessing.is_default_normalisation():  # keys of default-normalised models stay as they were
+        payload["normalisation"] = [preprocessing.mean, preprocessing.std]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
