@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.result import EXIT_PARTIAL, ResultError, envelope
 
 EXAMPLES = """\
 examples:
@@ -32,6 +33,8 @@ examples:
     edge-agent bench artifacts/smallcnn-int8-onnx --threads 1 --iterations 200 --device ... --json
     edge-agent get RUN_ID --device ...        a past run from the device's journal
 """
+#: Exit codes of the host commands: 0 ok, 1 a bad argument or file, 2 usage, 7 the device cannot be reached or
+#: refused the call, 8 (EXIT_PARTIAL) a benchmark ran but failed on the device.
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DEVICE = 7
@@ -193,19 +196,8 @@ def make_client(args: argparse.Namespace) -> Any:
     return AgentClient(args.device, creds, timeout=args.timeout)
 
 
-def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[dict[str, str]]) -> str:
-    status = "ok" if exit_code == 0 else ("partial" if payload else "error")
-    return json.dumps(
-        {
-            "edge_result_version": "1",
-            "command": args.command,
-            "status": status,
-            "exit_code": exit_code,
-            "data": payload,
-            "errors": errors,
-        },
-        indent=2,
-    )
+def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[ResultError]) -> str:
+    return json.dumps(envelope(args.command, payload, errors, exit_code), indent=2)
 
 
 def _print(args: argparse.Namespace, payload: Any, human: str, exit_code: int = 0, errors: list | None = None) -> None:
@@ -318,7 +310,7 @@ def _bench(args: argparse.Namespace, client: Any) -> int:
             print(format_result_line(folder.name, last))
         failed |= "result" not in last
         results.append({"artifact": str(folder), "sha256": pushed.sha256, **last})
-    code = EXIT_DEVICE if failed else 0
+    code = EXIT_PARTIAL if failed else 0
     if args.json:
         failures = [(r["artifact"], r.get("error", {})) for r in results if "result" not in r]
         errors = [{"code": e.get("code", "FAILED"), "message": f"{a}: {e.get('message', '')}"} for a, e in failures]

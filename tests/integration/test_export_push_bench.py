@@ -95,7 +95,7 @@ def test_a_failed_device_run_fails_the_command(tmp_path: Path, cli_env: dict[str
         assert "result" not in run and run["state"] == "RUN_STATE_FAILED", run
         [error] = result["errors"]
         assert error["code"] == "device-run" and error["message"].startswith("smallcnn-fp32-onnx: the device run ended FAILED")
-        assert "edge-export: device: smallcnn-fp32-onnx" in proc.stderr
+        assert "edge-export: device-run: smallcnn-fp32-onnx: the device run ended FAILED" in proc.stderr
         assert (tmp_path / "art" / "smallcnn-fp32-onnx" / "manifest.json").is_file()
         # Pushing without --bench runs nothing on the device, so nothing can fail there: exit 0.
         again = run_cli([*args, "-q"], cli_env)

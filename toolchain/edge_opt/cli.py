@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_opt.errors import ConfigError, ToolchainError
+from edge_opt.errors import ConfigError
 
 EXAMPLES = """\
 examples:
@@ -193,41 +193,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    from edge_agent.result import EXIT_PARTIAL
+
     from edge_opt import progress, quiet
-    from edge_opt.report import EXIT_PARTIAL, envelope, print_json
+    from edge_opt.command import Outcome, run_command
 
     quiet.show_all_warnings(args.verbose)
     progress.set_enabled(not args.quiet)
-    if args.out.exists() and not args.out.is_dir():
-        return _fail(args, ConfigError(f"--out {args.out} exists and is not a folder; pick another path"))
-    try:
+
+    def body() -> Outcome:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out} exists and is not a folder; pick another path")
         data, failures = _run(args)
-    except ToolchainError as exc:
-        return _fail(args, exc)
-    except KeyboardInterrupt:
-        print("edge-export: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
-    # Artifacts are written and validated either way; a device run that failed or disagreed makes the whole
-    # command "partial" (exit code 8), so that a script or CI job cannot mistake it for success.
-    exit_code = EXIT_PARTIAL if failures else 0
-    for failure in failures:
-        print(f"edge-export: device: {failure['message']}", file=sys.stderr)
-    if args.json:
-        print_json(envelope("export", data, failures, exit_code))
-    return exit_code
+        # Artifacts are written and validated either way; a device run that failed or disagreed makes the whole
+        # command "partial" (exit code 8), so that a script or CI job cannot mistake it for success.
+        return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
 
-
-def _fail(args: argparse.Namespace, exc: ToolchainError) -> int:
-    from edge_opt.report import envelope, print_json
-
-    if args.verbose:
-        import traceback
-
-        traceback.print_exception(exc)
-    print(f"edge-export: error: {exc}", file=sys.stderr)
-    if args.json:
-        print_json(envelope("export", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
-    return exc.exit_code
+    return run_command(
+        "edge-export",
+        "export",
+        body,
+        json_output=args.json,
+        verbose=args.verbose,
+        interrupted="interrupted; nothing half-written was left behind",
+    )
 
 
 if __name__ == "__main__":

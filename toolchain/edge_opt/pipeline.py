@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from edge_agent.device import cpu_model
+from edge_agent.cpu import cpu_model
 
 from edge_opt import __version__, evalset, progress
 from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
