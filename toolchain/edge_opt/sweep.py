@@ -219,8 +219,10 @@ def sensitivity_report(config: Any, out: Path, top: int) -> dict[str, Any]:
     import numpy as np
 
     from edge_opt.config import with_overrides
-    from edge_opt.export import export_onnx, quantize_onnx
-    from edge_opt.pipeline import prepare_model, run_export
+    from edge_opt.export import export_onnx
+    from edge_opt.ort_quantization import quantize_onnx
+    from edge_opt.pipeline import run_export
+    from edge_opt.prepare import prepare_model
     from edge_opt.sensitivity import fx_sensitivity, onnx_sensitivity
     from edge_opt.targets import resolve_target
 
