@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_agent.files import write_durably
 
 from edge_opt import evalset, progress
 from edge_opt.artifact import staged_artifact
@@ -282,6 +283,4 @@ def _write_summary(report: ExportReport) -> None:
     import json
 
     report.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = report.out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(report.out_dir / "summary.json")
+    write_durably(report.out_dir / "summary.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
