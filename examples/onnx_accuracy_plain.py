@@ -43,10 +43,12 @@ def preprocess(images: np.ndarray, spec: dict) -> np.ndarray:
     x = images.astype(np.float32)[:, None, :, :] * np.float32(spec["scale"])
     if (spec["height"], spec["width"]) != x.shape[-2:]:
         raise SystemExit("this example handles 28x28 models only (no resize)")
-    x = (x - np.float32(spec["mean"])) / np.float32(spec["std"])
     if spec["channels"] != 1:
         x = np.repeat(x, spec["channels"], axis=1)
-    return x
+    # mean and std: one number for every channel, or a list with one per channel.
+    mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def main(artifact: Path, data_root: Path) -> None:

@@ -38,3 +38,12 @@ def data_dependent(num_classes: int = 10) -> nn.Module:
 
 def not_a_model() -> object:
     return object()
+
+
+def smallcnn_rgb(num_classes: int = 10) -> nn.Module:
+    """SmallCNN whose first convolution takes 3 channels: a model of the user's own trained on RGB inputs."""
+    from edge_opt.models import SmallCNN
+
+    model = SmallCNN(num_classes)
+    model.features[0] = nn.Conv2d(3, 16, kernel_size=3, padding=1)
+    return model

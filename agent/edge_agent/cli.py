@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.host_commands import EXIT_ERROR, EXIT_USAGE, add_bench_options, add_client_options, run_host_command
+from edge_agent.host_commands import add_bench_options, add_client_options, run_host_command
+from edge_agent.result import EXIT_ERROR, EXIT_USAGE
 
 EXAMPLES = """\
 examples:
@@ -32,6 +33,8 @@ examples:
     edge-agent bench artifacts/smallcnn-int8-onnx --threads 1 --iterations 200 --device ... --json
     edge-agent get RUN_ID --device ...        a past run from the device's journal
 """
+
+
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with the same keys as these flags (flags win)")
     parser.add_argument("--listen", help="address:port (default 127.0.0.1:50051; port 0 picks a free one)")
@@ -133,9 +136,10 @@ def agent_config(args: argparse.Namespace) -> Any:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     for key in ("store", "token_file", "tls_cert", "tls_key", "client_ca"):
         if raw.get(key) is not None:
-            raw[key] = Path(raw[key]).expanduser()
+            # Absolute: benchmark workers run in a scratch folder of their own, so a relative store would not resolve.
+            raw[key] = Path(raw[key]).expanduser().resolve()
     if "store" not in raw:
-        raw["store"] = Path(os.environ.get("EDGE_AGENT_STORE", "~/.local/share/edge-agent")).expanduser()
+        raw["store"] = Path(os.environ.get("EDGE_AGENT_STORE", "~/.local/share/edge-agent")).expanduser().resolve()
     return AgentConfig(**raw, limits=limits)
 
 

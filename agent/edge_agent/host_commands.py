@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.result import EXIT_PARTIAL, ResultError, envelope
-
-#: Exit codes of the host commands: 0 ok, 1 a bad argument or file, 2 usage, 7 the device cannot be reached or
-#: refused the call, 8 (EXIT_PARTIAL) a benchmark ran but failed on the device.
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_DEVICE = 7
+from edge_agent.errors import InvalidSettings
+from edge_agent.onnx_session import OPTIMIZATION_LEVELS
+from edge_agent.result import EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
+from edge_agent.settings import BenchmarkSettings
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -33,18 +30,29 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
 
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
     # Unset flags take the agent's defaults; 0 is a value (--min-seconds 0: no minimum time).
-    parser.add_argument("--batch-size", type=int, help="default 1")
-    parser.add_argument("--threads", type=int, help="default 1")
-    parser.add_argument("--warmup-runs", type=int, help="default 10 (0: none)")
-    parser.add_argument("--warmup-seconds", type=float, help="minimum warm-up time, default 0.5")
-    parser.add_argument("--iterations", type=int, help="default 100")
-    parser.add_argument("--min-seconds", type=float, help="minimum measuring time, default 1.0")
-    parser.add_argument("--run-timeout", type=float, help="worker timeout in seconds, default 600")
-    parser.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], help="onnxruntime graph optimisation")
+    d = BenchmarkSettings
+    parser.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    parser.add_argument("--threads", type=int, help=f"default {d.threads}")
+    parser.add_argument("--warmup-runs", type=int, help=f"default {d.warmup_runs} (0: none)")
+    parser.add_argument("--warmup-seconds", type=float, help=f"minimum warm-up time, default {d.warmup_min_seconds}")
+    parser.add_argument("--iterations", type=int, help=f"default {d.iterations}")
+    parser.add_argument("--min-seconds", type=float, help=f"minimum measuring time, default {d.min_seconds}")
+    parser.add_argument("--run-timeout", type=float, help=f"worker timeout in seconds, default {d.timeout_seconds:.0f}")
+    parser.add_argument("--graph-opt", choices=OPTIMIZATION_LEVELS, help="onnxruntime graph optimisation (default all)")
     parser.add_argument("--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)")
 
 
+class UsageError(ValueError):
+    """A host command used wrongly (exit 2): nothing was sent to the device."""
+
+
 def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark settings the flags set (unset ones are left to the agent), checked here against the same
+    bounds the agent applies, so a mistake is a usage error before anything is pushed.
+
+    Raises:
+        UsageError: a value out of bounds, naming the setting and its range.
+    """
     settings: dict[str, Any] = {
         "batch_size": args.batch_size,
         "threads": args.threads,
@@ -57,7 +65,12 @@ def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.graph_opt:
         settings["graph_optimization"] = f"GRAPH_OPT_{args.graph_opt.upper()}"
-    return {k: v for k, v in settings.items() if v is not None and v is not False}
+    chosen = {k: v for k, v in settings.items() if v is not None and v is not False}
+    try:
+        BenchmarkSettings.from_mapping(chosen)
+    except InvalidSettings as exc:
+        raise UsageError(str(exc)) from None
+    return chosen
 
 
 def make_client(args: argparse.Namespace) -> Any:
@@ -112,6 +125,8 @@ def run_host_command(args: argparse.Namespace) -> int:
             return _dispatch_client(args, client)
     except DeviceCallError as exc:
         return _fail(args, EXIT_DEVICE, exc.code, str(exc))
+    except UsageError as exc:
+        return _fail(args, EXIT_USAGE, "USAGE", str(exc))
     except (ValueError, OSError) as exc:
         return _fail(args, EXIT_ERROR, "ERROR", str(exc))
 
@@ -164,7 +179,7 @@ def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
 
 def _bench(args: argparse.Namespace, client: Any) -> int:
     if args.run_id and len(args.artifacts) > 1:
-        raise ValueError("--run-id names one run: give one artifact")
+        raise UsageError("--run-id names one run: give one artifact")
     settings = bench_settings(args)
     results = []
     failed = False

@@ -4,7 +4,7 @@ toolchain's edge-export, edge-sweep and edge-fleet through :mod:`edge_opt.comman
     {"edge_result_version": "1", "command": "export", "status": "ok" | "error" | "partial" | "regression",
      "exit_code": 0, "data": {...}, "errors": [{"code": "config", "message": "..."}]}
 
-``partial`` (exit 8): the command did its work but some of it failed (a device run, an unreachable device);
+``partial`` (exit 8): the command did its work but some of it failed (a device run; some devices of a fleet);
 ``regression`` (exit 9): ``edge-fleet compare`` found one. Both are additions a version-1 consumer reads as "not
 ok", so the version stays 1. Consumers (CI, the fleet collector) read this, never the tables;
 ``tests/unit/test_result_contract.py`` pins it.
@@ -16,7 +16,17 @@ from typing import Any, TypedDict
 
 RESULT_VERSION = "1"
 
-#: A command that did its work but part of it failed (a device run, some devices unreachable): status "partial".
+# Exit codes of every edge-opt command (the toolchain's errors add 3 data, 4 model, 5 quantization, 6 export).
+#: Success.
+EXIT_OK = 0
+#: A bad argument, file or setting that is not a usage mistake; the message names it.
+EXIT_ERROR = 1
+#: A usage mistake (flags, config): nothing was done.
+EXIT_USAGE = 2
+#: The device could not be reached or refused the call (authentication, a setting it does not accept).
+EXIT_DEVICE = 7
+#: The command did its work but part of it failed (a benchmark run on a device, some devices of a fleet
+#: unreachable): status "partial", each failure named in ``errors``.
 EXIT_PARTIAL = 8
 #: ``edge-fleet compare`` found at least one regression beyond the noise (a CI job can gate on it).
 EXIT_REGRESSION = 9

@@ -32,7 +32,7 @@ from typing import Any
 
 from edge_agent.confine import Confinement, confine
 from edge_agent.errors import ArtifactRejected
-from edge_agent.onnx_session import input_spec, open_session
+from edge_agent.onnx_session import OPTIMIZATION_LEVELS, input_spec, open_session
 from edge_agent.timing import measure
 
 #: Inputs larger than this are refused before allocation (a model can declare absurd dimensions).
@@ -105,10 +105,12 @@ def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list
     import onnxruntime as ort
 
     optimization = settings["graph_optimization"].removeprefix("GRAPH_OPT_").lower()
+    if optimization == "unspecified":
+        optimization = "all"
+    if optimization not in OPTIMIZATION_LEVELS:  # settings.py admits only the proto's levels: a bug if reached
+        raise WorkerError("RUNTIME_ERROR", f"graph optimisation {settings['graph_optimization']!r} has no ONNX Runtime level")
     try:
-        session = open_session(
-            model, threads=settings["threads"], optimization="all" if optimization == "unspecified" else optimization
-        )
+        session = open_session(model, threads=settings["threads"], optimization=optimization)
     except Exception as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         if "bad_alloc" in first:  # the address-space limit (RLIMIT_AS), not the model

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_opt.command import Outcome, run_command
 from edge_opt.errors import ConfigError
 
 EXAMPLES = """\
@@ -111,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--bench", action="store_true", help="with --push: benchmark each artifact on the device")
     device.add_argument("--token-file", type=Path, help="the agent's bearer token file")
     device.add_argument("--tls-ca", type=Path, help="CA certificate of the agent's TLS certificate")
-    device.add_argument("--device-iterations", type=int, default=0, help="device benchmark iterations (default 100)")
-    device.add_argument("--device-threads", type=int, default=0, help="device benchmark threads (default 1)")
+    device.add_argument("--device-iterations", type=int, help="device benchmark iterations (default 100)")
+    device.add_argument("--device-threads", type=int, help="device benchmark threads (default 1)")
     parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
@@ -149,14 +150,29 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return with_overrides(config, overrides)
 
 
-def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Export (and push/bench); returns the result and the device runs that failed (empty: all succeeded)."""
+def _run(args: argparse.Namespace) -> Outcome:
+    """Export, then push (and benchmark) when asked.
+
+    Artifacts are written and validated either way. A device run that failed or disagreed makes the command
+    "partial" (exit 8); a device that cannot be reached after the export exits 7. Both keep the export's result in
+    the JSON, so that a script or CI job neither mistakes them for success nor loses what was written.
+    """
+    from edge_agent.result import EXIT_PARTIAL
+    from edge_agent.settings import BenchmarkSettings
+
+    from edge_opt.errors import DeviceError
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
     if args.bench and not args.push:
         raise ConfigError("--bench needs --push HOST:PORT (the device to benchmark on)")
     config = config_from_args(args)
+    settings = {"iterations": args.device_iterations, "threads": args.device_threads}
+    settings = {k: v for k, v in settings.items() if v is not None}  # 0 is a value, refused by the bounds
+    try:
+        BenchmarkSettings.from_mapping(settings)  # the agent's own bounds, checked before hours of export
+    except ValueError as exc:
+        raise ConfigError(f"device benchmark setting: {exc}") from None
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
         from edge_opt.device import device_target
@@ -173,19 +189,21 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, str]]
     if not args.json:
         print_export_report(report, out)
     data = report.to_dict()
-    failures: list[dict[str, str]] = []
-    if args.push:
-        from edge_opt.device import device_failures, print_device_rows, push_and_bench
+    if not args.push:
+        return Outcome(data)
+    from edge_opt.device import device_failures, print_device_rows, push_and_bench
 
-        settings = {k: v for k, v in {"iterations": args.device_iterations, "threads": args.device_threads}.items() if v}
+    try:
         rows = push_and_bench(
             report, args.push, token_file=args.token_file, tls_ca=args.tls_ca, bench=args.bench, settings=settings
         )
-        data["device"] = {"address": args.push, "runs": rows}
-        failures = device_failures(rows, bench=args.bench)
-        if not args.json:
-            print_device_rows(out, args.push, rows)
-    return data, failures
+    except DeviceError as exc:
+        return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
+    data["device"] = {"address": args.push, "runs": rows}
+    failures = device_failures(rows, bench=args.bench)
+    if not args.json:
+        print_device_rows(out, args.push, rows)
+    return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from edge_agent.result import EXIT_PARTIAL
-
     from edge_opt import progress, quiet
-    from edge_opt.command import Outcome, run_command
 
     quiet.show_all_warnings(args.verbose)
     progress.set_enabled(not args.quiet)
@@ -204,10 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> Outcome:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out} exists and is not a folder; pick another path")
-        data, failures = _run(args)
-        # Artifacts are written and validated either way; a device run that failed or disagreed makes the whole
-        # command "partial" (exit code 8), so that a script or CI job cannot mistake it for success.
-        return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
+        return _run(args)
 
     return run_command(
         "edge-export",

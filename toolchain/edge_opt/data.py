@@ -45,7 +45,8 @@ class Preprocessing:
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (tuple, list)) and len(value) not in (1, self.channels):
-                raise ValueError(f"{name} has {len(value)} values for a {self.channels}-channel input: give 1 or {self.channels}")
+                fix = "give one value, or --channels 3 if the model takes RGB" if self.channels == 1 else "give 1 or 3"
+                raise ValueError(f"{name} has {len(value)} values but the model takes {self.channels} channel(s): {fix}")
 
     def is_default_normalisation(self) -> bool:
         """Fashion-MNIST's own statistics (what SmallCNN is trained with)."""

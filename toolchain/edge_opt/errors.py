@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from edge_agent.result import EXIT_DEVICE
+
 
 class ToolchainError(Exception):
     """Base of every error the user can act on."""
@@ -54,7 +56,7 @@ class ExportError(ToolchainError):
 class DeviceError(ToolchainError):
     """A device agent could not be reached or refused a request."""
 
-    exit_code = 7
+    exit_code = EXIT_DEVICE
     code = "device"
 
 

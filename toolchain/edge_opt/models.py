@@ -93,8 +93,10 @@ def build_model(
     elif ":" in name:
         module, channels = _from_factory(name, num_classes, (height, width), channels)
     else:
+        if channels not in (None, 3):
+            raise ModelError(f"torchvision's {name} takes 3-channel inputs (the grey image repeated); drop --channels")
         module = _from_torchvision(name, num_classes)
-        channels = channels or 3
+        channels = 3
     normalisation: dict[str, Any] = {}
     for key, value in (("mean", mean), ("std", std)):
         if value is not None:

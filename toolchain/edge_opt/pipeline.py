@@ -26,6 +26,7 @@ from edge_opt.evaluate import REFERENCE_SEMANTICS, OrtRunner, Parity, accuracy_o
 from edge_opt.manifest_builder import build_manifest
 from edge_opt.prepare import (
     ExportContext,
+    default_statistics_warning,
     evaluation_sets_kept_only_with_artifacts,
     prepare_model,
     write_device_eval_set,
@@ -142,6 +143,9 @@ def run_export(
         ctx = prepare_model(config, profile, Path(work))
         ctx.device_eval = write_device_eval_set(ctx, out_dir)
         notes: list[str] = []
+        if warning := default_statistics_warning(config, ctx.spec):
+            progress.status(f"[yellow]warning:[/yellow] {warning}")
+            notes.append(warning)
         if ctx.spec.random_init:
             notes.append(
                 f"{ctx.spec.name} has random weights (no --checkpoint): accuracy figures are meaningless; FP16 / INT8 "

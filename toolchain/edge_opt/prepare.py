@@ -48,6 +48,20 @@ class ExportContext:
     device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
 
 
+def default_statistics_warning(config: Config, spec: ModelSpec) -> str | None:
+    """A warning when a model's own weights are fed Fashion-MNIST's mean or std because none was given."""
+    m = config.model
+    unset = [name for name, value in (("mean", m.mean), ("std", m.std)) if value is None]
+    if m.checkpoint is None or spec.name == "smallcnn" or not unset:
+        return None
+    p = spec.preprocessing
+    return (
+        f"{spec.name}'s input is normalised with Fashion-MNIST's {' and '.join(unset)} (mean {p.mean}, std {p.std}): "
+        f"if it was trained with other statistics, set them (--{'/--'.join(unset)} or model.{'/model.'.join(unset)}), "
+        "or its accuracy and every check of it are measured on inputs it never saw"
+    )
+
+
 def prepare_model(config: Config, profile: TargetProfile, work: Path) -> ExportContext:
     """Data, model (trained / loaded / pruned), calibration batches and FP32 reference logits, as an export sees them."""
     with known_warnings_silenced():
@@ -67,12 +81,6 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> ExportContex
         mean=m.mean,
         std=m.std,
     )
-    if m.checkpoint is not None and spec.name != "smallcnn" and m.mean is None and m.std is None:
-        progress.status(
-            "[yellow]warning:[/yellow] the model's input is normalised with Fashion-MNIST's mean and std "
-            f"({spec.preprocessing.mean}, {spec.preprocessing.std}); if it was trained with other statistics, "
-            "set them (--mean/--std or model.mean/model.std) or its accuracy will be understated"
-        )
     record: dict[str, Any] = {"name": spec.name, "num_classes": m.num_classes, "class_names": list(CLASS_NAMES)}
     if m.checkpoint is not None:
         record["weights"] = "checkpoint"
