@@ -4,7 +4,8 @@
 #   scripts/build_images.sh [all|build|check|sizes]     (default: all = build, check, sizes)
 #   scripts/build_images.sh base|agent|toolchain|binfmt  (single steps: base images, agent images, toolchain image,
 #                                                          register qemu-aarch64 with binfmt_misc)
-#   scripts/build_images.sh clean                         (remove the images made here and podman's dangling ones;
+#   scripts/build_images.sh clean                         (remove the images made here, podman's dangling ones
+#                                                          and the prefetched torch wheels in the scratch folder;
 #                                                          the Debian-made bases are kept)
 #
 # Images made:
@@ -128,7 +129,7 @@ require_space() {  # require_space GB WHAT
   local need=$1 what=$2 dir avail
   for dir in "$(podman info --format '{{.Store.GraphRoot}}')" "${TMPDIR:-/var/tmp}"; do
     mkdir -p "$dir"
-    avail=$(df -P -B1G "$dir" | awk 'NR == 2 { print $4 }')
+    avail=$(df -P -B1M "$dir" | awk 'NR == 2 { print int($4 / 1024) }')  # whole GiB, rounded down
     [ "$avail" -ge "$need" ] || fail "$what needs $need GB free in $dir, only $avail GB are: free space \
 (scripts/build_images.sh clean removes the images made here; podman image prune -a removes every unused image) \
 or lower EDGE_IMAGE_MIN_FREE_GB at your own risk"
@@ -232,6 +233,11 @@ step_sizes() {
   done
 }
 
+if [ "$step" = clean ]; then  # freeing disk needs only podman, never the build tools or binfmt_misc
+  command -v podman >/dev/null || fail "podman not found: nothing to clean"
+  step_clean
+  exit 0
+fi
 require
 case " $arches " in *" arm64 "*) ensure_binfmt ;; esac
 case "$step" in

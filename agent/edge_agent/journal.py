@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from edge_agent.files import fsync_dir
+
 _LOGGER = logging.getLogger(__name__)
 
 TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRUPTED"})
@@ -214,11 +216,7 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             # The journal stays as it was; every valid record is already in memory and appends still work.
             self.problems.append(f"could not rewrite the journal without its bad lines: {exc.strerror}")

@@ -36,6 +36,7 @@ from edge_agent.auth import TokenAuthInterceptor, ensure_token, read_token, serv
 from edge_agent.confine import landlock_abi
 from edge_agent.device import start_torch_probe
 from edge_agent.errors import QuotaExceeded, StoreLocked
+from edge_agent.files import write_durably
 from edge_agent.journal import Journal
 from edge_agent.runs import RunManager
 from edge_agent.service import AgentService, ServiceLimits, StreamSlots
@@ -154,9 +155,7 @@ def device_id_for(store: Path) -> str:
     except FileNotFoundError:
         store.mkdir(parents=True, exist_ok=True)
     value = uuid.uuid4().hex[:16]
-    tmp = store / f".device_id.{os.getpid()}"
-    tmp.write_text(value + "\n")
-    tmp.replace(path)  # appears whole or not at all
+    write_durably(path, (value + "\n").encode())  # appears whole or not at all
     return value
 
 

@@ -56,3 +56,31 @@ def test_read_manifest_rejects_other_schema(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "file": {"name": "x"}}))
     with pytest.raises(ValueError, match="schema"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "not an artifact manifest"),
+        ('{"schema_version": 1}', "no file name and sha256"),
+        ('{"schema_version": 1, "file": {"name": "../../etc/passwd", "sha256": "00"}}', "is not a name in the folder"),
+        ("{not json", "not a readable manifest"),
+    ],
+)
+def test_read_manifest_refuses_malformed_manifests_with_value_error(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_manifest(tmp_path)
+
+
+def test_the_fleet_refuses_a_tampered_artifact_before_pushing(tmp_path: Path) -> None:
+    from edge_opt.errors import ConfigError
+    from edge_opt.fleet.collect import load_artifacts
+
+    with staged_artifact(tmp_path, "m", "model.onnx") as staged:
+        staged.model_path.write_bytes(b"original")
+        final = staged.commit(_manifest(staged))
+    assert load_artifacts([final])[0][1]["file"]["name"] == "model.onnx"
+    (final / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(ConfigError, match="sha256 does not match"):
+        load_artifacts([final])

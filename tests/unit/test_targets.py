@@ -43,10 +43,27 @@ def test_cpu_model_names_the_arm_core_and_both_sides_suggest_the_same_target(tmp
     xeon = tmp_path / "xeon"
     xeon.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t: avx2\n")
     assert (cpu_model(pi4), cpu_model(xeon)) == ("ARM Cortex-A72", "Intel(R) Xeon(R)")
-    # What the agent reports as suggested_target is the profile the toolchain builds for that machine.
-    for arch, flags in [("aarch64", set()), ("x86_64", {"avx2"}), ("AMD64", {"avx_vnni"}), ("x86_64", {"avx512_vnni"})]:
-        assert suggested_target(arch, flags) == profile_for(arch, flags).name
-    assert suggested_target("riscv64", set()) == ""
+    cases = [
+        ("aarch64", {"asimd"}, "arm64"),
+        ("arm64", set(), "arm64"),
+        ("x86_64", {"avx2", "avx512f"}, "x86_64-avx2"),
+        ("AMD64", {"avx2", "avx_vnni"}, "x86_64"),
+        ("x86_64", {"avx512_vnni"}, "x86_64"),
+        ("riscv64", {"rv64"}, ""),
+    ]
+    for arch, flags, expected in cases:
+        assert suggested_target(arch, flags) == expected
+        # What the agent reports is a profile the toolchain has, and the one it builds for that machine.
+        if expected:
+            assert profile_for(arch, flags) is PROFILES[expected]
+
+
+def test_the_agent_reports_a_target_the_toolchain_knows() -> None:
+    from edge_agent.device import device_info
+
+    info = device_info("test", probe_torch=False)
+    assert info["suggested_target"] in PROFILES
+    assert info["suggested_target"] == resolve_target("host").name
 
 
 def test_host_resolves() -> None:

@@ -128,12 +128,19 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable manifest ({exc}); re-export the artifact") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not an artifact manifest (a JSON object); re-export the artifact")
     if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
         raise ValueError(
             f"{path}: manifest schema {manifest.get('schema_version')!r} is not {MANIFEST_SCHEMA_VERSION}; "
             "re-export with this edge-opt version"
         )
-    model = folder / manifest["file"]["name"]
+    file = manifest.get("file")
+    if not isinstance(file, dict) or not isinstance(file.get("name"), str) or not isinstance(file.get("sha256"), str):
+        raise ValueError(f"{path}: no file name and sha256 in the manifest; re-export the artifact")
+    if Path(file["name"]).name != file["name"]:
+        raise ValueError(f"{path}: file name {file['name'][:80]!r} is not a name in the folder; re-export the artifact")
+    model = folder / file["name"]
     if not model.is_file() or sha256_file(model) != manifest["file"]["sha256"]:
         raise ValueError(f"{model}: missing or its sha256 does not match the manifest; re-export the artifact")
     return manifest

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_agent.files import write_durably
 
 FORMAT = "evalset"
 FILE_NAME = "evalset.npz"
@@ -67,9 +68,7 @@ def publish(out_dir: Path, arrays: dict[str, np.ndarray], description: dict[str,
         }
         folder.mkdir(parents=True, exist_ok=True)
         for name, content in ((FILE_NAME, data), ("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())):
-            tmp = folder / f".{name}.tmp"
-            tmp.write_bytes(content)
-            tmp.replace(folder / name)  # the manifest lands last: a folder with one is complete
+            write_durably(folder / name, content)  # the manifest lands last: a folder with one is complete
     return record
 
 

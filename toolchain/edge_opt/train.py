@@ -85,5 +85,5 @@ def trained_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(module.state_dict(), buffer)
-    write_durably(path, buffer.getvalue())
+    write_durably(path, buffer.getvalue(), mode=0o600)  # as private as the cache always was
     return path, False

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION
+from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
@@ -118,7 +118,7 @@ def short_reason(exc: Any) -> str:
     return f"{exc.code}: {str(exc.details).rsplit(': ', 1)[-1][:100]}"
 
 
-def cmd_devices(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+def cmd_devices(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_agent.client import AgentClient, DeviceCallError
 
     from edge_opt.fleet.collect import credentials_for
@@ -158,10 +158,13 @@ def cmd_devices(args: argparse.Namespace, console: Console) -> tuple[dict[str, A
         )
     if not args.json:
         console.print(table)
-    return {"devices": results}, 0 if all(r["reachable"] for r in results) else EXIT_PARTIAL
+    errors: list[ResultError] = [
+        {"code": "unreachable", "message": f"{r['name']}: {r.get('reason', '')}"} for r in results if not r["reachable"]
+    ]
+    return Outcome({"devices": results}, EXIT_PARTIAL if errors else 0, errors)
 
 
-def cmd_bench(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet.collect import Collector, load_artifacts
     from edge_opt.fleet.inventory import load_inventory
     from edge_opt.fleet.store import open_store
@@ -210,10 +213,18 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any
     if not args.json:
         console.print(table)
     data = {"collection": collection, "devices": [o.__dict__ for o in outcomes]}
-    return data, 0 if all(o.complete for o in outcomes) else EXIT_PARTIAL
+    errors: list[ResultError] = [
+        {
+            "code": "unreachable" if not o.reachable else "device-run",
+            "message": f"{o.device}: {o.error or f'{o.failed} benchmark run(s) failed'}",
+        }
+        for o in outcomes
+        if not o.complete
+    ]
+    return Outcome(data, EXIT_PARTIAL if errors else 0, errors)
 
 
-def cmd_report(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+def cmd_report(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet import report as rep
     from edge_opt.fleet.store import collections, open_store
 
@@ -232,10 +243,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> tuple[dict[str, An
     if not args.json:
         console.print(rep.terminal_table(rows, f"collection {name}"))
     slim = [{k: v for k, v in r.items() if k not in ("samples_ms", "device_info")} for r in rows]
-    return {"collection": name, "rows": slim}, 0
+    return Outcome({"collection": name, "rows": slim})
 
 
-def cmd_compare(args: argparse.Namespace, console: Console) -> tuple[dict[str, Any], int]:
+def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet import report as rep
     from edge_opt.fleet.stats import compare_run, outlier_devices
     from edge_opt.fleet.store import collections, open_store
@@ -287,7 +298,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> tuple[dict[str, A
     regressions = sum(v["verdict"] == "regression" for v in verdicts)
     if regressions and not args.json:
         console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
-    return {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}, EXIT_REGRESSION if regressions else 0
+    data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}
+    return Outcome(data, EXIT_REGRESSION if regressions else 0)
 
 
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}
@@ -297,11 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
 
-    def body() -> Outcome:
-        data, code = COMMANDS[args.command](args, console)
-        return Outcome(data, code)
-
-    return run_command("edge-fleet", f"fleet {args.command}", body, json_output=args.json)
+    command = COMMANDS[args.command]
+    return run_command("edge-fleet", f"fleet {args.command}", lambda: command(args, console), json_output=args.json)
 
 
 if __name__ == "__main__":
