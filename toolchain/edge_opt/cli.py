@@ -70,7 +70,8 @@ def _floats(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
+    """edge-export's flags; ``device=False`` leaves out the device group (edge-sweep shares the rest)."""
     parser = argparse.ArgumentParser(
         prog="edge-export",
         description="Quantize (FP16, INT8) and export a PyTorch model as validated TorchScript and ONNX artifacts.",
@@ -107,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-samples", type=int, metavar="N", help="test images for accuracy (default: all 10,000)")
     parser.add_argument("--threads", type=int, metavar="N", help="threads for host latency (default 1)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default ./artifacts)")
+    if device:
+        _add_device_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
+    return parser
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
     device = parser.add_argument_group("device (an edge-agent)")
     device.add_argument("--push", metavar="HOST:PORT", help="push the written artifacts to this agent (only what it lacks)")
     device.add_argument("--bench", action="store_true", help="with --push: benchmark each artifact on the device")
@@ -114,10 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--tls-ca", type=Path, help="CA certificate of the agent's TLS certificate")
     device.add_argument("--device-iterations", type=int, help="device benchmark iterations (default 100)")
     device.add_argument("--device-threads", type=int, help="device benchmark threads (default 1)")
-    parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

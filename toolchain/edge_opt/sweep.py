@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_opt.command import Outcome, run_command
-from edge_opt.errors import ConfigError
 
 #: The reference guide's SmallCNN / Fashion-MNIST table: (precision, pruning) → (accuracy %, size MB).
 GUIDE: dict[tuple[str, float], tuple[float, float]] = {
@@ -315,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_opt import progress, quiet
     from edge_opt.cli import build_parser
 
-    parser = build_parser()
+    parser = build_parser(device=False)
     parser.prog = "edge-sweep"
     parser.description = "Every precision × pruning amount × format: table, CSV, JSON and a plot (edge-export's flags apply)."
     parser.add_argument("--amounts", type=_amounts, help="pruning amounts, e.g. 0,0.25,0.5 (default: config pruning.amounts)")
@@ -333,8 +332,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sweep(args: argparse.Namespace) -> Outcome:
     from edge_opt.cli import config_from_args
 
-    if args.push or args.bench:
-        raise ConfigError("edge-sweep does not push; export with edge-export --push, or push the sweep's folders")
     config = config_from_args(args)
     if args.precision is None:
         from edge_opt.config import with_overrides
