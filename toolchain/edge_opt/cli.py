@@ -20,7 +20,8 @@ from edge_opt.errors import ConfigError, ToolchainError
 EXAMPLES = """\
 examples:
   edge-export --precision int8                       SmallCNN on Fashion-MNIST → INT8 TorchScript + ONNX in ./artifacts
-  edge-export --precision all --out build/art        FP32, FP16 and INT8, both formats
+  edge-export --precision all --out build/art        FP32, FP16 and INT8, TorchScript and ONNX
+  edge-export --precision int8 --format all          INT8 TorchScript (FX), ONNX (ONNX Runtime), ExecuTorch (PT2E)
   edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
@@ -44,6 +45,8 @@ def _precisions(value: str) -> tuple[str, ...]:
 def _formats(value: str) -> tuple[str, ...]:
     if value == "both":
         return ("torchscript", "onnx")
+    if value == "all":
+        return ("torchscript", "onnx", "executorch")
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
@@ -69,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--precision", type=_precisions, help="fp32, fp16, int8, a comma list, or all (default: config)")
-    parser.add_argument("--format", type=_formats, help="torchscript, onnx or both (default: config)")
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        help="torchscript, onnx, executorch (.pte, XNNPACK; INT8 by PT2E), a comma list, both (torchscript,onnx) or all "
+        "(default: config, torchscript and onnx)",
+    )
     parser.add_argument(
         "--target",
         help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types (default: the --push device's, else host)",
@@ -101,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--tls-ca", type=Path, help="CA certificate of the agent's TLS certificate")
     device.add_argument("--device-iterations", type=int, default=0, help="device benchmark iterations (default 100)")
     device.add_argument("--device-threads", type=int, default=0, help="device benchmark threads (default 1)")
+    device.add_argument(
+        "--pick",
+        action="store_true",
+        help="with --push: build every precision × format (unless --precision/--format narrow it), benchmark each on the "
+        "device in interleaved rounds and name the fastest within the accuracy budget (OUT/recommended)",
+    )
+    device.add_argument("--pick-rounds", type=int, default=3, metavar="N", help="interleaved rounds per candidate (default 3)")
+    device.add_argument(
+        "--max-accuracy-drop", type=float, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
+    )
     parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
@@ -138,8 +156,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
-    if args.bench and not args.push:
-        raise ConfigError("--bench needs --push HOST:PORT (the device to benchmark on)")
+    if (args.bench or args.pick) and not args.push:
+        raise ConfigError("--bench and --pick need --push HOST:PORT (the device to benchmark on)")
+    if args.pick:  # every candidate, unless narrowed explicitly
+        args.precision = args.precision or ("fp32", "fp16", "int8")
+        args.format = args.format or _formats("all")
     config = config_from_args(args)
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
@@ -167,7 +188,39 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         data["device"] = {"address": args.push, "runs": rows}
         if not args.json:
             print_device_rows(out, args.push, rows)
+        if args.pick:
+            data["pick"] = _pick(args, report)
+            if not args.json:
+                from edge_opt.device_pick import print_pick
+
+                print_pick(out, args.push, data["pick"])
     return data
+
+
+def _pick(args: argparse.Namespace, report: Any) -> dict[str, Any]:
+    from edge_agent.client import AgentClient, DeviceCallError
+
+    from edge_opt import progress
+    from edge_opt.device import _credentials
+    from edge_opt.device_pick import pick_on_device
+    from edge_opt.errors import DeviceError
+
+    folders = [row.path for row in report.rows if row.path is not None]
+    settings = {k: v for k, v in {"iterations": args.device_iterations, "threads": args.device_threads}.items() if v}
+    try:
+        with AgentClient(args.push, _credentials(args.token_file, args.tls_ca)) as client:
+            return pick_on_device(
+                client,
+                folders,
+                report.out_dir,
+                reference_accuracy=report.reference_accuracy,
+                rounds=args.pick_rounds,
+                settings=settings,
+                max_accuracy_drop=args.max_accuracy_drop / 100,
+                on_round=lambda r, n: progress.status(f"pick: round {r}/{n} on {args.push}"),
+            )
+    except DeviceCallError as exc:
+        raise DeviceError(f"device {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

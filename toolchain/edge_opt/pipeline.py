@@ -56,8 +56,12 @@ INT8_DROP_NOTE = 0.01
 BATCHNORM_BATCHES = 8
 #: Models whose built-in weights are trained on Fashion-MNIST when no checkpoint is given.
 TRAINABLE_BY_DEFAULT = ("smallcnn",)
-_SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx"}
-_RUNTIME = {ArtifactFormat.TORCHSCRIPT: "torchscript", ArtifactFormat.ONNX: "onnxruntime"}
+_SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx", ArtifactFormat.EXECUTORCH: ".pte"}
+_RUNTIME = {
+    ArtifactFormat.TORCHSCRIPT: "torchscript",
+    ArtifactFormat.ONNX: "onnxruntime",
+    ArtifactFormat.EXECUTORCH: "executorch",
+}
 
 
 @dataclass
@@ -154,6 +158,8 @@ class _Context:
     int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
     int8_seconds: float = 0.0  # prepare + calibrate + convert
     device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
+    pt2e_model: torch.nn.Module | None = None  # PT2E INT8 (the executorch format's), built once
+    pt2e_seconds: float = 0.0
 
 
 def run_export(
@@ -377,6 +383,10 @@ def _write_model(
     example = ctx.calibration[0][:1]
     engine = ctx.profile.torch_engine if precision is Precision.INT8 else None
     quant: dict[str, Any] | None = None
+    if fmt is ArtifactFormat.EXECUTORCH:
+        from edge_opt.executorch_export import write_executorch
+
+        return write_executorch(ctx, precision, path)
     if fmt is ArtifactFormat.TORCHSCRIPT or precision is not Precision.INT8:
         source = _source_model(ctx, precision)
         dtype = torch.float16 if precision is Precision.FP16 else torch.float32
@@ -481,7 +491,7 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
             host_kernels_vs_semantics=host_kernels[1] if host_kernels else None,
             device_evaluation=device_evaluation,
         )
-        manifest = _manifest(ctx, row, file, relation, quant)
+        manifest = {**_manifest(ctx, row, file, relation, quant), **getattr(runner, "manifest_extra", {})}
         if out_dir is not None:
             row.path = staged.commit(manifest)
     return row
