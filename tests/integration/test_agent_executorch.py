@@ -15,7 +15,7 @@ from edge_opt import evalset
 from edge_opt.executorch_export import export_pte
 from edge_test_models import tiny
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from edge_agent.executorch_runner import ExecutorchLoadError, executorch_availab
 from edge_opt.executorch_export import export_pte
 from edge_test_models import tiny
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from edge_opt.pipeline import run_export
 from edge_opt.pt2e import to_int8_pt2e
 from edge_test_models import data_dependent, tiny
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("hang_guard")]
 
 
 def _config(data_root: Path, **extra: object) -> object:
