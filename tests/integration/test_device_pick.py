@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
+import torch
 from agent_helpers import FAST, TOKEN, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
 from edge_opt.device_pick import pick_on_device
+from edge_opt.executorch_export import export_pte
+from edge_test_models import tiny
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
 def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path) -> None:
     # setup: three ONNX candidates (a wide one is much slower; a narrow one is fastest but 10 points less accurate)
-    # and a .pte the device has no runtime for
+    # and a real .pte (run by the device's ExecuTorch runtime) that is over the accuracy budget
     out = tmp_path / "art"
     small = write_artifact(out / "small-onnx", tiny_onnx_bytes(16), accuracy=0.90)
     big = write_artifact(out / "big-onnx", tiny_onnx_bytes(2048), accuracy=0.905)
     lossy = write_artifact(out / "lossy-onnx", tiny_onnx_bytes(4), accuracy=0.80)
-    pte = out / "small-executorch"
-    pte.mkdir()
-    blob = b"PTE-like bytes"
-    (pte / "model.pte").write_bytes(blob)
-    manifest = json.loads((small / "manifest.json").read_text())
-    manifest.update(format="executorch", file={"name": "model.pte", "sha256": hashlib.sha256(blob).hexdigest(), "size_bytes": 14})
+    program = tmp_path / "model.pte"
+    export_pte(tiny().eval(), torch.randn(1, 1, 28, 28), program, max_batch=1)
+    pte = write_artifact(out / "tiny-executorch", program.read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
+    manifest = json.loads((pte / "manifest.json").read_text())
+    manifest.update(host_metrics={"accuracy": 0.85}, model={"name": "tiny"})
     (pte / "manifest.json").write_text(json.dumps(manifest))
     token = tmp_path / "token"
     token.write_text(TOKEN)
@@ -54,10 +55,11 @@ def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path) -> None:
     assert verdicts["small-onnx"]["samples"] >= 2 * FAST["iterations"]  # every round's raw samples kept
     lo, hi = verdicts["small-onnx"]["p50_interval_ms"]
     assert lo <= verdicts["small-onnx"]["p50_ms"] <= hi
-    assert data["skipped"] == {"small-executorch": "the device has no executorch runtime"}
+    assert verdicts["tiny-executorch"]["status"] == "over budget" and verdicts["tiny-executorch"]["samples"] > 0
+    assert data["skipped"] == {}
     assert rounds_seen == [(1, 2), (2, 2)]
     link = out / "recommended"
     assert link.is_symlink() and link.resolve() == small.resolve()
     evidence = json.loads((out / "recommended.json").read_text())
     assert evidence["winner"] == "small-onnx" and evidence["rounds"] == 2
-    assert {c["name"] for c in evidence["candidates"]} == {"small-onnx", "big-onnx", "lossy-onnx"}
+    assert {c["name"] for c in evidence["candidates"]} == {"small-onnx", "big-onnx", "lossy-onnx", "tiny-executorch"}
