@@ -32,16 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_agent.device import cpu_model
+from edge_agent.cpu import cpu_flags, cpu_model
 from edge_opt import evalset
 from edge_opt.config import parse_config
 from edge_opt.evaluate import OrtRunner, TorchRunner, evaluation_mode
 from edge_opt.export import load_torchscript
 from edge_opt.pipeline import run_export
-from edge_opt.targets import PROFILES, cpu_flags, resolve_target
-from edge_opt.testing import AgentProcess
+from edge_opt.targets import PROFILES, resolve_target
 from rich.console import Console
 from rich.table import Table
+
+REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(REPO_TESTS)]
+from agent_helpers import AgentProcess  # noqa: E402
 
 TARGETS = ("x86_64", "x86_64-avx2", "arm64")
 TINY = {"iterations": 2, "min_seconds": 0.0, "warmup_runs": 1, "warmup_min_seconds": 0.0, "timeout_seconds": 1800}

@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -32,7 +33,10 @@ from edge_agent.client import AgentClient, Credentials
 from edge_agent.store import MAX_CHUNK_BYTES, iter_file_chunks
 from edge_agent.timing import measure
 from edge_agent.v1 import agent_pb2 as pb
-from edge_opt.testing import AgentProcess, tiny_onnx_bytes, write_artifact
+
+REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(REPO_TESTS)]
+from agent_helpers import AgentProcess, tiny_onnx_bytes, write_artifact  # noqa: E402
 
 TOKEN = "benchmark-token-0123456789"
 PUSH_MB = 50

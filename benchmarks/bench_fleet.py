@@ -23,7 +23,10 @@ from edge_agent.client import AgentClient, Credentials
 from edge_opt.fleet.collect import Collector, load_artifacts
 from edge_opt.fleet.inventory import Device
 from edge_opt.fleet.store import open_store
-from edge_opt.testing import tiny_onnx_bytes, write_artifact
+
+REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(REPO_TESTS)]
+from agent_helpers import tiny_onnx_bytes, write_artifact  # noqa: E402
 
 TOKEN = "fleet-benchmark-token-0123456789"
 

@@ -4,6 +4,8 @@
 #   scripts/build_images.sh [all|build|check|sizes]     (default: all = build, check, sizes)
 #   scripts/build_images.sh base|agent|toolchain|binfmt  (single steps: base images, agent images, toolchain image,
 #                                                          register qemu-aarch64 with binfmt_misc)
+#   scripts/build_images.sh clean                         (remove the images made here and podman's dangling ones;
+#                                                          the Debian-made bases are kept)
 #
 # Images made:
 #   edge-agent:amd64, edge-agent:arm64    docker/agent.Dockerfile      (no torch)
@@ -23,6 +25,11 @@
 #   EDGE_OPT_DATA_DIR        Fashion-MNIST for the toolchain check (required by `check`)
 #   EDGE_OPT_CACHE_DIR       trained-checkpoint cache mounted into the toolchain check (optional)
 #   EDGE_HOST_PYTHON         the host-side Python of the checks (default .venv/bin/python, else python3)
+#   EDGE_IMAGE_MIN_FREE_GB   free space a build needs where podman stores images and where it writes layers
+#                            (default 8 for an agent image, 22 for the toolchain image: its layer is about 6 GB
+#                            and is held three times while it is committed)
+# Disk: every build replaces the image of its tag and removes the one it replaced, and keeps no intermediate
+# layers, so repeated builds do not pile up images; `clean` frees what is left.
 # Needs root, podman, debootstrap, qemu-user-static (apt-get install podman debootstrap qemu-user-static).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -116,10 +123,34 @@ pip_dirs() {
   echo
 }
 
+# Free space where podman keeps its images and where it writes a layer before storing it (TMPDIR, /var/tmp).
+require_space() {  # require_space GB WHAT
+  local need=$1 what=$2 dir avail
+  for dir in "$(podman info --format '{{.Store.GraphRoot}}')" "${TMPDIR:-/var/tmp}"; do
+    mkdir -p "$dir"
+    avail=$(df -P -B1G "$dir" | awk 'NR == 2 { print $4 }')
+    [ "$avail" -ge "$need" ] || fail "$what needs $need GB free in $dir, only $avail GB are: free space \
+(scripts/build_images.sh clean removes the images made here; podman image prune -a removes every unused image) \
+or lower EDGE_IMAGE_MIN_FREE_GB at your own risk"
+  done
+}
+
+# podman build with the given arguments into TAG; the image TAG named before is removed once nothing names it.
+build_image() {  # build_image TAG LOG PODMAN-BUILD-ARGUMENTS...
+  local tag=$1 log=$2 before=""
+  shift 2
+  before=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+  podman build --isolation chroot --format docker --layers=false -t "$tag" "$@" . >"$log" 2>&1 || return 1
+  if [ -n "$before" ] && [ "$before" != "$(podman image inspect --format '{{.Id}}' "$tag")" ]; then
+    podman rmi "$before" >/dev/null 2>&1 || note "kept the previous $tag ($before): a container or tag still uses it"
+  fi
+}
+
 build_agent() {
   local arch=$1
-  podman build --isolation chroot --format docker --platform "linux/$arch" --build-arg "BASE=$(base_for "$arch")" \
-    -v "$ca:$ca:ro" -f docker/agent.Dockerfile -t "edge-agent:$arch" . >"$work/build-agent-$arch.log" 2>&1 \
+  require_space "${EDGE_IMAGE_MIN_FREE_GB:-8}" "the agent image $arch"
+  build_image "edge-agent:$arch" "$work/build-agent-$arch.log" --platform "linux/$arch" \
+    --build-arg "BASE=$(base_for "$arch")" -v "$ca:$ca:ro" -f docker/agent.Dockerfile \
     || { tail -30 "$work/build-agent-$arch.log" >&2; fail "agent image $arch failed to build (log: $work/build-agent-$arch.log)"; }
 }
 
@@ -137,13 +168,14 @@ prefetch_torch() {  # the pinned torch + torchvision and their dependencies as w
 
 build_toolchain() {
   local dirs d mounts=()
+  require_space "${EDGE_IMAGE_MIN_FREE_GB:-22}" "the toolchain image"
   # pip takes a file from a --find-links folder before the same file from the index, so torch (2.7 GB with its CUDA
   # libraries) is copied from the host's cache instead of downloaded again.
   dirs="$(prefetch_torch) $(pip_dirs)"
   for d in $dirs; do mounts+=(-v "$d:$d:ro"); done
-  podman build --isolation chroot --format docker --platform linux/amd64 --build-arg "BASE=$(base_for amd64)" \
-    --build-arg "PIP_FIND_LINKS=$dirs" -v "$ca:$ca:ro" "${mounts[@]}" \
-    -f docker/toolchain.Dockerfile -t edge-opt-toolchain:amd64 . >"$work/build-toolchain.log" 2>&1 \
+  build_image edge-opt-toolchain:amd64 "$work/build-toolchain.log" --platform linux/amd64 \
+    --build-arg "BASE=$(base_for amd64)" --build-arg "PIP_FIND_LINKS=$dirs" -v "$ca:$ca:ro" "${mounts[@]}" \
+    -f docker/toolchain.Dockerfile \
     || { tail -30 "$work/build-toolchain.log" >&2; fail "toolchain image failed to build (log: $work/build-toolchain.log)"; }
 }
 
@@ -177,6 +209,19 @@ step_check() {
   timed "image checks" "$py" scripts/check_images.py --work "$work" --arches "$arch_list"
 }
 
+step_clean() {
+  local image
+  for image in $(for a in amd64 arm64; do echo "edge-agent:$a"; done) edge-opt-toolchain:amd64; do
+    if podman image exists "$image"; then
+      podman rmi "$image" >/dev/null || fail "cannot remove $image (a container uses it? podman ps -a)"
+      note "removed $image"
+    fi
+  done
+  podman image prune -f >/dev/null
+  rm -rf "$work"/wheels
+  podman system df
+}
+
 step_sizes() {
   local image
   echo "image sizes (podman image inspect .Size, uncompressed):"
@@ -194,9 +239,10 @@ case "$step" in
   build) step_build ;;
   check) step_check ;;
   sizes) step_sizes ;;
+  clean) step_clean ;;
   binfmt) ensure_binfmt ;;
   toolchain) timed "toolchain image amd64" build_toolchain ;;
   agent) for a in $arches; do timed "agent image $a" build_agent "$a"; done ;;
   all) step_build; step_check; step_sizes ;;
-  *) fail "unknown step '$step': all, build, check, sizes, base, agent, toolchain, binfmt" ;;
+  *) fail "unknown step '$step': all, build, check, sizes, clean, base, agent, toolchain, binfmt" ;;
 esac

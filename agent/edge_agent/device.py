@@ -22,9 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge_agent import __version__
-
-#: CPU flags that decide INT8 speed: x86 VNNI/AVX, ARM NEON and dot-product.
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+from edge_agent.cpu import INT8_FLAGS, cpu_flags, cpu_model, suggested_target
 
 
 @dataclass
@@ -55,29 +53,6 @@ def _read(path: str) -> str:
         return ""
 
 
-def cpu_flags() -> list[str]:
-    for line in _read("/proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return sorted(set(value.split()) & set(INT8_FLAGS))
-    return []
-
-
-def cpu_model() -> str:
-    text = _read("/proc/cpuinfo")
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    if fields.get("model name"):
-        return fields["model name"]
-    # ARM: name the core from its part number (a Pi's "Model" line names the board, reported separately).
-    cores = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd05": "Cortex-A55"}
-    if fields.get("CPU implementer") == "0x41" and fields.get("CPU part") in cores:
-        return f"ARM {cores[fields['CPU part']]}"
-    return fields.get("Hardware") or fields.get("Model") or platform.processor() or "unknown"
-
-
 def _meminfo() -> dict[str, int]:
     values = {}
     for line in _read("/proc/meminfo").splitlines():
@@ -92,14 +67,6 @@ def _os_name() -> str:
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip('"')
     return platform.system()
-
-
-def suggested_target(arch: str, flags: list[str]) -> str:
-    if arch in ("aarch64", "arm64"):
-        return "arm64"
-    if arch in ("x86_64", "amd64", "AMD64"):
-        return "x86_64" if {"avx512_vnni", "avx_vnni"} & set(flags) else "x86_64-avx2"
-    return ""
 
 
 _torch_probe: RuntimeInfo | None = None
@@ -241,7 +208,7 @@ def cpu_busy_seconds() -> float:
 
 def device_info(device_id: str, probe_torch: bool = True) -> dict[str, object]:
     arch = platform.machine()
-    flags = cpu_flags()
+    flags = sorted(cpu_flags() & set(INT8_FLAGS))
     mem = _meminfo()
     return {
         "device_id": device_id,

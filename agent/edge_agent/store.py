@@ -55,6 +55,7 @@ from edge_agent.errors import (
     OffsetMismatch,
     QuotaExceeded,
 )
+from edge_agent.files import fsync_dir
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -185,14 +186,6 @@ def _disk_error(exc: OSError, doing: str) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return QuotaExceeded(f"the device's disk is full ({doing}); nothing was kept: free space on the device and retry")
     return exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fault(point: str) -> None:
@@ -361,10 +354,10 @@ class ArtifactStore:
                     fh.write(text)
                     fh.flush()
                     os.fsync(fh.fileno())
-            _fsync_dir(assembly)
+            fsync_dir(assembly)
             assembly.replace(final)
             _fault("after_rename_before_dir_fsync")
-            _fsync_dir(self.artifacts_dir)
+            fsync_dir(self.artifacts_dir)
         except OSError as exc:
             shutil.rmtree(assembly, ignore_errors=True)
             part.unlink(missing_ok=True)

@@ -34,13 +34,13 @@ from typing import Any
 
 from edge_agent.confine import Confinement, confine
 from edge_agent.errors import ArtifactRejected
+from edge_agent.onnx_session import input_spec, open_session
 from edge_agent.timing import measure
 
 #: Inputs larger than this are refused before allocation (a model can declare absurd dimensions).
 MAX_INPUT_ELEMENTS = 1 << 28
 #: Latency samples a result keeps with ``keep_samples`` (evenly spaced when more calls were timed).
 MAX_KEPT_SAMPLES = 20_000
-_DTYPES = {"float32": "float32", "float16": "float16", "tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
 #: The protocol channel: a pipe the parent passes (EDGE_AGENT_RESULT_FD), never stdout, which a model can print to.
@@ -106,25 +106,18 @@ def _read_model(path: str) -> bytes:
 def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list[Any], str, str]:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings["threads"]
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    level = {
-        "GRAPH_OPT_DISABLE": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "GRAPH_OPT_BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "GRAPH_OPT_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }.get(settings["graph_optimization"], ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    options.graph_optimization_level = level
+    optimization = settings["graph_optimization"].removeprefix("GRAPH_OPT_").lower()
     try:
-        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        session = open_session(
+            model, threads=settings["threads"], optimization="all" if optimization == "unspecified" else optimization
+        )
     except Exception as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         if "bad_alloc" in first:  # the address-space limit (RLIMIT_AS), not the model
             raise WorkerError("OOM", f"the worker ran out of its memory limit loading the model: {first}") from None
         raise WorkerError("MODEL_INVALID", f"onnxruntime cannot load the model: {first}") from None
-    first = session.get_inputs()[0]
-    return session, first.name, list(first.shape), _DTYPES.get(first.type, "float32"), ort.__version__
+    name, shape, dtype = input_spec(session)
+    return session, name, shape, dtype, ort.__version__
 
 
 def _executorch_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, list[int], str, str]:

@@ -255,7 +255,7 @@ def test_agent_bench_json_says_failure_and_exits_non_zero(agent, tmp_path: Path,
         check=False,
     )
     envelope = json.loads(proc.stdout)
-    assert proc.returncode == 7 and envelope["exit_code"] == 7 and envelope["status"] != "ok"
+    assert proc.returncode == 8 and envelope["exit_code"] == 8 and envelope["status"] == "partial"
     assert envelope["errors"] and envelope["errors"][0]["code"] == "WORKER_CRASHED"
     bad = subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "info", "--device", f"127.0.0.1:{port}", "--json"],

@@ -77,6 +77,33 @@ def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -
         agent.close()
 
 
+def test_a_failed_device_run_fails_the_command(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    # A bad day on the device: its benchmark workers may use 64 MB of address space, too little for ONNX Runtime.
+    # The export is written and kept, the device's error is shown, and the command exits 8 ("partial"), not 0.
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    agent = AgentProcess(tmp_path / "store", token, args=("--memory-limit-mb", "64"))
+    try:
+        port = agent.start()
+        args = ["--target", "host", "--precision", "fp32", "--format", "onnx", "--eval-samples", "200"]
+        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{port}", "--token-file", str(token)]
+        proc = run_cli([*args, "--bench", "--device-iterations", "5", "--json", "-q"], cli_env)
+        assert proc.returncode == 8, proc.stderr
+        result = parse_json_result(proc.stdout)
+        assert result["status"] == "partial" and result["exit_code"] == 8
+        [run] = result["data"]["device"]["runs"]
+        assert "result" not in run and run["state"] == "RUN_STATE_FAILED", run
+        [error] = result["errors"]
+        assert error["code"] == "device-run" and error["message"].startswith("smallcnn-fp32-onnx: the device run ended FAILED")
+        assert "edge-export: device-run: smallcnn-fp32-onnx: the device run ended FAILED" in proc.stderr
+        assert (tmp_path / "art" / "smallcnn-fp32-onnx" / "manifest.json").is_file()
+        # Pushing without --bench runs nothing on the device, so nothing can fail there: exit 0.
+        again = run_cli([*args, "-q"], cli_env)
+        assert again.returncode == 0, again.stderr
+    finally:
+        agent.close()
+
+
 def agent_artifacts(port: int, token: Path) -> list[dict]:
     with client_for(port, token.read_text().strip()) as client:
         return client.list_artifacts()

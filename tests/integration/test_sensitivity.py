@@ -10,8 +10,9 @@ import pytest
 import torch
 from edge_opt.config import TrainSection, parse_config
 from edge_opt.data import Preprocessing, load_fashion_mnist
-from edge_opt.export import export_onnx, quantize_onnx
+from edge_opt.export import export_onnx
 from edge_opt.models import SmallCNN
+from edge_opt.ort_quantization import quantize_onnx
 from edge_opt.pipeline import run_export
 from edge_opt.sensitivity import fx_sensitivity, onnx_nodes_for_modules, onnx_sensitivity, quantizable_modules
 from edge_opt.sweep import calibration_sweep

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from edge_opt.report import EXIT_PARTIAL, EXIT_REGRESSION, envelope
+from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, envelope
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from edge_agent.cpu import cpu_flags, cpu_model, suggested_target
 from edge_opt.errors import ConfigError
-from edge_opt.targets import PROFILES, cpu_flags, profile_for, resolve_target
+from edge_opt.targets import PROFILES, profile_for, resolve_target
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +35,18 @@ def test_cpu_flags_x86_and_arm(tmp_path: Path) -> None:
     assert cpu_flags(x86) == {"fpu", "avx2", "avx512_vnni"}
     assert "asimd" in cpu_flags(arm)
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_cpu_model_names_the_arm_core_and_both_sides_suggest_the_same_target(tmp_path: Path) -> None:
+    pi4 = tmp_path / "pi4"
+    pi4.write_text("processor\t: 0\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\nModel\t: Raspberry Pi 4\n")
+    xeon = tmp_path / "xeon"
+    xeon.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t: avx2\n")
+    assert (cpu_model(pi4), cpu_model(xeon)) == ("ARM Cortex-A72", "Intel(R) Xeon(R)")
+    # What the agent reports as suggested_target is the profile the toolchain builds for that machine.
+    for arch, flags in [("aarch64", set()), ("x86_64", {"avx2"}), ("AMD64", {"avx_vnni"}), ("x86_64", {"avx512_vnni"})]:
+        assert suggested_target(arch, flags) == profile_for(arch, flags).name
+    assert suggested_target("riscv64", set()) == ""
 
 
 def test_host_resolves() -> None:

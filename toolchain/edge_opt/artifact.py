@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edge_agent.files import fsync_dir
+
 #: Bump on any incompatible change to the manifest; readers check it.
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -45,14 +47,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -87,13 +81,13 @@ class StagedArtifact:
         with self.model_path.open("rb") as fh:
             os.fsync(fh.fileno())
         _write_json(self.dir / MANIFEST_NAME, manifest)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         old = None
         if self.final_dir.exists():
             old = self.out_root / f".old-{self.name}-{os.getpid()}"
             self.final_dir.replace(old)
         self.dir.replace(self.final_dir)
-        _fsync_dir(self.out_root)
+        fsync_dir(self.out_root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self.committed = True

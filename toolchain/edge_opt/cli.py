@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_opt.errors import ConfigError, ToolchainError
+from edge_opt.errors import ConfigError
 
 EXAMPLES = """\
 examples:
@@ -26,6 +26,7 @@ examples:
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
+  edge-export --model mypkg.nets:build --checkpoint weights.pt --channels 3 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
   edge-export --precision int8 --json > result.json  machine-readable result on stdout
   edge-export --precision int8 --push 127.0.0.1:50051 --token-file tok --bench
                                                      push to an edge-agent and benchmark there
@@ -63,6 +64,14 @@ def _size(value: str) -> tuple[int, int]:
     raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N or HxW, e.g. 96 or 64x64")
 
 
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(p) for p in value.split(",")]
+    except ValueError:
+        example = "e.g. 0.5 or 0.485,0.456,0.406"
+        raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-export",
@@ -85,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="smallcnn, a torchvision name (mobilenet_v2, resnet18, ...) or package.module:factory")
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
     parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: what the model takes)")
+    parser.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="input normalisation mean (default 0.2860)")
+    parser.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input normalisation std (default 0.3530)")
     parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
     parser.add_argument("--fx-observer", choices=["default", "minmax", "moving_average", "histogram"], help="FX INT8 observer")
     parser.add_argument("--ort-calibration", choices=["minmax", "entropy", "percentile"], help="ONNX Runtime calibration")
@@ -136,6 +148,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model.name": args.model,
         "model.checkpoint": args.checkpoint,
         "model.input_size": args.input_size,
+        "model.channels": args.channels,
+        "model.mean": args.mean,
+        "model.std": args.std,
         "calibration_batches": args.calibration_batches,
         "pruning.amount": args.prune,
         "quantization.fx_observer": args.fx_observer,
@@ -152,7 +167,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return with_overrides(config, overrides)
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
+def _run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Export (and push/bench); returns the result and the device runs that failed (empty: all succeeded)."""
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
@@ -178,14 +194,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print_export_report(report, out)
     data = report.to_dict()
+    failures: list[dict[str, str]] = []
     if args.push:
-        from edge_opt.device import print_device_rows, push_and_bench
+        from edge_opt.device import device_failures, print_device_rows, push_and_bench
 
         settings = {k: v for k, v in {"iterations": args.device_iterations, "threads": args.device_threads}.items() if v}
         rows = push_and_bench(
             report, args.push, token_file=args.token_file, tls_ca=args.tls_ca, bench=args.bench, settings=settings
         )
         data["device"] = {"address": args.push, "runs": rows}
+        failures = device_failures(rows, bench=args.bench)
         if not args.json:
             print_device_rows(out, args.push, rows)
         if args.pick:
@@ -194,7 +212,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 from edge_opt.device_pick import print_pick
 
                 print_pick(out, args.push, data["pick"])
-    return data
+    return data, failures
 
 
 def _pick(args: argparse.Namespace, report: Any) -> dict[str, Any]:
@@ -228,36 +246,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    from edge_agent.result import EXIT_PARTIAL
+
     from edge_opt import progress, quiet
-    from edge_opt.report import envelope, print_json
+    from edge_opt.command import Outcome, run_command
 
     quiet.show_all_warnings(args.verbose)
     progress.set_enabled(not args.quiet)
-    if args.out.exists() and not args.out.is_dir():
-        return _fail(args, ConfigError(f"--out {args.out} exists and is not a folder; pick another path"))
-    try:
-        data = _run(args)
-    except ToolchainError as exc:
-        return _fail(args, exc)
-    except KeyboardInterrupt:
-        print("edge-export: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
-    if args.json:
-        print_json(envelope("export", data, [], 0))
-    return 0
 
+    def body() -> Outcome:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out} exists and is not a folder; pick another path")
+        data, failures = _run(args)
+        # Artifacts are written and validated either way; a device run that failed or disagreed makes the whole
+        # command "partial" (exit code 8), so that a script or CI job cannot mistake it for success.
+        return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
 
-def _fail(args: argparse.Namespace, exc: ToolchainError) -> int:
-    from edge_opt.report import envelope, print_json
-
-    if args.verbose:
-        import traceback
-
-        traceback.print_exception(exc)
-    print(f"edge-export: error: {exc}", file=sys.stderr)
-    if args.json:
-        print_json(envelope("export", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
-    return exc.exit_code
+    return run_command(
+        "edge-export",
+        "export",
+        body,
+        json_output=args.json,
+        verbose=args.verbose,
+        interrupted="interrupted; nothing half-written was left behind",
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ value and what is allowed (:func:`format_validation_error`).
 from __future__ import annotations
 
 import enum
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,27 @@ class ModelSection(_Section):
     checkpoint: Path | None = Field(None, description="state_dict file; null trains SmallCNN (cached)")
     input_size: tuple[int, int] | None = Field(None, description="[height, width]; null = 28x28")
     num_classes: int = Field(10, ge=2)
+    channels: int | None = Field(None, description="1 or 3 input channels; null = what the model takes (probed)")
+    mean: list[float] | None = Field(None, description="normalisation mean, 1 value or 1 per channel; null = Fashion-MNIST's")
+    std: list[float] | None = Field(None, description="normalisation std, 1 value or 1 per channel; null = Fashion-MNIST's")
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, v: int | None) -> int | None:
+        if v is not None and v not in (1, 3):
+            raise ValueError(f"channels {v}: the images are grey, fed as 1 channel or repeated to 3")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _check_statistics(cls, v: list[float] | None, info: Any) -> list[float] | None:
+        if v is None:
+            return v
+        if len(v) not in (1, 3):
+            raise ValueError(f"{info.field_name} needs 1 value or 1 per channel (3), got {len(v)}")
+        if not all(math.isfinite(x) for x in v) or (info.field_name == "std" and min(v) <= 0):
+            raise ValueError(f"{info.field_name} {v}: values must be finite" + (" and > 0" if info.field_name == "std" else ""))
+        return v
 
     @field_validator("input_size")
     @classmethod

@@ -35,20 +35,32 @@ class Preprocessing:
     width: int = 28
     channels: int = 1
     scale: float = 1.0 / 255.0
-    mean: float = FASHION_MNIST_MEAN
-    std: float = FASHION_MNIST_STD
+    #: One value for every channel, or one per channel (e.g. ImageNet's three for an RGB model).
+    mean: float | tuple[float, ...] = FASHION_MNIST_MEAN
+    std: float | tuple[float, ...] = FASHION_MNIST_STD
     resize: str = "bilinear"  # used only when (height, width) differs from the raw 28×28
     layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, (tuple, list)) and len(value) not in (1, self.channels):
+                raise ValueError(f"{name} has {len(value)} values for a {self.channels}-channel input: give 1 or {self.channels}")
+
+    def is_default_normalisation(self) -> bool:
+        """Fashion-MNIST's own statistics (what SmallCNN is trained with)."""
+        return _per_channel(self.mean) == (FASHION_MNIST_MEAN,) and _per_channel(self.std) == (FASHION_MNIST_STD,)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 28, 28)`` → float32 ``(N, C, H, W)``."""
         x = images.to(torch.float32).unsqueeze(1) * self.scale
         if x.shape[-2:] != (self.height, self.width):
             x = F.interpolate(x, size=(self.height, self.width), mode=self.resize, align_corners=False)
-        x = (x - self.mean) / self.std
         if self.channels != 1:
-            x = x.expand(-1, self.channels, -1, -1).contiguous()
-        return x
+            x = x.expand(-1, self.channels, -1, -1)
+        mean = torch.tensor(_per_channel(self.mean), dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(_per_channel(self.std), dtype=torch.float32).view(1, -1, 1, 1)
+        return ((x - mean) / std).contiguous()
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -56,11 +68,15 @@ class Preprocessing:
             "steps": [
                 "x = image.astype(float32) * scale",
                 "resize to (height, width) with `resize` interpolation if not 28x28",
-                "x = (x - mean) / std",
                 "repeat the grey channel `channels` times; layout NCHW",
+                "x[:, c] = (x[:, c] - mean[c]) / std[c] (one value: the same for every channel)",
             ],
             **asdict(self),
         }
+
+
+def _per_channel(value: float | tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
 
 
 @dataclass(frozen=True)

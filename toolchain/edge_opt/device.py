@@ -186,5 +186,21 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def device_failures(rows: list[dict[str, Any]], *, bench: bool) -> list[dict[str, str]]:
+    """One error per artifact whose device run did not succeed or whose outputs disagree with the host's."""
+    failures = []
+    for row in rows:
+        if not bench:
+            continue
+        if "result" not in row:
+            error = row.get("error") or {}
+            state = str(row.get("state", "FAILED")).removeprefix("RUN_STATE_")
+            detail = f"{error.get('code', state)}: {error.get('message', 'no result')}"
+            failures.append({"code": "device-run", "message": f"{row['artifact']}: the device run ended {state} ({detail})"})
+        elif flags := (row.get("device_check") or {}).get("flags"):
+            failures.append({"code": "device-check", "message": f"{row['artifact']}: " + "; ".join(flags)})
+    return failures
+
+
 def print_device_rows(console: Console, address: str, rows: list[dict[str, Any]]) -> None:
     console.print(device_table(address, rows))

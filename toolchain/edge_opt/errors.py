@@ -56,3 +56,9 @@ class DeviceError(ToolchainError):
 
     exit_code = 7
     code = "device"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to pages), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no message"

@@ -28,10 +28,11 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from edge_agent.onnx_session import input_spec, open_session
 from edge_agent.timing import LatencyStats, measure
 from torch import nn
 
@@ -85,25 +86,15 @@ class OrtRunner:
         self.name = name
         #: True: graph optimisations disabled, so QDQ models execute their quantize / dequantize as written.
         self.semantics = semantics
-        self._sessions: dict[int, object] = {}
+        self._sessions: dict[int, Any] = {}
         self._session = self._make(threads)
-        first = self._session.get_inputs()[0]
-        self.input_name = first.name
-        self.input_dtype = np.float16 if first.type == "tensor(float16)" else np.float32
+        self.input_name, _, dtype = input_spec(self._session)
+        self.input_dtype = np.dtype(dtype)
 
-    def _make(self, threads: int):
-        import onnxruntime as ort
-
+    def _make(self, threads: int) -> Any:
         if threads not in self._sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            if self.semantics:
-                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            self._sessions[threads] = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            optimization = "disable" if self.semantics else "all"
+            self._sessions[threads] = open_session(str(self.path), threads=threads, optimization=optimization)
         return self._sessions[threads]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -33,8 +33,9 @@ from edge_opt.config import Precision
 from edge_opt.errors import ExportError
 
 if TYPE_CHECKING:
+    from edge_opt.builders import Built
     from edge_opt.evaluate import Runner
-    from edge_opt.pipeline import _Context
+    from edge_opt.prepare import ExportContext
 
 DELEGATE = "XnnpackBackend"
 #: Graph nodes that are plumbing, not computation: they never reach a delegate.
@@ -184,7 +185,7 @@ class _GraphRunner:
         return contextlib.nullcontext()
 
 
-def _pt2e_model(ctx: _Context) -> nn.Module:
+def _pt2e_model(ctx: ExportContext) -> nn.Module:
     """The PT2E INT8 model of the context's model, built once per export (all formats that need it share it)."""
     from edge_opt import progress
     from edge_opt.pt2e import to_int8_pt2e
@@ -205,12 +206,12 @@ def _pt2e_model(ctx: _Context) -> nn.Module:
     return ctx.pt2e_model
 
 
-def _max_batch(ctx: _Context) -> int:
+def _max_batch(ctx: ExportContext) -> int:
     return max(ctx.config.data.batch_size, *ctx.config.benchmark.batch_sizes)
 
 
-def write_executorch(ctx: _Context, precision: Precision, path: Path) -> tuple[PteRunner, np.ndarray, str, dict[str, Any] | None]:
-    """Build the ``.pte`` of ``precision`` for the pipeline: its runner, the source's parity logits, relation, quant.
+def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Built:
+    """Build the ``.pte`` of ``precision`` for the pipeline (the executorch format's builder in ``builders.FORMATS``).
 
     The source is the FP32 model, its half copy, or the PT2E INT8 model; the ``.pte`` must reproduce it (relation
     ``same``: the same gates as TorchScript). The runner carries the manifest's ``executorch`` record.
@@ -249,4 +250,6 @@ def write_executorch(ctx: _Context, precision: Precision, path: Path) -> tuple[P
     record["max_batch"] = runner.max_batch  # 1: the batch the program is planned for; consumers slice by it
     record["threads"] = runner.pool_threads  # the pool the host latency ran with
     runner.manifest_extra = {"executorch": record}
-    return runner, source_logits, "same", quant
+    from edge_opt.builders import Built
+
+    return Built(runner, source_logits, "same", quant)

@@ -7,8 +7,10 @@ calibration, export, the manifest) agrees on the input shape.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,8 +70,14 @@ def build_model(
     num_classes: int = 10,
     input_size: tuple[int, int] | None = None,
     checkpoint: Path | None = None,
+    channels: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> ModelSpec:
     """Build a model by name and load ``checkpoint`` (a state_dict) when given.
+
+    ``channels`` (1 or 3) is what the model takes (None: SmallCNN 1, torchvision 3, a factory's model probed);
+    ``mean`` and ``std`` normalise its input (None: Fashion-MNIST's statistics).
 
     Raises:
         ModelError: unknown name, a factory that cannot be imported, or weights that do not fit.
@@ -78,14 +86,24 @@ def build_model(
     if name == "smallcnn":
         if (height, width) != (28, 28):
             raise ModelError("smallcnn takes 28x28 inputs only; drop --input-size or pick another model")
+        if channels not in (None, 1):
+            raise ModelError("smallcnn takes 1-channel (grey) inputs; drop --channels or pick another model")
         module: nn.Module = SmallCNN(num_classes)
         channels = 1
     elif ":" in name:
-        module, channels = _from_factory(name, num_classes, (height, width))
+        module, channels = _from_factory(name, num_classes, (height, width), channels)
     else:
         module = _from_torchvision(name, num_classes)
-        channels = 3
-    spec = ModelSpec(name, module, Preprocessing(height=height, width=width, channels=channels), checkpoint is None)
+        channels = channels or 3
+    normalisation: dict[str, Any] = {}
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            normalisation[key] = float(value[0]) if len(value) == 1 else tuple(float(v) for v in value)
+    try:
+        preprocessing = Preprocessing(height=height, width=width, channels=channels, **normalisation)
+    except ValueError as exc:
+        raise ModelError(f"{name}: {exc}") from None
+    spec = ModelSpec(name, module, preprocessing, checkpoint is None)
     if checkpoint is not None:
         load_weights(spec.module, checkpoint)
     spec.module.eval()
@@ -102,7 +120,7 @@ def _from_torchvision(name: str, num_classes: int) -> nn.Module:
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
-def _from_factory(spec: str, num_classes: int, size: tuple[int, int]) -> tuple[nn.Module, int]:
+def _from_factory(spec: str, num_classes: int, size: tuple[int, int], channels: int | None) -> tuple[nn.Module, int]:
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -117,17 +135,19 @@ def _from_factory(spec: str, num_classes: int, size: tuple[int, int]) -> tuple[n
             f"model factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module; make it return the model"
         )
     module.eval()
-    for channels in (1, 3):  # grey first: Fashion-MNIST is grey; many user models expect RGB
+    # Grey first: Fashion-MNIST is grey; many user models expect RGB.
+    for candidate in (channels,) if channels else (1, 3):
         try:
             with torch.no_grad():
-                out = module(torch.zeros(1, channels, *size))
+                out = module(torch.zeros(1, candidate, *size))
         except RuntimeError:
             continue
         if out.ndim == 2 and out.shape[1] == num_classes:
-            return module, channels
+            return module, candidate
+    shown = channels or "1 or 3"
     raise ModelError(
-        f"model from {spec!r} does not map a (1, 1 or 3, {size[0]}, {size[1]}) input to (1, {num_classes}) logits; "
-        "set model.input_size / model.num_classes to what it expects"
+        f"model from {spec!r} does not map a (1, {shown}, {size[0]}, {size[1]}) input to (1, {num_classes}) logits; "
+        "set model.input_size / model.channels / model.num_classes to what it expects"
     )
 
 

@@ -1,67 +1,42 @@
-"""The export job behind ``edge-export``: model → FP16 / INT8 → TorchScript + ONNX → validated artifacts.
+"""The export job behind ``edge-export``: model → FP16 / INT8 → every format → validated artifacts.
 
-For every (precision, format) the artifact is exported into a staging folder, loaded back with its own runtime,
-compared with the model it came from on real test images (the parity gate below), evaluated on the test split,
-timed on this host, and only then published with its manifest. FP32 artifacts of the same formats are always
+The model and its data are prepared once (:mod:`edge_opt.prepare`). For every (precision, format) the format's
+builder (:mod:`edge_opt.builders`) writes the model file into a staging folder and loads it back with its own
+runtime; here it is then compared with the model it came from on real test images (the parity gates of
+:mod:`edge_opt.validation`), evaluated on the test split, timed on this host, and only then published with its
+manifest (:mod:`edge_opt.manifest_builder`). FP32 artifacts of the same formats are always
 built as the baseline of the size, accuracy and latency ratios, and written only when FP32 is asked for.
-
-Parity gates are in :mod:`edge_opt.validation`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import platform
-import shutil
 import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from edge_agent.device import cpu_model
+from edge_agent.files import write_durably
 
-from edge_opt import __version__, evalset, progress
-from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions, staged_artifact
-from edge_opt.config import ArtifactFormat, Config, Precision, cache_dir, resolve_data_root
-from edge_opt.data import CLASS_NAMES, FashionMNIST, Split, load_fashion_mnist
-from edge_opt.evaluate import (
-    REFERENCE_SEMANTICS,
-    OrtRunner,
-    Parity,
-    Runner,
-    TorchRunner,
-    accuracy_of,
-    evaluation_mode,
-    host_latency,
-    parity,
-    predict,
+from edge_opt import evalset, progress
+from edge_opt.artifact import staged_artifact
+from edge_opt.builders import FORMATS
+from edge_opt.config import ArtifactFormat, Config, Precision
+from edge_opt.evaluate import REFERENCE_SEMANTICS, OrtRunner, Parity, accuracy_of, evaluation_mode, host_latency, parity, predict
+from edge_opt.manifest_builder import build_manifest
+from edge_opt.prepare import (
+    ExportContext,
+    evaluation_sets_kept_only_with_artifacts,
+    prepare_model,
+    write_device_eval_set,
 )
-from edge_opt.export import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript, load_torchscript, quantize_onnx
-from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
-from edge_opt.quantization import check_backend, check_keep_float, to_fp16, to_int8
+from edge_opt.quantization import check_backend
 from edge_opt.quiet import known_warnings_silenced
-from edge_opt.sensitivity import onnx_nodes_for_modules
 from edge_opt.targets import TargetProfile, resolve_target
-from edge_opt.train import trained_checkpoint
 from edge_opt.validation import check_parity
 
 #: An INT8 accuracy drop (fraction) beyond which the summary points at the sensitivity report.
 INT8_DROP_NOTE = 0.01
-#: Training batches used to re-estimate BatchNorm statistics of random-init models.
-BATCHNORM_BATCHES = 8
-#: Models whose built-in weights are trained on Fashion-MNIST when no checkpoint is given.
-TRAINABLE_BY_DEFAULT = ("smallcnn",)
-_SUFFIX = {ArtifactFormat.TORCHSCRIPT: ".pt", ArtifactFormat.ONNX: ".onnx", ArtifactFormat.EXECUTORCH: ".pte"}
-_RUNTIME = {
-    ArtifactFormat.TORCHSCRIPT: "torchscript",
-    ArtifactFormat.ONNX: "onnxruntime",
-    ArtifactFormat.EXECUTORCH: "executorch",
-}
 
 
 @dataclass
@@ -142,26 +117,6 @@ class ExportReport:
         }
 
 
-@dataclass
-class _Context:
-    config: Config
-    profile: TargetProfile
-    host_profile: str  # resolve_target("host").name: the evaluation mode depends on it
-    spec: ModelSpec
-    data: FashionMNIST
-    eval_split: Split
-    calibration: list[torch.Tensor]
-    fp32_logits: np.ndarray  # eager FP32 on eval_split
-    parity_n: int
-    model_record: dict[str, Any]
-    work: Path  # scratch space for baselines and intermediate files
-    int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
-    int8_seconds: float = 0.0  # prepare + calibrate + convert
-    device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
-    pt2e_model: torch.nn.Module | None = None  # PT2E INT8 (the executorch format's), built once
-    pt2e_seconds: float = 0.0
-
-
 def run_export(
     config: Config,
     out_dir: Path,
@@ -182,10 +137,10 @@ def run_export(
     with (
         known_warnings_silenced(),
         tempfile.TemporaryDirectory(prefix="edge-opt-") as work,
-        _evaluation_sets_kept_only_with_artifacts(out_dir),
+        evaluation_sets_kept_only_with_artifacts(out_dir),
     ):
-        ctx = _prepare(config, profile, Path(work))
-        ctx.device_eval = _write_device_eval_set(ctx, out_dir)
+        ctx = prepare_model(config, profile, Path(work))
+        ctx.device_eval = write_device_eval_set(ctx, out_dir)
         notes: list[str] = []
         if ctx.spec.random_init:
             notes.append(
@@ -227,220 +182,15 @@ def run_export(
     return report
 
 
-def prepare_model(config: Config, profile: TargetProfile, work: Path) -> _Context:
-    """Data, model (trained / loaded / pruned), calibration batches and FP32 reference logits, as an export sees them."""
-    with known_warnings_silenced():
-        return _prepare(config, profile, work)
-
-
-def _prepare(config: Config, profile: TargetProfile, work: Path) -> _Context:
-    data = load_fashion_mnist(resolve_data_root(config), download=config.data.download)
-    m = config.model
-    torch.manual_seed(config.train.seed)  # random-init weights, and so every export, are reproducible
-    spec = build_model(m.name, num_classes=m.num_classes, input_size=m.input_size, checkpoint=m.checkpoint)
-    record: dict[str, Any] = {"name": spec.name, "num_classes": m.num_classes, "class_names": list(CLASS_NAMES)}
-    if m.checkpoint is not None:
-        record["weights"] = "checkpoint"
-        record["checkpoint"] = str(m.checkpoint)
-    elif spec.name in TRAINABLE_BY_DEFAULT:
-        progress.status(f"training {spec.name} on Fashion-MNIST (once; cached)")
-        path, cached = trained_checkpoint(spec.module, spec.name, data.train, spec.preprocessing, config.train, cache_dir())
-        progress.status(f"{'using cached' if cached else 'cached'} weights {path}")
-        spec.random_init = False
-        record["weights"] = "trained"
-        record["training"] = config.train.model_dump(mode="json")
-    else:
-        record["weights"] = "random-init"
-        if _recalibrate_batchnorm(config, spec, data):
-            record["batchnorm_recalibrated_batches"] = BATCHNORM_BATCHES
-    if config.pruning.amount > 0:
-        record["pruning"] = _prune(config, spec, data)
-    record["parameters"] = sum(p.numel() for p in spec.module.parameters())
-    record["fp32_parameter_bytes"] = parameter_bytes(spec.module)
-
-    eval_split = data.test if config.data.eval_samples is None else data.test.head(config.data.eval_samples)
-    calibration = [
-        x
-        for x, _ in data.train.batches(
-            spec.preprocessing,
-            config.data.batch_size,
-            shuffle=True,
-            seed=config.train.seed + 1000,
-            limit=config.calibration_batches,
-        )
-    ]
-    progress.status(f"evaluating FP32 {spec.name} on {len(eval_split)} test images")
-    fp32_logits = predict(TorchRunner(spec.module), eval_split, spec.preprocessing, config.data.batch_size)
-    parity_n = min(config.export.parity_samples, len(eval_split))
-    host = resolve_target("host").name
-    return _Context(config, profile, host, spec, data, eval_split, calibration, fp32_logits, parity_n, record, work)
-
-
-@contextlib.contextmanager
-def _evaluation_sets_kept_only_with_artifacts(out_dir: Path) -> Iterator[None]:
-    """An export that fails leaves nothing behind: evaluation sets it wrote are removed again."""
-    folder = out_dir / evalset.FOLDER
-    before = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    try:
-        yield
-    except BaseException:
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                if entry.name not in before:
-                    shutil.rmtree(entry, ignore_errors=True)
-            if not before and not any(folder.iterdir()):
-                folder.rmdir()
-        raise
-
-
-def _write_device_eval_set(ctx: _Context, out_dir: Path) -> dict[str, Any] | None:
-    """The first test images, preprocessed, with their labels: what a device evaluates each artifact on."""
-    p = ctx.spec.preprocessing
-    n = evalset.samples_for(ctx.config.export.device_eval_samples, len(ctx.eval_split), 4 * p.channels * p.height * p.width)
-    if n == 0:
-        return None
-    head = ctx.eval_split.head(n)
-    inputs = np.concatenate([x.numpy() for x, _ in head.batches(p, ctx.config.data.batch_size)]).astype(np.float32)
-    labels = head.labels.numpy().astype(np.int64)
-    description = {"dataset": "Fashion-MNIST test split", "first": n, "preprocessing": p.to_manifest()}
-    record = evalset.publish(out_dir, {"inputs": inputs, "labels": labels}, description)
-    return {"eval_set_sha256": record["sha256"], "samples": n}
-
-
-def _recalibrate_batchnorm(config: Config, spec: ModelSpec, data: FashionMNIST) -> bool:
-    """Random weights: re-estimate BatchNorm statistics on training batches, so outputs are not degenerate."""
-    warm = data.train.batches(spec.preprocessing, config.data.batch_size, shuffle=True, limit=BATCHNORM_BATCHES)
-    return recalibrate_batchnorm(spec.module, [x for x, _ in warm])
-
-
-def _prune(config: Config, spec: ModelSpec, data: FashionMNIST) -> dict[str, Any]:
-    """Prune the model in place, then fine-tune it (trained weights) or re-estimate BatchNorm (random weights)."""
-    from edge_opt.config import TrainSection
-    from edge_opt.pruning import prune, sparsity
-    from edge_opt.train import train_classifier
-
-    p = config.pruning
-    before = sum(x.numel() for x in spec.module.parameters())
-    example = next(data.train.batches(spec.preprocessing, 2))[0]
-    progress.status(f"pruning {p.amount:.0%} ({p.method.value})")
-    prune(spec.module, example, p.amount, p.method)
-    tuned = 0
-    if spec.random_init:
-        _recalibrate_batchnorm(config, spec, data)
-    elif p.fine_tune_epochs:
-        progress.status(f"fine-tuning the pruned model for {p.fine_tune_epochs} epoch(s)")
-        settings = TrainSection(
-            epochs=p.fine_tune_epochs,
-            learning_rate=p.fine_tune_learning_rate,
-            batch_size=config.train.batch_size,
-            seed=config.train.seed,
-        )
-        train_classifier(spec.module, data.train, spec.preprocessing, settings)
-        tuned = p.fine_tune_epochs
-    spec.module.eval()
-    return {
-        "amount": p.amount,
-        "method": p.method.value,
-        "fine_tune_epochs": tuned,
-        "parameters_before": before,
-        "parameters_after": sum(x.numel() for x in spec.module.parameters()),
-        "weight_sparsity": round(sparsity(spec.module), 4),
-    }
-
-
-def _source_model(ctx: _Context, precision: Precision) -> torch.nn.Module:
-    if precision is Precision.FP16:
-        return to_fp16(ctx.spec.module)
-    if precision is Precision.INT8:
-        if ctx.int8_model is None:
-            progress.status(f"FX INT8 quantization ({ctx.profile.torch_engine}, {len(ctx.calibration)} calibration batches)")
-            started = time.perf_counter()
-            ctx.int8_model = to_int8(
-                ctx.spec.module,
-                ctx.calibration,
-                calibration_batches=len(ctx.calibration),
-                backend=ctx.profile.torch_engine,
-                observer=ctx.config.quantization.fx_observer,
-                keep_float=ctx.config.quantization.keep_float,
-            )
-            ctx.int8_seconds = time.perf_counter() - started
-        return ctx.int8_model
-    return ctx.spec.module
-
-
-def _fp32_onnx(ctx: _Context) -> Path:
-    path = ctx.work / "fp32.onnx"
-    if not path.exists():
-        export_onnx(ctx.spec.module, ctx.calibration[0][:1], path, opset=ctx.config.export.opset)
-    return path
-
-
-def _write_model(
-    ctx: _Context, precision: Precision, fmt: ArtifactFormat, path: Path
-) -> tuple[Runner, np.ndarray, str, dict[str, Any] | None]:
-    """Export one model file; returns its runner, the source's parity logits, the relation and quant details."""
-    n = ctx.parity_n
-    example = ctx.calibration[0][:1]
-    engine = ctx.profile.torch_engine if precision is Precision.INT8 else None
-    quant: dict[str, Any] | None = None
-    if fmt is ArtifactFormat.EXECUTORCH:
-        from edge_opt.executorch_export import write_executorch
-
-        return write_executorch(ctx, precision, path)
-    if fmt is ArtifactFormat.TORCHSCRIPT or precision is not Precision.INT8:
-        source = _source_model(ctx, precision)
-        dtype = torch.float16 if precision is Precision.FP16 else torch.float32
-        source_logits = (
-            ctx.fp32_logits[:n]
-            if precision is Precision.FP32
-            else predict(
-                TorchRunner(source, dtype=dtype, engine=engine),
-                ctx.eval_split.head(n),
-                ctx.spec.preprocessing,
-                ctx.config.data.batch_size,
-            )
-        )
-        if precision is Precision.INT8:
-            quant = {
-                "engine": "torch.ao.quantization FX (prepare_fx / convert_fx)",
-                "backend": ctx.profile.torch_engine,
-                "observer": ctx.config.quantization.fx_observer.value,
-                "per_channel": ctx.profile.torch_engine in ("x86", "fbgemm"),
-                "calibration_batches": len(ctx.calibration),
-                "calibration_batch_size": ctx.config.data.batch_size,
-                "modules_kept_float": list(ctx.config.quantization.keep_float),
-                "calibration_seconds": round(ctx.int8_seconds, 3),
-            }
-        if fmt is ArtifactFormat.TORCHSCRIPT:
-            export_torchscript(source, example.to(dtype), path, engine=engine)
-            return TorchRunner(load_torchscript(path), dtype=dtype, engine=engine), source_logits, "same", quant
-        if precision is Precision.FP32:
-            shutil.copyfile(_fp32_onnx(ctx), path)  # the same graph INT8 ONNX quantizes: export it once
-        else:
-            export_onnx(source, example.to(dtype), path, opset=ctx.config.export.opset)
-        return OrtRunner(path), source_logits, "same", quant
-    # INT8 ONNX: ONNX Runtime quantizes the FP32 graph with the same calibration batches.
-    q = ctx.config.quantization
-    check_keep_float(ctx.spec.module, q.keep_float)
-    fp32_onnx = _fp32_onnx(ctx)
-    excluded = list(dict.fromkeys([*onnx_nodes_for_modules(fp32_onnx, q.keep_float), *q.keep_float_nodes]))
-    started = time.perf_counter()
-    quant = quantize_onnx(
-        fp32_onnx, path, [x.numpy() for x in ctx.calibration], ctx.profile, method=q.ort_calibration, keep_float=excluded
-    )
-    quant["calibration_seconds"] = round(time.perf_counter() - started, 3)
-    quant["calibration_batch_size"] = ctx.config.data.batch_size
-    return OrtRunner(path), ctx.fp32_logits[:n], "quantized", quant
-
-
-def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
+def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
     pruned = f"-p{round(ctx.config.pruning.amount * 100)}" if ctx.config.pruning.amount > 0 else ""
     name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}{pruned}-{precision.value}-{fmt.value}"
     label = f"{precision.value} {fmt.value}"
     root = out_dir if out_dir is not None else ctx.work
     progress.status(f"exporting {label}")
-    with staged_artifact(root, name, "model" + _SUFFIX[fmt]) as staged:
-        runner, source_logits, relation, quant = _write_model(ctx, precision, fmt, staged.model_path)
+    with staged_artifact(root, name, "model" + FORMATS[fmt].suffix) as staged:
+        built = FORMATS[fmt].builder(ctx, precision, staged.model_path)
+        runner, source_logits, relation, quant = built.runner, built.source_logits, built.relation, built.quantization
         n = ctx.parity_n
         mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
         progress.status(f"validating {label} on {len(ctx.eval_split)} test images ({mode})")
@@ -491,38 +241,18 @@ def _build(ctx: _Context, precision: Precision, fmt: ArtifactFormat, out_dir: Pa
             host_kernels_vs_semantics=host_kernels[1] if host_kernels else None,
             device_evaluation=device_evaluation,
         )
-        manifest = {**_manifest(ctx, row, file, relation, quant), **getattr(runner, "manifest_extra", {})}
+        # A format's own record (the executorch format's: delegation, planned batch, threads) joins the manifest.
+        manifest = {**build_manifest(ctx, row, file, relation, quant), **getattr(runner, "manifest_extra", {})}
         if out_dir is not None:
             row.path = staged.commit(manifest)
     return row
-
-
-def _evaluation_record(ctx: _Context, row: ArtifactRow) -> dict[str, Any]:
-    if row.evaluation_mode != REFERENCE_SEMANTICS:
-        how = "this host's kernels (it is the artifact's target, or the artifact is not quantized)"
-    elif row.format is ArtifactFormat.ONNX:
-        how = "onnxruntime with graph optimisations disabled: QuantizeLinear / DequantizeLinear executed as written"
-    else:
-        how = f"torch quantized engine {ctx.profile.torch_engine!r} (the target's), integer kernels"
-    record: dict[str, Any] = {
-        "mode": row.evaluation_mode,
-        "host_target": ctx.host_profile,
-        "artifact_target": ctx.profile.name,
-        "how": how,
-    }
-    if row.host_kernels_vs_semantics is not None and row.host_kernels_accuracy is not None:
-        record["host_kernels"] = {
-            "accuracy": row.host_kernels_accuracy,
-            "vs_semantics": row.host_kernels_vs_semantics.to_dict(),
-        }
-    return record
 
 
 #: Host kernels within this of the semantics (absolute logit difference) count as agreeing (float rounding).
 HOST_KERNELS_TOLERANCE = 1e-4
 
 
-def _evaluation_notes(ctx: _Context, rows: list[ArtifactRow]) -> list[str]:
+def _evaluation_notes(ctx: ExportContext, rows: list[ArtifactRow]) -> list[str]:
     notes = []
     for row in rows:
         diff = row.host_kernels_vs_semantics
@@ -550,52 +280,8 @@ def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
     row.speedup = {b: baseline.latency_ms[b] / v for b, v in row.latency_ms.items() if v > 0 and b in baseline.latency_ms}
 
 
-def _manifest(
-    ctx: _Context, row: ArtifactRow, file: dict[str, Any], relation: str, quant: dict[str, Any] | None
-) -> dict[str, Any]:
-    p = ctx.spec.preprocessing
-    dtype = "float16" if row.precision is Precision.FP16 else "float32"
-    return {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "producer": f"edge-opt {__version__}",
-        "model": {**ctx.model_record, "variant": f"{row.precision.value}-{row.format.value}"},
-        "precision": row.precision.value,
-        "format": row.format.value,
-        "runtime": _RUNTIME[row.format],
-        "target": ctx.profile.to_manifest(),
-        "quantization": quant,
-        "pruning": ctx.model_record.get("pruning", {"amount": 0.0}),
-        "input": {"name": INPUT_NAME, "shape": ["batch", p.channels, p.height, p.width], "dtype": dtype, "layout": p.layout},
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": ["batch", ctx.config.model.num_classes],
-            "dtype": dtype,
-            "meaning": "logits; argmax is the class",
-        },
-        "preprocessing": p.to_manifest(),
-        "file": file,
-        "versions": runtime_versions(),
-        "host_metrics": {
-            "host": {"machine": platform.machine(), "processor": cpu_model()},
-            "accuracy": row.accuracy,
-            "accuracy_samples": len(ctx.eval_split),
-            "dataset": "Fashion-MNIST test split",
-            "evaluation": _evaluation_record(ctx, row),
-            "device_evaluation": row.device_evaluation,
-            "parity_source": relation,
-            "parity_vs_source": row.parity_vs_source.to_dict(),
-            "parity_vs_fp32": row.parity_vs_fp32.to_dict(),
-            "latency_p50_ms": {f"batch_{b}": v for b, v in row.latency_ms.items()},
-            "latency_threads": ctx.config.benchmark.threads,
-        },
-    }
-
-
 def _write_summary(report: ExportReport) -> None:
     import json
 
     report.out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = report.out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(report.out_dir / "summary.json")
+    write_durably(report.out_dir / "summary.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())

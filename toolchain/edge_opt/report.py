@@ -1,62 +1,21 @@
-"""Human and machine output: the summary table and the versioned JSON envelope.
+"""Human output of the toolchain (the export table) and the JSON result on stdout.
 
-``--json`` prints exactly one JSON document on stdout::
-
-    {"edge_result_version": "1", "command": "export", "status": "ok" | "error" | "partial" | "regression",
-     "exit_code": 0, "data": {...}, "errors": [{"code": "config", "message": "..."}]}
-
-``partial`` (exit 8): some devices failed; ``regression`` (exit 9): ``edge-fleet compare`` found one. Both are
-additions a version-1 consumer reads as "not ok", so the version stays 1.
-
-Consumers (CI, the fleet collector) read this, never the table. ``tests/unit/test_result_contract.py`` pins it.
+The JSON result's contract (envelope, statuses, exit codes 8 and 9) is :mod:`edge_agent.result`, shared with the
+agent's host commands.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING
 
+from edge_agent.result import ResultEnvelope
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:  # the pipeline imports torch: commands that only print results should not pay for it
     from edge_opt.pipeline import ExportReport
-
-RESULT_VERSION = "1"
-
-
-class ResultError(TypedDict):
-    code: str
-    message: str
-
-
-class ResultEnvelope(TypedDict):
-    edge_result_version: str
-    command: str
-    status: str
-    exit_code: int
-    data: dict[str, Any] | None
-    errors: list[ResultError]
-
-
-#: Exit code of a command that did part of its work (some devices unreachable, say): status "partial".
-EXIT_PARTIAL = 8
-#: ``edge-fleet compare`` found at least one regression beyond the noise (a CI job can gate on it).
-EXIT_REGRESSION = 9
-
-
-def envelope(command: str, data: dict[str, Any] | None, errors: list[ResultError], exit_code: int) -> ResultEnvelope:
-    status = {0: "ok", EXIT_PARTIAL: "partial", EXIT_REGRESSION: "regression"}.get(exit_code, "error")
-    return {
-        "edge_result_version": RESULT_VERSION,
-        "command": command,
-        "status": status,
-        "exit_code": exit_code,
-        "data": data,
-        "errors": errors,
-    }
-
 
 def print_json(result: ResultEnvelope) -> None:
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

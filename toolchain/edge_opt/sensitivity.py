@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edge_opt.config import FxObserver
-from edge_opt.export import BatchReader
+from edge_opt.ort_quantization import BatchReader
 from edge_opt.quantization import quantized_engine, to_int8
 from edge_opt.quiet import known_warnings_silenced
 

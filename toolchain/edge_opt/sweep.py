@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_opt.errors import ConfigError, ToolchainError
+from edge_opt.command import Outcome, run_command
+from edge_opt.errors import ConfigError
 
 #: The reference guide's SmallCNN / Fashion-MNIST table: (precision, pruning) → (accuracy %, size MB).
 GUIDE: dict[tuple[str, float], tuple[float, float]] = {
@@ -218,8 +219,10 @@ def sensitivity_report(config: Any, out: Path, top: int) -> dict[str, Any]:
     import numpy as np
 
     from edge_opt.config import with_overrides
-    from edge_opt.export import export_onnx, quantize_onnx
-    from edge_opt.pipeline import prepare_model, run_export
+    from edge_opt.export import export_onnx
+    from edge_opt.ort_quantization import quantize_onnx
+    from edge_opt.pipeline import run_export
+    from edge_opt.prepare import prepare_model
     from edge_opt.sensitivity import fx_sensitivity, onnx_sensitivity
     from edge_opt.targets import resolve_target
 
@@ -310,8 +313,7 @@ def _amounts(value: str) -> tuple[float, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edge_opt import progress, quiet
-    from edge_opt.cli import build_parser, config_from_args
-    from edge_opt.report import envelope, print_json
+    from edge_opt.cli import build_parser
 
     parser = build_parser()
     parser.prog = "edge-sweep"
@@ -325,58 +327,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet.show_all_warnings(args.verbose)
     progress.set_enabled(not args.quiet)
-    try:
-        if args.push or args.bench:
-            raise ConfigError("edge-sweep does not push; export with edge-export --push, or push the sweep's folders")
-        config = config_from_args(args)
-        if args.precision is None:
-            from edge_opt.config import with_overrides
-
-            config = with_overrides(config, {"precisions": ["fp32", "fp16", "int8"]})
-        if args.calibration_sweep or args.sensitivity:
-            return _special(args, config)
-        amounts = args.amounts or config.pruning.amounts
-        if 0.0 not in amounts:
-            amounts = (0.0, *amounts)  # the unpruned FP32 baseline every row is compared with
-        rows = run_sweep(config, args.out, amounts)
-        paths = write_outputs(rows, args.out)
-    except ToolchainError as exc:
-        print(f"edge-sweep: error: {exc}", file=sys.stderr)
-        if args.json:
-            print_json(envelope("sweep", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
-        return exc.exit_code
-    if args.json:
-        print_json(envelope("sweep", {"rows": rows, "files": {k: str(v) for k, v in paths.items()}}, [], 0))
-        return 0
-    console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
-    console.print(sweep_table(rows))
-    if rows and rows[0]["model"] == "smallcnn":
-        console.print(guide_table(rows))
-    console.print(f"[dim]wrote {paths['csv']}, {paths['json']}, {paths['plot']}[/dim]")
-    return 0
+    return run_command("edge-sweep", "sweep", lambda: _sweep(args), json_output=args.json, verbose=args.verbose)
 
 
-def _special(args: argparse.Namespace, config: Any) -> int:
-    from edge_opt.report import envelope, print_json
+def _sweep(args: argparse.Namespace) -> Outcome:
+    from edge_opt.cli import config_from_args
 
+    if args.push or args.bench:
+        raise ConfigError("edge-sweep does not push; export with edge-export --push, or push the sweep's folders")
+    config = config_from_args(args)
+    if args.precision is None:
+        from edge_opt.config import with_overrides
+
+        config = with_overrides(config, {"precisions": ["fp32", "fp16", "int8"]})
+    if args.calibration_sweep or args.sensitivity:
+        return _special(args, config)
+    amounts = args.amounts or config.pruning.amounts
+    if 0.0 not in amounts:
+        amounts = (0.0, *amounts)  # the unpruned FP32 baseline every row is compared with
+    rows = run_sweep(config, args.out, amounts)
+    paths = write_outputs(rows, args.out)
+    if not args.json:
+        console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+        console.print(sweep_table(rows))
+        if rows and rows[0]["model"] == "smallcnn":
+            console.print(guide_table(rows))
+        console.print(f"[dim]wrote {paths['csv']}, {paths['json']}, {paths['plot']}[/dim]")
+    return Outcome({"rows": rows, "files": {k: str(v) for k, v in paths.items()}})
+
+
+def _special(args: argparse.Namespace, config: Any) -> Outcome:
     console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.calibration_sweep:
         rows = calibration_sweep(config, args.out, args.calibration_sweep)
         (args.out / "calibration.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        if args.json:
-            print_json(envelope("sweep", {"calibration": rows}, [], 0))
-        else:
+        if not args.json:
             method = f"FX {config.quantization.fx_observer.value}, ONNX Runtime {config.quantization.ort_calibration.value}"
             console.print(calibration_table(rows, method))
-        return 0
+        return Outcome({"calibration": rows})
     result = sensitivity_report(config, args.out, args.top)
     (args.out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if args.json:
-        print_json(envelope("sweep", {"sensitivity": result}, [], 0))
-    else:
+    if not args.json:
         print_sensitivity(console, result)
-    return 0
+    return Outcome({"sensitivity": result})
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import platform
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
+
+from edge_agent.cpu import cpu_flags, suggested_target
 
 from edge_opt.errors import ConfigError
 
@@ -76,34 +77,15 @@ PROFILES: dict[str, TargetProfile] = {
     )
 }
 
-_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The CPU feature flags Linux reports (``flags`` on x86, ``Features`` on ARM); empty elsewhere."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
 def profile_for(arch: str, flags: set[str]) -> TargetProfile:
     """The profile for a machine with this architecture and these CPU flags.
 
     Raises:
         ConfigError: an architecture no profile covers.
     """
-    normalised = _ARCH_ALIASES.get(arch.lower())
-    if normalised == "aarch64":
-        return PROFILES["arm64"]
-    if normalised == "x86_64":
-        has_vnni = bool({"avx512_vnni", "avx_vnni"} & flags)
-        return PROFILES["x86_64" if has_vnni else "x86_64-avx2"]
+    name = suggested_target(arch, flags)
+    if name:
+        return PROFILES[name]
     raise ConfigError(f"no target profile for architecture {arch!r}; pass --target with one of {', '.join(PROFILES)}")
 
 

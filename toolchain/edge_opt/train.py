@@ -8,12 +8,12 @@ interrupted training never leaves a half-written file that a later run would tru
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+from edge_agent.files import write_durably
 from torch import nn
 
 from edge_opt import progress
@@ -34,6 +34,8 @@ def cache_key(model_name: str, settings: TrainSection, train: Split, preprocessi
         "n": len(train),
         "code": TRAINING_CODE_VERSION,
     }
+    if not preprocessing.is_default_normalisation():  # keys of default-normalised models stay as they were
+        payload["normalisation"] = [preprocessing.mean, preprocessing.std]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,14 +83,7 @@ def trained_checkpoint(
             path.unlink(missing_ok=True)
     train_classifier(module, train, preprocessing, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(module.state_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    write_durably(path, buffer.getvalue())
     return path, False

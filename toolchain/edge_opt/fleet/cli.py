@@ -12,7 +12,6 @@ The results store is ``--db`` (or ``$EDGE_FLEET_DB``): a SQLite file (default ``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -22,12 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from edge_opt.errors import ConfigError, ToolchainError
-from edge_opt.report import EXIT_PARTIAL, EXIT_REGRESSION
+from edge_opt.command import Outcome, run_command
+from edge_opt.errors import ConfigError
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -294,20 +294,14 @@ COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_opt.report import envelope, print_json
-
     args = build_parser().parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
-    try:
+
+    def body() -> Outcome:
         data, code = COMMANDS[args.command](args, console)
-    except ToolchainError as exc:
-        print(f"edge-fleet: error: {exc}", file=sys.stderr)
-        if args.json:
-            print_json(envelope(f"fleet {args.command}", None, [{"code": exc.code, "message": str(exc)}], exc.exit_code))
-        return exc.exit_code
-    if args.json:
-        print_json(envelope(f"fleet {args.command}", json.loads(json.dumps(data, default=str)), [], code))
-    return code
+        return Outcome(data, code)
+
+    return run_command("edge-fleet", f"fleet {args.command}", body, json_output=args.json)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from edge_agent.client import AgentClient, Credentials, DeviceCallError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from edge_opt.artifact import read_manifest
+from edge_opt.errors import ConfigError
 from edge_opt.evalset import push_eval_sets
 from edge_opt.fleet import store
 from edge_opt.fleet.inventory import Device
@@ -61,10 +63,17 @@ def credentials_for(device: Device) -> Credentials:
 
 
 def load_artifacts(folders: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """Each folder's manifest, checked (schema, and the model file's sha256) before anything is pushed.
+
+    Raises:
+        ConfigError: a folder that is not an intact artifact, naming it and the fix.
+    """
     out = []
     for folder in folders:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        out.append((folder, manifest))
+        try:
+            out.append((folder, read_manifest(folder)))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return out
 
 

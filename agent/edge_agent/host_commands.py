@@ -1,0 +1,193 @@
+"""``edge-agent``'s host-side commands (info, push, bench, runs, get, list, delete): talk to one device through
+:class:`edge_agent.client.AgentClient` and print a line per result, or the versioned JSON envelope with ``--json``.
+They need no torch, so any machine with the ``agent`` extra can drive a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_agent.result import EXIT_PARTIAL, ResultError, envelope
+
+#: Exit codes of the host commands: 0 ok, 1 a bad argument or file, 2 usage, 7 the device cannot be reached or
+#: refused the call, 8 (EXIT_PARTIAL) a benchmark ran but failed on the device.
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DEVICE = 7
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", required=True, help="the agent's HOST:PORT")
+    parser.add_argument("--token-file", type=Path, help="bearer token file (or EDGE_AGENT_TOKEN)")
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate that signed the agent's certificate")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate for mTLS")
+    parser.add_argument("--tls-key", type=Path, help="client key for mTLS")
+    parser.add_argument("--server-name", help="expected name in the agent's certificate (if not the host)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds (default 30)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_bench_options(parser: argparse.ArgumentParser) -> None:
+    # Unset flags take the agent's defaults; 0 is a value (--min-seconds 0: no minimum time).
+    parser.add_argument("--batch-size", type=int, help="default 1")
+    parser.add_argument("--threads", type=int, help="default 1")
+    parser.add_argument("--warmup-runs", type=int, help="default 10 (0: none)")
+    parser.add_argument("--warmup-seconds", type=float, help="minimum warm-up time, default 0.5")
+    parser.add_argument("--iterations", type=int, help="default 100")
+    parser.add_argument("--min-seconds", type=float, help="minimum measuring time, default 1.0")
+    parser.add_argument("--run-timeout", type=float, help="worker timeout in seconds, default 600")
+    parser.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"], help="onnxruntime graph optimisation")
+    parser.add_argument("--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)")
+
+
+def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "warmup_runs": args.warmup_runs,
+        "warmup_min_seconds": args.warmup_seconds,
+        "iterations": args.iterations,
+        "min_seconds": args.min_seconds,
+        "timeout_seconds": args.run_timeout,
+        "keep_samples": args.keep_samples,
+    }
+    if args.graph_opt:
+        settings["graph_optimization"] = f"GRAPH_OPT_{args.graph_opt.upper()}"
+    return {k: v for k, v in settings.items() if v is not None and v is not False}
+
+
+def make_client(args: argparse.Namespace) -> Any:
+    from edge_agent.client import AgentClient, Credentials
+
+    creds = Credentials.from_files(
+        args.token_file, args.tls_ca, args.tls_cert, args.tls_key, args.server_name, token=os.environ.get("EDGE_AGENT_TOKEN")
+    )
+    return AgentClient(args.device, creds, timeout=args.timeout)
+
+
+def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[ResultError]) -> str:
+    return json.dumps(envelope(args.command, payload, errors, exit_code), indent=2)
+
+
+def _print(args: argparse.Namespace, payload: Any, human: str, exit_code: int = 0, errors: list | None = None) -> None:
+    if getattr(args, "json", False):
+        print(_envelope(args, payload, exit_code, errors or []))
+    else:
+        print(human)
+
+
+def _fail(args: argparse.Namespace, code: int, error_code: str, message: str) -> int:
+    """One line on stderr; with --json also the envelope on stdout."""
+    print(f"edge-agent: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(_envelope(args, None, code, [{"code": error_code, "message": message}]))
+    return code
+
+
+def format_result_line(name: str, event: dict[str, Any]) -> str:
+    if "result" in event:
+        r = event["result"]
+        lat = r["latency"]
+        flag = "  DISTURBED: " + "; ".join(r.get("warnings", [])) if r.get("disturbed") else ""
+        return (
+            f"{name}: p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
+            f"mean {lat['mean_ms']:.3f}±{lat['std_ms']:.3f}  n={lat['count']}  {lat['throughput_per_s']:.1f}/s  "
+            f"load {r['load_seconds']:.2f}s  first {r['first_inference_ms']:.2f} ms  "
+            f"peak RSS {int(r['peak_rss_bytes']) / 2**20:.0f} MiB{flag}"
+        )
+    err = event.get("error", {})
+    state = str(event.get("state", "FAILED")).removeprefix("RUN_STATE_")
+    return f"{name}: {state} {err.get('code', '')}: {err.get('message', '')}"
+
+
+def run_host_command(args: argparse.Namespace) -> int:
+    from edge_agent.client import DeviceCallError
+
+    try:
+        with make_client(args) as client:
+            return _dispatch_client(args, client)
+    except DeviceCallError as exc:
+        return _fail(args, EXIT_DEVICE, exc.code, str(exc))
+    except (ValueError, OSError) as exc:
+        return _fail(args, EXIT_ERROR, "ERROR", str(exc))
+
+
+def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
+    if args.command == "info":
+        info = client.info()
+        human = "\n".join(f"{k}: {v}" for k, v in info.items())
+        _print(args, info, human)
+    elif args.command == "list":
+        artifacts = client.list_artifacts()
+        _print(
+            args,
+            artifacts,
+            "\n".join(
+                f"{a['sha256'][:16]}  {a['format']:<11} {a['precision']:<4} {a['size_bytes']:>10}  {a['name']}" for a in artifacts
+            )
+            or "(no artifacts)",
+        )
+    elif args.command == "delete":
+        _print(args, {"deleted": client.delete(args.sha256)}, f"deleted {args.sha256}")
+    elif args.command == "get":
+        run = client.get_run(args.run_id)
+        _print(args, run, format_result_line(run["run_id"], run) + f"  [{run['state'].removeprefix('RUN_STATE_')}]")
+    elif args.command == "runs":
+        runs = client.list_runs(args.after_seq)
+        _print(
+            args,
+            runs,
+            "\n".join(
+                f"{r['seq']:>6} {r['run_id']}  {r['state'].removeprefix('RUN_STATE_'):<12} {r['sha256'][:16]}" for r in runs
+            )
+            or "(no runs)",
+        )
+    elif args.command == "push":
+        outcomes = [client.push(folder) for folder in args.artifacts]
+        _print(
+            args,
+            [o.__dict__ for o in outcomes],
+            "\n".join(
+                f"{o.name}: {'already on the device' if o.already_present else f'pushed {o.bytes_sent} bytes'}"
+                + (f" (resumed at {o.resumed_from})" if o.resumed_from else "")
+                for o in outcomes
+            ),
+        )
+    elif args.command == "bench":
+        return _bench(args, client)
+    return 0
+
+
+def _bench(args: argparse.Namespace, client: Any) -> int:
+    if args.run_id and len(args.artifacts) > 1:
+        raise ValueError("--run-id names one run: give one artifact")
+    settings = bench_settings(args)
+    results = []
+    failed = False
+    for folder in args.artifacts:
+        pushed = client.push(folder)
+        last: dict[str, Any] = {}
+        for event in client.bench(pushed.sha256, settings, run_id=args.run_id):
+            last = event
+            if not args.json and "progress" in event:
+                p = event["progress"]
+                print(f"\r{folder.name}: {p['phase']} {p['done']}/{p['total']}   ", end="", file=sys.stderr, flush=True)
+            elif not args.json and "queue_position" in event:
+                print(f"{folder.name}: queued (position {event['queue_position']})", file=sys.stderr)
+        if not args.json:
+            print("\r", end="", file=sys.stderr)
+            print(format_result_line(folder.name, last))
+        failed |= "result" not in last
+        results.append({"artifact": str(folder), "sha256": pushed.sha256, **last})
+    code = EXIT_PARTIAL if failed else 0
+    if args.json:
+        failures = [(r["artifact"], r.get("error", {})) for r in results if "result" not in r]
+        errors = [{"code": e.get("code", "FAILED"), "message": f"{a}: {e.get('message', '')}"} for a, e in failures]
+        _print(args, results, "", code, errors)
+    return code
+
+

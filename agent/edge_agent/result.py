@@ -1,0 +1,48 @@
+"""The versioned JSON result every edge-opt command prints with ``--json`` (edge-agent's host commands here; the
+toolchain's edge-export, edge-sweep and edge-fleet through :mod:`edge_opt.command`)::
+
+    {"edge_result_version": "1", "command": "export", "status": "ok" | "error" | "partial" | "regression",
+     "exit_code": 0, "data": {...}, "errors": [{"code": "config", "message": "..."}]}
+
+``partial`` (exit 8): the command did its work but some of it failed (a device run, an unreachable device);
+``regression`` (exit 9): ``edge-fleet compare`` found one. Both are additions a version-1 consumer reads as "not
+ok", so the version stays 1. Consumers (CI, the fleet collector) read this, never the tables;
+``tests/unit/test_result_contract.py`` pins it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+RESULT_VERSION = "1"
+
+#: A command that did its work but part of it failed (a device run, some devices unreachable): status "partial".
+EXIT_PARTIAL = 8
+#: ``edge-fleet compare`` found at least one regression beyond the noise (a CI job can gate on it).
+EXIT_REGRESSION = 9
+
+
+class ResultError(TypedDict):
+    code: str
+    message: str
+
+
+class ResultEnvelope(TypedDict):
+    edge_result_version: str
+    command: str
+    status: str
+    exit_code: int
+    data: Any
+    errors: list[ResultError]
+
+
+def envelope(command: str, data: Any, errors: list[ResultError], exit_code: int) -> ResultEnvelope:
+    status = {0: "ok", EXIT_PARTIAL: "partial", EXIT_REGRESSION: "regression"}.get(exit_code, "error")
+    return {
+        "edge_result_version": RESULT_VERSION,
+        "command": command,
+        "status": status,
+        "exit_code": exit_code,
+        "data": data,
+        "errors": errors,
+    }

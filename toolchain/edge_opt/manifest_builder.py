@@ -1,0 +1,88 @@
+"""The manifest every artifact is published with: what the model is, how it was made, for which target, the
+preprocessing its input needs, the file's sha256, and what the host measured (accuracy, evaluation mode, parity,
+latency). Readers check it with :func:`edge_opt.artifact.read_manifest`.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.cpu import cpu_model
+
+from edge_opt import __version__
+from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions
+from edge_opt.builders import FORMATS
+from edge_opt.config import ArtifactFormat, Precision
+from edge_opt.evaluate import REFERENCE_SEMANTICS
+from edge_opt.export import INPUT_NAME, OUTPUT_NAME
+from edge_opt.prepare import ExportContext
+
+if TYPE_CHECKING:
+    from edge_opt.pipeline import ArtifactRow
+
+
+def build_manifest(
+    ctx: ExportContext, row: ArtifactRow, file: dict[str, Any], relation: str, quant: dict[str, Any] | None
+) -> dict[str, Any]:
+    p = ctx.spec.preprocessing
+    dtype = "float16" if row.precision is Precision.FP16 else "float32"
+    return {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "producer": f"edge-opt {__version__}",
+        "model": {**ctx.model_record, "variant": f"{row.precision.value}-{row.format.value}"},
+        "precision": row.precision.value,
+        "format": row.format.value,
+        "runtime": FORMATS[row.format].runtime,
+        "target": ctx.profile.to_manifest(),
+        "quantization": quant,
+        "pruning": ctx.model_record.get("pruning", {"amount": 0.0}),
+        "input": {"name": INPUT_NAME, "shape": ["batch", p.channels, p.height, p.width], "dtype": dtype, "layout": p.layout},
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", ctx.config.model.num_classes],
+            "dtype": dtype,
+            "meaning": "logits; argmax is the class",
+        },
+        "preprocessing": p.to_manifest(),
+        "file": file,
+        "versions": runtime_versions(),
+        "host_metrics": {
+            "host": {"machine": platform.machine(), "processor": cpu_model()},
+            "accuracy": row.accuracy,
+            "accuracy_samples": len(ctx.eval_split),
+            "dataset": "Fashion-MNIST test split",
+            "evaluation": evaluation_record(ctx, row),
+            "device_evaluation": row.device_evaluation,
+            "parity_source": relation,
+            "parity_vs_source": row.parity_vs_source.to_dict(),
+            "parity_vs_fp32": row.parity_vs_fp32.to_dict(),
+            "latency_p50_ms": {f"batch_{b}": v for b, v in row.latency_ms.items()},
+            "latency_threads": ctx.config.benchmark.threads,
+        },
+    }
+
+
+def evaluation_record(ctx: ExportContext, row: ArtifactRow) -> dict[str, Any]:
+    if row.evaluation_mode != REFERENCE_SEMANTICS:
+        how = "this host's kernels (it is the artifact's target, or the artifact is not quantized)"
+    elif row.format is ArtifactFormat.ONNX:
+        how = "onnxruntime with graph optimisations disabled: QuantizeLinear / DequantizeLinear executed as written"
+    else:
+        how = f"torch quantized engine {ctx.profile.torch_engine!r} (the target's), integer kernels"
+    record: dict[str, Any] = {
+        "mode": row.evaluation_mode,
+        "host_target": ctx.host_profile,
+        "artifact_target": ctx.profile.name,
+        "how": how,
+    }
+    if row.host_kernels_vs_semantics is not None and row.host_kernels_accuracy is not None:
+        record["host_kernels"] = {
+            "accuracy": row.host_kernels_accuracy,
+            "vs_semantics": row.host_kernels_vs_semantics.to_dict(),
+        }
+    return record
+
+
