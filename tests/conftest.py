@@ -5,6 +5,7 @@ In CI (``CI=true``) a missing dataset is a failure, never a skip.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -81,3 +82,17 @@ def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "token"
     path.write_text(TOKEN)
     return path
+
+
+#: The longest one ExecuTorch test may take before the run is ended with every thread's traceback.
+HANG_LIMIT_SECONDS = 600
+
+
+@pytest.fixture
+def hang_guard():
+    """A test that hangs (a native runtime stuck on a futex) ends the pytest process with tracebacks, never waits."""
+    faulthandler.dump_traceback_later(HANG_LIMIT_SECONDS, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()

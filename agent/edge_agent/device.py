@@ -139,11 +139,21 @@ def runtimes(probe_torch: bool = True) -> list[RuntimeInfo]:
     torch = torch_probe(wait=0.5) if probe_torch else None
     if torch is not None:
         found.append(torch)
+    if executorch_available():
+        # From the package metadata: the runtime imports torch, which costs seconds; its delegate is XNNPACK.
+        found.append(RuntimeInfo("executorch", _dist_version("executorch"), providers=["XnnpackBackend"]))
     return found
 
 
 def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
+
+
+def executorch_available() -> bool:
+    """Can this device run .pte artifacts? (Found without importing it: the runtime imports torch.)"""
+    from edge_agent.executorch_runner import executorch_available as available
+
+    return available()
 
 
 def _throttled() -> tuple[bool, str]:

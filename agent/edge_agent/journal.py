@@ -112,7 +112,7 @@ def _check_accepted(entry: dict[str, Any]) -> None:
     if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
         raise ValueError("accepted entry without a sha256")
     settings = entry.get("settings")
-    if not isinstance(settings, dict) or settings.get("runtime") not in ("onnxruntime", "torchscript"):
+    if not isinstance(settings, dict) or settings.get("runtime") not in ("onnxruntime", "torchscript", "executorch"):
         raise ValueError("accepted entry without valid settings")
     for key in _RECORDED_EXTRAS:
         if not (settings.get(key, "") == "" or (isinstance(settings[key], str) and _SHA256.fullmatch(settings[key]))):

@@ -43,13 +43,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent import evaluation
-from edge_agent.device import cpu_busy_seconds, device_state, torch_available
+from edge_agent.device import cpu_busy_seconds, device_state, executorch_available, torch_available
 from edge_agent.errors import ArtifactNotFound, ArtifactRejected, QuotaExceeded, RuntimeUnavailable, ShuttingDown
 from edge_agent.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import NAME_PATTERN, ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
+#: The runtime each artifact format runs with, and the wire names of the runtimes a run may ask for.
+_RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torchscript", "executorch": "executorch"}
+_RUNTIME_NAMES = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript", "RUNTIME_EXECUTORCH": "executorch"}
 
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
 DISTURBED_OTHER_LOAD = 0.5
@@ -233,14 +236,17 @@ class RunManager:
             raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
-        runtime = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript"}.get(
-            requested, "onnxruntime" if fmt == "onnx" else "torchscript"
-        )
-        expected = "onnxruntime" if fmt == "onnx" else "torchscript"
+        expected = _RUNTIME_OF_FORMAT.get(fmt, "onnxruntime")
+        runtime = _RUNTIME_NAMES.get(requested, expected)
         if runtime != expected:
             raise ArtifactRejected(f"a {fmt} artifact runs with {expected}, not {runtime}")
         if runtime == "torchscript" and not torch_available():
             raise RuntimeUnavailable("TorchScript needs torch, which this device does not have; push the ONNX artifact")
+        if runtime == "executorch" and not executorch_available():
+            raise RuntimeUnavailable(
+                "an executorch artifact (.pte) needs the ExecuTorch runtime, which this device does not have: "
+                "install edge-opt[agent,executorch] on it, or push the ONNX artifact"
+            )
         return runtime
 
     def _attach(self, record: RunRecord, sink: EventSink) -> None:

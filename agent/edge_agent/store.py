@@ -2,7 +2,7 @@
 
 Layout under the store root::
 
-    artifacts/<sha256>/model.onnx|model.pt   committed, verified artifacts (read-only from here on)
+    artifacts/<sha256>/model.onnx|model.pt|model.pte   committed, verified artifacts (read-only from here on)
     artifacts/<sha256>/manifest.json
     artifacts/<sha256>/meta.json             name, format, precision, size, committed_at
     staging/<sha256>.part                    bytes of a push in progress or interrupted (resumable)
@@ -64,7 +64,14 @@ MAX_MANIFEST_BYTES = 256 << 10
 #: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
 MAX_MANIFEST_DEPTH = 32
 PRECISIONS = frozenset({"fp32", "fp16", "int8"})
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", evaluation.FORMAT: evaluation.FILE_NAME}
+MODEL_FILES = {
+    "onnx": "model.onnx",
+    "torchscript": "model.pt",
+    "executorch": "model.pte",
+    evaluation.FORMAT: evaluation.FILE_NAME,
+}
+#: An ExecuTorch program is a FlatBuffer whose file identifier, at bytes 4..8, is "ET" and two digits (the schema).
+PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
 
@@ -115,6 +122,11 @@ def check_content(path: Path, fmt: str) -> None:
         with path.open("rb") as fh:
             if fh.read(4) != b"PK\x03\x04":
                 raise ArtifactRejected("a TorchScript artifact must be a TorchScript zip archive; this file is not")
+        return
+    if fmt == "executorch":
+        with path.open("rb") as fh:
+            if not PTE_IDENTIFIER.fullmatch(fh.read(8)[4:8]):
+                raise ArtifactRejected("an executorch artifact must be an ExecuTorch program (.pte); this file is not")
         return
     onnx_guard.check_model_file(str(path))
 

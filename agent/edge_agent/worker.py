@@ -1,5 +1,7 @@
 """The benchmark worker: the only code that loads an (untrusted) model. Runs as a subprocess per run.
 
+Runtimes: onnxruntime (ONNX), torch (TorchScript), executorch (``.pte``, through :mod:`edge_agent.executorch_runner`).
+
     python -m edge_agent.worker < request.json
 
 Protocol: one JSON request on stdin; JSON lines on the pipe named by ``EDGE_AGENT_RESULT_FD`` (not stdout: a
@@ -120,6 +122,33 @@ def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list
     return session, name, shape, dtype, ort.__version__
 
 
+def _executorch_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, list[int], str, str]:
+    """A ``.pte`` through :mod:`edge_agent.executorch_runner`: the pool gets ``threads`` (a fresh process: safe)."""
+    from edge_agent.executorch_runner import ExecutorchLoadError, load
+
+    try:
+        program = load(model, threads=settings["threads"])
+    except ExecutorchLoadError as exc:
+        raise WorkerError("MODEL_INVALID", str(exc)) from None
+    planned = program.declared_shape[0] if program.declared_shape else 0
+    if settings["batch_size"] > planned:
+        raise WorkerError(
+            "RUNTIME_ERROR",
+            f"this ExecuTorch program is planned for batch {planned}; benchmark it with --batch-size {planned} or less",
+        )
+    return program.call, program.declared_shape, program.dtype, program.version
+
+
+def _in_slices(call: Any, planned: int) -> Any:
+    """``call`` over a batch larger than the program is planned for, one planned batch at a time (the evaluation)."""
+    import numpy as np
+
+    def sliced(x: Any) -> Any:
+        return np.concatenate([call(np.ascontiguousarray(x[i : i + planned])) for i in range(0, len(x), planned)])
+
+    return sliced
+
+
 def load_confined(runtime: str, model_path: str, readable: list[str] | None = None) -> tuple[bytes, Confinement]:
     """Import the runtime, read and re-check the model, then confine this process; returns the model bytes."""
     if runtime == "onnxruntime":
@@ -132,6 +161,10 @@ def load_confined(runtime: str, model_path: str, readable: list[str] | None = No
             onnx_guard.check_model_bytes(model)
         except ArtifactRejected as exc:
             raise WorkerError("MODEL_INVALID", str(exc)) from None
+    elif runtime == "executorch":
+        import executorch.runtime  # noqa: F401 - likewise (it imports torch, which reads its own files)
+
+        model = _read_model(model_path)
     else:
         import torch  # noqa: F401 - likewise
 
@@ -150,6 +183,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
     t0 = time.perf_counter()
     model, confinement = load_confined(runtime, request["model_path"], list((request.get("eval_paths") or {}).values()))
+    evaluate_call = None  # the evaluation's call, where it differs from the timed one
     if runtime == "onnxruntime":
         session, name, shape, dtype, version = _onnx_runner(model, settings)
         declared = [manifest_input["shape"][0], *shape[1:]] if len(shape) == len(manifest_input["shape"]) else shape
@@ -157,6 +191,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         def call(x: Any) -> Any:
             return session.run(None, {name: x})[0]
 
+    elif runtime == "executorch":
+        call, declared, dtype, version = _executorch_runner(model, settings)
+        evaluate_call = _in_slices(call, declared[0])
     else:
         import torch
 
@@ -178,6 +215,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
                 return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
 
     load_seconds = time.perf_counter() - t0
+    evaluate_call = evaluate_call or call
     del model  # the runtime holds its own copy
     if _fault_active("worker_slow"):  # a device slowed on purpose: 2 ms of busy-wait per call
         model_call = call
@@ -220,7 +258,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         from edge_agent import evaluation as device_evaluation
 
         emit({"type": "progress", "phase": "evaluating", "done": 0, "total": 0})
-        evaluation = device_evaluation.evaluate(call, request["eval_paths"], dtype, dims[1:])
+        evaluation = device_evaluation.evaluate(evaluate_call, request["eval_paths"], dtype, dims[1:])
     latency = {
         "count": stats.count,
         "mean_ms": stats.mean_ms,

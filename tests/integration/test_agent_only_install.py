@@ -65,3 +65,30 @@ def test_console_script_help(agent_python: str) -> None:
     script = Path(agent_python).parent / "edge-agent"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60, check=True)
     assert "serve" in proc.stdout and "edge-agent serve" in proc.stdout
+
+
+def test_agent_without_executorch_refuses_a_pte_with_the_fix(agent_python: str, tmp_path: Path) -> None:
+    # setup: a real .pte, built here (the host has the executorch extra; the agent's venv has not)
+    from edge_opt.executorch_export import export_pte
+    from edge_test_models import tiny
+
+    pte = tmp_path / "model.pte"
+    export_pte(tiny().eval(), torch.randn(1, 1, 28, 28), pte, max_batch=1)
+    artifact = write_artifact(tmp_path / "pte", pte.read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    agent = AgentProcess(tmp_path / "store", token, python=agent_python, env={"PYTHONPATH": ""})
+    try:
+        port = agent.start()
+        with client_for(port) as client:
+            # execute
+            names = [r["name"] for r in client.info()["runtimes"]]
+            sha = client.push(artifact).sha256  # stored: the file is a program, only the runtime is missing
+            with pytest.raises(DeviceCallError) as err:
+                list(client.bench(sha, FAST))
+        # assert
+        assert "executorch" not in names
+        assert err.value.code == "FAILED_PRECONDITION"
+        assert "ExecuTorch runtime" in err.value.details and "edge-opt[agent,executorch]" in err.value.details
+    finally:
+        agent.close()

@@ -82,3 +82,15 @@ def test_overrides_validate_and_keep_the_rest() -> None:
     assert config.formats == (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.ONNX)
     with pytest.raises(ConfigError, match="command line"):
         with_overrides(Config(), {"calibration_batches": -1})
+
+
+def test_executorch_format_and_pt2e_quantizer() -> None:
+    from edge_opt.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--format", "all", "--precision", "int8"])
+    config = config_from_args(args)
+    assert [f.value for f in config.formats] == ["torchscript", "onnx", "executorch"]
+    assert config.quantization.pt2e_quantizer.value == "xnnpack"
+    assert [f.value for f in Config().formats] == ["torchscript", "onnx"]  # the default stays: .pte builds are slow
+    with pytest.raises(ConfigError, match=r"quantization.pt2e_quantizer.*expected one of"):
+        parse_config({"quantization": {"pt2e_quantizer": "x86_inductor"}})

@@ -111,7 +111,7 @@ def runtime_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for dist in ("edge-opt", "torch", "torchvision", "onnx", "onnxruntime", "numpy"):
+    for dist in ("edge-opt", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "torchao", "executorch"):
         with contextlib.suppress(PackageNotFoundError):
             versions[dist.replace("-", "_")] = version(dist)
     return versions

@@ -152,7 +152,15 @@ class FormatSpec:
     runtime: str
 
 
+def build_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Built:
+    """A ``.pte`` with the XNNPACK delegate (:mod:`edge_opt.executorch_export`; INT8 by PT2E, not FX)."""
+    from edge_opt.executorch_export import write_executorch  # executorch is imported only for this format
+
+    return write_executorch(ctx, precision, path)
+
+
 FORMATS: dict[ArtifactFormat, FormatSpec] = {
     ArtifactFormat.TORCHSCRIPT: FormatSpec(build_torchscript, ".pt", "torchscript"),
     ArtifactFormat.ONNX: FormatSpec(build_onnx, ".onnx", "onnxruntime"),
+    ArtifactFormat.EXECUTORCH: FormatSpec(build_executorch, ".pte", "executorch"),
 }

@@ -21,7 +21,8 @@ from edge_opt.errors import ConfigError
 EXAMPLES = """\
 examples:
   edge-export --precision int8                       SmallCNN on Fashion-MNIST → INT8 TorchScript + ONNX in ./artifacts
-  edge-export --precision all --out build/art        FP32, FP16 and INT8, both formats
+  edge-export --precision all --out build/art        FP32, FP16 and INT8, TorchScript and ONNX
+  edge-export --precision int8 --format all          INT8 TorchScript (FX), ONNX (ONNX Runtime), ExecuTorch (PT2E)
   edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
@@ -46,6 +47,8 @@ def _precisions(value: str) -> tuple[str, ...]:
 def _formats(value: str) -> tuple[str, ...]:
     if value == "both":
         return ("torchscript", "onnx")
+    if value == "all":
+        return ("torchscript", "onnx", "executorch")
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
@@ -80,7 +83,12 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--precision", type=_precisions, help="fp32, fp16, int8, a comma list, or all (default: config)")
-    parser.add_argument("--format", type=_formats, help="torchscript, onnx or both (default: config)")
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        help="torchscript, onnx, executorch (.pte, XNNPACK; INT8 by PT2E), a comma list, both (torchscript,onnx) or all "
+        "(default: config, torchscript and onnx)",
+    )
     parser.add_argument(
         "--target",
         help="host, x86_64, x86_64-avx2 or arm64: decides the INT8 backend and types (default: the --push device's, else host)",
@@ -124,6 +132,16 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     device.add_argument("--tls-ca", type=Path, help="CA certificate of the agent's TLS certificate")
     device.add_argument("--device-iterations", type=int, help="device benchmark iterations (default 100)")
     device.add_argument("--device-threads", type=int, help="device benchmark threads (default 1)")
+    device.add_argument(
+        "--pick",
+        action="store_true",
+        help="with --push: build every precision × format (unless --precision/--format narrow it), benchmark each on the "
+        "device in interleaved rounds and name the fastest within the accuracy budget (OUT/recommended)",
+    )
+    device.add_argument("--pick-rounds", type=int, default=3, metavar="N", help="interleaved rounds per candidate (default 3)")
+    device.add_argument(
+        "--max-accuracy-drop", type=float, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -170,8 +188,11 @@ def _run(args: argparse.Namespace) -> Outcome:
     from edge_opt.pipeline import run_export
     from edge_opt.report import print_export_report
 
-    if args.bench and not args.push:
-        raise ConfigError("--bench needs --push HOST:PORT (the device to benchmark on)")
+    if (args.bench or args.pick) and not args.push:
+        raise ConfigError("--bench and --pick need --push HOST:PORT (the device to benchmark on)")
+    if args.pick:  # every candidate, unless narrowed explicitly
+        args.precision = args.precision or ("fp32", "fp16", "int8")
+        args.format = args.format or _formats("all")
     config = config_from_args(args)
     settings = {"iterations": args.device_iterations, "threads": args.device_threads}
     settings = {k: v for k, v in settings.items() if v is not None}  # 0 is a value, refused by the bounds
@@ -209,7 +230,41 @@ def _run(args: argparse.Namespace) -> Outcome:
     failures = device_failures(rows, bench=args.bench)
     if not args.json:
         print_device_rows(out, args.push, rows)
+    if args.pick:
+        try:
+            data["pick"] = _pick(args, report, settings)
+        except DeviceError as exc:
+            return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
+        if not args.json:
+            from edge_opt.device_pick import print_pick
+
+            print_pick(out, args.push, data["pick"])
     return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
+
+
+def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    from edge_agent.client import AgentClient, DeviceCallError
+
+    from edge_opt import progress
+    from edge_opt.device import _credentials
+    from edge_opt.device_pick import pick_on_device
+    from edge_opt.errors import DeviceError
+
+    folders = [row.path for row in report.rows if row.path is not None]
+    try:
+        with AgentClient(args.push, _credentials(args.token_file, args.tls_ca)) as client:
+            return pick_on_device(
+                client,
+                folders,
+                report.out_dir,
+                reference_accuracy=report.reference_accuracy,
+                rounds=args.pick_rounds,
+                settings=settings,
+                max_accuracy_drop=args.max_accuracy_drop / 100,
+                on_round=lambda r, n: progress.status(f"pick: round {r}/{n} on {args.push}"),
+            )
+    except DeviceCallError as exc:
+        raise DeviceError(f"device {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

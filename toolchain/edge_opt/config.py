@@ -31,6 +31,13 @@ class Precision(enum.StrEnum):
 class ArtifactFormat(enum.StrEnum):
     TORCHSCRIPT = "torchscript"
     ONNX = "onnx"
+    EXECUTORCH = "executorch"  # .pte with the XNNPACK delegate; INT8 by PT2E
+
+
+class Pt2eQuantizer(enum.StrEnum):
+    """PT2E quantizers for the executorch format's INT8 (XNNPACK's, for arm64 and x86 alike)."""
+
+    XNNPACK = "xnnpack"
 
 
 class FxObserver(enum.StrEnum):
@@ -110,6 +117,8 @@ class QuantizationSection(_Section):
     keep_float: tuple[str, ...] = ()
     #: Exact ONNX node names excluded from ONNX Runtime quantization (as the sensitivity report lists them).
     keep_float_nodes: tuple[str, ...] = ()
+    #: INT8 of the executorch format: PT2E (torch.export → prepare_pt2e → calibrate → convert_pt2e) with this quantizer.
+    pt2e_quantizer: Pt2eQuantizer = Pt2eQuantizer.XNNPACK
 
 
 class ExportSection(_Section):

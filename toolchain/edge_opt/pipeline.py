@@ -245,7 +245,8 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
             host_kernels_vs_semantics=host_kernels[1] if host_kernels else None,
             device_evaluation=device_evaluation,
         )
-        manifest = build_manifest(ctx, row, file, relation, quant)
+        # A format's own record (the executorch format's: delegation, planned batch, threads) joins the manifest.
+        manifest = {**build_manifest(ctx, row, file, relation, quant), **getattr(runner, "manifest_extra", {})}
         if out_dir is not None:
             row.path = staged.commit(manifest)
     return row

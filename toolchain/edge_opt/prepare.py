@@ -46,6 +46,8 @@ class ExportContext:
     int8_model: torch.nn.Module | None = None  # FX INT8, built once and shared by the formats
     int8_seconds: float = 0.0  # prepare + calibrate + convert
     device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
+    pt2e_model: torch.nn.Module | None = None  # PT2E INT8 (the executorch format's), built once
+    pt2e_seconds: float = 0.0
 
 
 def default_statistics_warning(config: Config, spec: ModelSpec) -> str | None:

@@ -33,6 +33,24 @@ def show_all_warnings(enabled: bool) -> None:
     _show_all = enabled
 
 
+def showing_all() -> bool:
+    """True under ``-v``: nothing is hidden, native runtime logs included."""
+    return _show_all
+
+
+#: Loggers that announce, on importing torchao / executorch, a deprecation inside those packages.
+KNOWN_NOISY_LOGGERS = ("torch.utils._pytree",)
+
+
+def quiet_import_loggers() -> None:
+    """Before importing torchao or executorch: hide their import-time deprecation log lines (unless ``-v``)."""
+    import logging
+
+    if not _show_all:
+        for name in KNOWN_NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def known_warnings_silenced() -> Iterator[None]:
     """Within the block, drop the warnings in :data:`KNOWN_WARNINGS` (unless ``-v``)."""

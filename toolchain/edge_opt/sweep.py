@@ -91,7 +91,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    colors = {"onnx": "tab:blue", "torchscript": "tab:orange"}
+    colors = {"onnx": "tab:blue", "torchscript": "tab:orange", "executorch": "tab:green"}
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         series.setdefault((r["precision"], r["format"]), []).append(r)

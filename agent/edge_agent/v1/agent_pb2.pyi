@@ -12,6 +12,7 @@ class RuntimeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUNTIME_UNSPECIFIED: _ClassVar[RuntimeKind]
     RUNTIME_ONNXRUNTIME: _ClassVar[RuntimeKind]
     RUNTIME_TORCHSCRIPT: _ClassVar[RuntimeKind]
+    RUNTIME_EXECUTORCH: _ClassVar[RuntimeKind]
 
 class GraphOptimization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +34,7 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 RUNTIME_UNSPECIFIED: RuntimeKind
 RUNTIME_ONNXRUNTIME: RuntimeKind
 RUNTIME_TORCHSCRIPT: RuntimeKind
+RUNTIME_EXECUTORCH: RuntimeKind
 GRAPH_OPT_UNSPECIFIED: GraphOptimization
 GRAPH_OPT_DISABLE: GraphOptimization
 GRAPH_OPT_BASIC: GraphOptimization

@@ -135,7 +135,7 @@ class EdgeAgentServicer:
         fsynced on the device before it is streamed, so a dropped client gets it back with GetRun.
         Returns (before the first event): NOT_FOUND unknown artifact; INVALID_ARGUMENT settings out of range
         (the message states the bounds); FAILED_PRECONDITION the artifact's runtime is not installed on the
-        device (e.g. TorchScript without torch); RESOURCE_EXHAUSTED the queue is full, or the device's disk is too
+        device (e.g. TorchScript without torch, a .pte without executorch); RESOURCE_EXHAUSTED the queue is full, or the device's disk is too
         full to record results (health is NOT_SERVING until space returns); UNAVAILABLE the agent is stopping.
         A run still QUEUED when the agent is told to stop is never started: it ends INTERRUPTED.
         """

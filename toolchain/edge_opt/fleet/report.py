@@ -77,6 +77,7 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
                 "throughput_per_s": run.throughput_per_s,
                 "host_accuracy": artifact.host_accuracy if artifact else None,
                 **_device_check(run, artifact),
+                "size_bytes": artifact.size_bytes if artifact else None,
                 "peak_rss_mib": run.peak_rss_bytes / 2**20 if run.peak_rss_bytes else None,
                 "disturbed": run.disturbed,
                 "error": f"{run.error_code}: {run.error_message}" if run.error_code else "",
@@ -196,17 +197,10 @@ def _plots(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         return []
     plots = []
     devices = sorted({r["device"] for r in ok})
-    variants = sorted({(r["precision"], r["format"], r["artifact"]) for r in ok})
-    fig, ax = plt.subplots(figsize=(max(8, len(devices) * 1.2), 4.5), constrained_layout=True)
-    width = 0.8 / max(1, len(variants))
-    for i, (_, _, name) in enumerate(variants):
-        values = [next((r["p50_ms"] for r in ok if r["device"] == d and r["artifact"] == name), 0) for d in devices]
-        ax.bar([x + i * width for x in range(len(devices))], values, width, label=name)
-    ax.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(devices))], devices, rotation=30, ha="right")
-    ax.set(ylabel="p50 latency (ms)", title="latency by device × precision × format", yscale="log")
-    ax.legend(fontsize=7, ncol=3)
-    ax.grid(True, axis="y", alpha=0.3)
-    plots.append(("Latency by device", _png(fig)))
+    from edge_opt.fleet.winners import device_winners, heatmap_png
+
+    picks = device_winners(rows)
+    plots.append(("Latency by device × candidate, relative to the device's fastest; ★ the pick", _png(heatmap_png(rows, picks))))
 
     per_artifact: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
@@ -295,6 +289,18 @@ def write_html(rows: list[dict[str, Any]], path: Path, collection: str) -> None:
             + "</tr>"
         )
     body.append("</table>")
+    from edge_opt.fleet.winners import device_winners, winners_table
+
+    winners = winners_table(device_winners(rows))
+    if winners:
+        body.append("<table><tr><th class='l'>device</th><th class='l'>model</th><th class='l'>pick</th><th>p50 ms</th>"
+                    "<th class='l'>fastest measured</th><th>in budget / candidates</th></tr>")
+        for w in winners:
+            cells = [w["device"], w["model"], w["winner"] or "-", _f(w["winner_p50_ms"]), w["fastest"] or "-",
+                     f"{w['in_budget']}/{w['candidates']}"]
+            body.append("<tr>" + "".join(
+                f"<td class='{'' if i in (3, 5) else 'l'}'>{html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
+        body.append("</table>")
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>edge-opt fleet — {html.escape(collection)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"

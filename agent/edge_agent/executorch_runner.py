@@ -1,0 +1,113 @@
+"""Run a ``.pte`` (the executorch format) with ``executorch.runtime``: the one ExecuTorch runner, for the agent's
+worker and for the host's validation and latency (``edge_opt.executorch_export.PteRunner`` wraps it).
+
+Only the worker process imports this on a device, and only for ``.pte`` artifacts: the ExecuTorch runtime imports
+torch, so a device runs them only where the ``executorch`` extra is installed (:func:`executorch_available`);
+elsewhere the agent refuses them with FAILED_PRECONDITION, as it does TorchScript without torch.
+
+Contract: :func:`load` returns a :class:`PteProgram`; its ``call`` takes a C-contiguous numpy array (NCHW, the
+program's input dtype, at most ``declared_shape[0]`` items) and returns the first output as numpy. edge-opt's
+programs are planned for batch 1: the worker refuses a larger benchmark batch (the runtime fails on it) rather
+than slicing, so that a figure always means one call; the host slices its validation batches.
+
+**The thread pool.** XNNPACK's thread pool is one per process, and every loaded method keeps a pointer to it
+(the XNNPACK runtime is created with it when the method loads). ``_unsafe_reset_threadpool`` destroys that pool
+and makes a new one: a method loaded before the reset then runs on freed memory, which crashes the process
+(SIGSEGV) or hangs it on a futex, now and then, depending on what reused the memory. So the pool is sized at most
+once per process, before the first program loads (:func:`set_threads`); afterwards a different request is not
+honoured, and the size in use is reported. The agent's worker is a new process per run, so a device gets the
+requested threads; the host keeps the pool it first set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: ``c10::ScalarType`` codes the runtime's tensor metadata reports, for the inputs edge-opt exports.
+_SCALAR_TYPES = {5: "float16", 6: "float32"}
+#: Set once a program has been loaded in this process: from then on the thread pool must not be reset.
+_loaded = threading.Event()
+_lock = threading.Lock()
+
+
+class ExecutorchLoadError(RuntimeError):
+    """The runtime refused the program (corrupt file, missing operator or delegate)."""
+
+
+@dataclass
+class PteProgram:
+    """A loaded ``forward`` method: ``call(x)`` runs it; the shape and dtype are the program's planned input."""
+
+    call: Callable[[Any], Any]
+    declared_shape: list[int]
+    dtype: str
+    version: str
+    threads: int  # the size of the thread pool the method runs on
+
+
+def executorch_available() -> bool:
+    """Is the ExecuTorch runtime installed (without importing it: that imports torch)?"""
+    try:
+        return importlib.util.find_spec("executorch.runtime") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def executorch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("executorch")
+    except PackageNotFoundError:
+        return ""
+
+
+def thread_count() -> int:
+    from executorch.extension.pybindings import portable_lib
+
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+def set_threads(threads: int) -> int:
+    """Size the process's XNNPACK thread pool to ``threads`` if no program has been loaded yet; returns the size in use.
+
+    After a load the pool is left as it is (see the module docstring: resetting it under a loaded method is what
+    crashed or hung the process).
+    """
+    from executorch.extension.pybindings import portable_lib
+
+    with _lock:
+        if threads > 0 and not _loaded.is_set() and threads != portable_lib._threadpool_get_thread_count():
+            portable_lib._unsafe_reset_threadpool(threads)
+        return int(portable_lib._threadpool_get_thread_count())
+
+
+def load(model: bytes | str, threads: int = 0) -> PteProgram:
+    """Load the program's ``forward`` method from bytes or a path; ``threads`` > 0 asks for that pool size.
+
+    Raises:
+        ExecutorchLoadError: the data is not a program the runtime can load.
+    """
+    import torch
+    from executorch.runtime import Runtime
+
+    in_use = set_threads(threads)
+    with _lock:
+        _loaded.set()  # before the load: a failed load may still have created XNNPACK state that points at the pool
+        try:
+            program = Runtime.get().load_program(model)
+            method = program.load_method("forward")
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise ExecutorchLoadError(f"the ExecuTorch runtime cannot load the program: {first}") from None
+    meta = method.metadata.input_tensor_meta(0)
+    dtype = _SCALAR_TYPES.get(int(meta.dtype()), "float32")
+
+    def call(x: Any, _program: Any = program) -> Any:  # the program object lives as long as its method is used
+        return method.execute([torch.from_numpy(x)])[0].float().numpy()
+
+    return PteProgram(call, [int(s) for s in meta.sizes()], dtype, executorch_version(), in_use)

@@ -1,0 +1,144 @@
+"""``edge-export --push DEVICE --pick``: benchmark every candidate on the device, name the fastest that fits the budget.
+
+Steps: ask the device which runtimes it has (a candidate whose runtime it lacks is listed as such, not run); push
+what it lacks; run every candidate's benchmark ``rounds`` times, interleaved (round r starts at candidate r,
+so a disturbance on the device spreads over all of them), keeping the raw samples; hand them, with each
+candidate's accuracy (the device's own figure when its result carries one, else the host's) and size, to
+:func:`edge_opt.pick.pick`. The output folder gets the evidence: ``recommended.json`` (device, rule, every
+candidate's p50 and 95% interval, accuracy, size, verdict) and ``recommended``, a symlink to the winner's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_opt.artifact import read_manifest
+from edge_opt.errors import DeviceError
+from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
+
+#: The device runtime each format needs, as the device's info lists runtimes.
+RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torch", "executorch": "executorch"}
+RECOMMENDED = "recommended"
+
+
+def pick_on_device(
+    client: Any,
+    folders: Sequence[Path],
+    out_dir: Path,
+    *,
+    reference_accuracy: float | None,
+    rounds: int = 3,
+    settings: dict[str, Any] | None = None,
+    max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP,
+    on_round: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Benchmark ``folders`` on the device behind ``client`` (an ``AgentClient``) and record the pick in ``out_dir``.
+
+    Returns:
+        ``{"device": info, "pick": Pick.to_dict(), "skipped": {name: reason}, "recommended": path or None}``.
+
+    Raises:
+        DeviceError: a benchmark failed on the device (the message names the artifact and the device's reason).
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    info = client.info()
+    have = {r.get("name") for r in info.get("runtimes", [])}
+    manifests = {folder: read_manifest(folder) for folder in folders}
+    skipped: dict[str, str] = {}
+    runnable: list[Path] = []
+    for folder, manifest in manifests.items():
+        needed = RUNTIME_OF_FORMAT.get(manifest["format"], manifest["format"])
+        if needed in have:
+            runnable.append(folder)
+        else:
+            skipped[folder.name] = f"the device has no {needed} runtime"
+    shas = {}
+    for folder in runnable:
+        shas[folder] = client.push(folder).sha256
+    samples: dict[Path, list[float]] = {f: [] for f in runnable}
+    device_accuracy: dict[Path, float] = {}
+    run_settings = {**(settings or {}), "keep_samples": True}
+    for r in range(rounds):
+        order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)] if runnable else []
+        for folder in order:
+            last: dict[str, Any] = {}
+            for event in client.bench(shas[folder], run_settings):
+                last = event
+            if "result" not in last:
+                reason = last.get("error", {}).get("message", "no result")
+                raise DeviceError(f"benchmark of {folder.name} failed on the device: {reason}")
+            result = last["result"]
+            samples[folder].extend(result["latency"].get("samples_ms") or [result["latency"]["p50_ms"]])
+            if isinstance(result.get("accuracy"), (int, float)):
+                device_accuracy[folder] = float(result["accuracy"])
+        if on_round:
+            on_round(r + 1, rounds)
+    candidates = [
+        Candidate(
+            folder.name,
+            samples[folder],
+            device_accuracy.get(folder, manifests[folder].get("host_metrics", {}).get("accuracy")),
+            int(manifests[folder]["file"]["size_bytes"]),
+            "device" if folder in device_accuracy else "host",
+        )
+        for folder in runnable
+    ]
+    result = pick(candidates, reference_accuracy=reference_accuracy, max_accuracy_drop=max_accuracy_drop)
+    recommended = _record(out_dir, info, result, skipped, rounds)
+    return {
+        "device": info,
+        "pick": result.to_dict(),
+        "skipped": skipped,
+        "recommended": str(recommended) if recommended else None,
+    }
+
+
+def _record(out_dir: Path, info: dict[str, Any], result: Pick, skipped: dict[str, str], rounds: int) -> Path | None:
+    """``recommended.json`` (always) and the ``recommended`` symlink to the winner (replaced atomically)."""
+    evidence = {
+        "device": {k: info.get(k) for k in ("hostname", "arch", "cpu_model", "cpu_flags", "board_model", "suggested_target")},
+        "rounds": rounds,
+        "skipped": skipped,
+        **result.to_dict(),
+    }
+    tmp = out_dir / f".{RECOMMENDED}.json.tmp"
+    tmp.write_text(json.dumps(evidence, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out_dir / f"{RECOMMENDED}.json")
+    link = out_dir / RECOMMENDED
+    if result.winner is None:
+        link.unlink(missing_ok=True)
+        return None
+    staging = out_dir / f".{RECOMMENDED}.{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(result.winner.name)  # relative: the folder moves with its export
+    staging.replace(link)
+    return link
+
+
+def print_pick(console: Any, address: str, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    p = data["pick"]
+    table = Table(title=f"pick on {address} (★ = recommended)", title_justify="left")
+    for col in ("candidate", "p50 ms", "95% interval", "× fastest", "accuracy", "size MB", "verdict"):
+        table.add_column(col, justify="left" if col in ("candidate", "verdict") else "right")
+    for c in p["candidates"]:
+        lo, hi = c["p50_interval_ms"]
+        table.add_row(
+            ("★ " if c["status"] == "winner" else "") + c["name"],
+            f"{c['p50_ms']:.3f}" if c["p50_ms"] is not None else "-",
+            f"{lo:.3f}–{hi:.3f}" if lo is not None and hi is not None else "-",
+            f"{c['ratio_to_fastest']:.2f}" if c["ratio_to_fastest"] is not None else "-",
+            f"{c['accuracy'] * 100:.2f}% ({c['accuracy_source']})" if c["accuracy"] is not None else "-",
+            f"{c['size_bytes'] / 1e6:.2f}",
+            f"{c['status']}: {c['reason']}" if c["reason"] else c["status"],
+        )
+    for name, reason in data["skipped"].items():
+        table.add_row(name, "-", "-", "-", "-", "-", f"not run: {reason}")
+    console.print(table)
+    console.print(f"recommended: {data['recommended'] or 'none (no candidate within the budget)'}")
