@@ -63,3 +63,32 @@ def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path) -> None:
     evidence = json.loads((out / "recommended.json").read_text())
     assert evidence["winner"] == "small-onnx" and evidence["rounds"] == 2
     assert {c["name"] for c in evidence["candidates"]} == {"small-onnx", "big-onnx", "lossy-onnx", "tiny-executorch"}
+
+
+@pytest.mark.slow
+def test_edge_export_pick_measures_the_accuracy_budget_on_the_device(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    from conftest import parse_json_result, run_cli
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    agent = AgentProcess(tmp_path / "store", token)
+    try:
+        port = agent.start()
+        args = ["--target", "host", "--precision", "fp32,int8", "--format", "onnx", "--eval-samples", "1000"]
+        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{port}", "--token-file", str(token)]
+        proc = run_cli([*args, "--pick", "--pick-rounds", "2", "--device-iterations", "5", "--json", "-q"], cli_env)
+    finally:
+        agent.close()
+    assert proc.returncode == 0, proc.stderr
+    result = parse_json_result(proc.stdout)
+    candidates = {c["name"]: c for c in result["data"]["pick"]["pick"]["candidates"]}
+    assert set(candidates) == {"smallcnn-fp32-onnx", "smallcnn-int8-onnx"}
+    for name, candidate in candidates.items():
+        # The device evaluated each candidate on the export's evaluation set; the budget uses those figures.
+        assert candidate["accuracy_source"] == "device", candidate
+        manifest = json.loads((tmp_path / "art" / name / "manifest.json").read_text())
+        host_on_same_images = manifest["host_metrics"]["device_evaluation"]["host_accuracy"]
+        assert candidate["accuracy"] == pytest.approx(host_on_same_images, abs=1e-9)  # the device is this host
+    winner = result["data"]["pick"]["pick"]["winner"]
+    assert winner in candidates
+    assert (tmp_path / "art" / "recommended").resolve() == (tmp_path / "art" / winner).resolve()

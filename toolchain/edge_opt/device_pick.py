@@ -2,9 +2,11 @@
 
 Steps: ask the device which runtimes it has (a candidate whose runtime it lacks is listed as such, not run); push
 what it lacks; run every candidate's benchmark ``rounds`` times, interleaved (round r starts at candidate r,
-so a disturbance on the device spreads over all of them), keeping the raw samples; hand them, with each
-candidate's accuracy (the device's own figure when its result carries one, else the host's) and size, to
-:func:`edge_opt.pick.pick`. The output folder gets the evidence: ``recommended.json`` (device, rule, every
+so a disturbance on the device spreads over all of them), keeping the raw samples; the first round also has the
+device evaluate each candidate on the export's evaluation set. Hand them, with each candidate's accuracy and size,
+to :func:`edge_opt.pick.pick`: the accuracy budget is measured on the device (every candidate's top-1 on the
+evaluation set against the FP32 candidate's there) when the device evaluated them all, else on the host's test
+split. The output folder gets the evidence: ``recommended.json`` (device, rule, every
 candidate's p50 and 95% interval, accuracy, size, verdict) and ``recommended``, a symlink to the winner's folder.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from edge_opt.artifact import read_manifest
 from edge_opt.errors import DeviceError
+from edge_opt.evalset import push_eval_sets
 from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
 
 #: The device runtime each format needs, as the device's info lists runtimes.
@@ -58,33 +61,44 @@ def pick_on_device(
         else:
             skipped[folder.name] = f"the device has no {needed} runtime"
     shas = {}
+    eval_shas: dict[Path, dict[str, str]] = {}
     for folder in runnable:
         shas[folder] = client.push(folder).sha256
+        eval_shas[folder] = push_eval_sets(client, folder)
     samples: dict[Path, list[float]] = {f: [] for f in runnable}
     device_accuracy: dict[Path, float] = {}
     run_settings = {**(settings or {}), "keep_samples": True}
     for r in range(rounds):
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)] if runnable else []
         for folder in order:
+            # The first round also evaluates each candidate on the device (after its timed loop, in the same worker).
+            evaluate = eval_shas[folder] if r == 0 else {}
             last: dict[str, Any] = {}
-            for event in client.bench(shas[folder], run_settings):
+            for event in client.bench(shas[folder], run_settings, **evaluate):
                 last = event
             if "result" not in last:
                 reason = last.get("error", {}).get("message", "no result")
                 raise DeviceError(f"benchmark of {folder.name} failed on the device: {reason}")
             result = last["result"]
             samples[folder].extend(result["latency"].get("samples_ms") or [result["latency"]["p50_ms"]])
-            if isinstance(result.get("accuracy"), (int, float)):
-                device_accuracy[folder] = float(result["accuracy"])
+            evaluation = result.get("evaluation") or {}
+            if not evaluation.get("error") and isinstance(evaluation.get("top1_accuracy"), (int, float)):
+                device_accuracy[folder] = float(evaluation["top1_accuracy"])
         if on_round:
             on_round(r + 1, rounds)
+    # The budget is measured on one set of images: the device's evaluation set when the device evaluated every
+    # candidate and an FP32 one among them (its accuracy is the reference), else the host's test split.
+    fp32 = [f for f in runnable if manifests[f].get("precision") == "fp32"]
+    on_device = bool(runnable) and len(device_accuracy) == len(runnable) and bool(fp32)
+    if on_device:
+        reference_accuracy = max(device_accuracy[f] for f in fp32)
     candidates = [
         Candidate(
             folder.name,
             samples[folder],
-            device_accuracy.get(folder, manifests[folder].get("host_metrics", {}).get("accuracy")),
+            device_accuracy[folder] if on_device else manifests[folder].get("host_metrics", {}).get("accuracy"),
             int(manifests[folder]["file"]["size_bytes"]),
-            "device" if folder in device_accuracy else "host",
+            "device" if on_device else "host",
         )
         for folder in runnable
     ]
