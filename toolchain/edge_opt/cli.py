@@ -185,8 +185,8 @@ def _run(args: argparse.Namespace) -> Outcome:
     from edge_agent.settings import BenchmarkSettings
 
     from edge_opt.errors import DeviceError
+    from edge_opt.export_report import print_export_report
     from edge_opt.pipeline import run_export
-    from edge_opt.report import print_export_report
 
     if (args.bench or args.pick) and not args.push:
         raise ConfigError("--bench and --pick need --push HOST:PORT (the device to benchmark on)")
@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace) -> Outcome:
         raise ConfigError(f"device benchmark setting: {exc}") from None
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
-        from edge_opt.device import device_target
+        from edge_opt.device_runs import device_target
 
         target = device_target(args.push, token_file=args.token_file, tls_ca=args.tls_ca)
         if target and target != config.target:
@@ -218,7 +218,7 @@ def _run(args: argparse.Namespace) -> Outcome:
     data = report.to_dict()
     if not args.push:
         return Outcome(data)
-    from edge_opt.device import device_failures, print_device_rows, push_and_bench
+    from edge_opt.device_runs import device_failures, print_device_rows, push_and_bench
 
     try:
         rows = push_and_bench(
@@ -246,13 +246,13 @@ def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> di
     from edge_agent.client import AgentClient, DeviceCallError
 
     from edge_opt import progress
-    from edge_opt.device import _credentials
     from edge_opt.device_pick import pick_on_device
+    from edge_opt.device_runs import credentials
     from edge_opt.errors import DeviceError
 
     folders = [row.path for row in report.rows if row.path is not None]
     try:
-        with AgentClient(args.push, _credentials(args.token_file, args.tls_ca)) as client:
+        with AgentClient(args.push, credentials(args.token_file, args.tls_ca)) as client:
             return pick_on_device(
                 client,
                 folders,

@@ -23,7 +23,8 @@ from edge_opt.pipeline import ExportReport
 _DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --tls-ca match its settings"
 
 
-def _credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
+def credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
+    """The client credentials for a device: its token file (bearer token) and, for TLS, the CA that signed it."""
     from edge_agent.client import Credentials
 
     try:
@@ -37,7 +38,7 @@ def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None)
     from edge_agent.client import AgentClient, DeviceCallError
 
     try:
-        with AgentClient(address, _credentials(token_file, tls_ca)) as client:
+        with AgentClient(address, credentials(token_file, tls_ca)) as client:
             client.wait_ready(timeout=10)
             info = client.info()
     except DeviceCallError as exc:
@@ -59,11 +60,11 @@ def push_and_bench(
     """Push every written artifact of ``report`` (only what the device lacks); benchmark them if asked."""
     from edge_agent.client import AgentClient, DeviceCallError
 
-    credentials = _credentials(token_file, tls_ca)
+    creds = credentials(token_file, tls_ca)
     rows: list[dict[str, Any]] = []
     device_dir = report.out_dir / "device-runs" / re.sub(r"[^A-Za-z0-9._-]", "_", address)
     try:
-        with AgentClient(address, credentials) as client:
+        with AgentClient(address, creds) as client:
             client.wait_ready(timeout=10)
             device = client.info()
             progress.status(
