@@ -45,13 +45,13 @@ from typing import Any, Protocol
 from edge_agent import evaluation
 from edge_agent.device import cpu_busy_seconds, device_state, executorch_available, torch_available
 from edge_agent.errors import ArtifactNotFound, ArtifactRejected, QuotaExceeded, RuntimeUnavailable, ShuttingDown
+from edge_agent.formats import MODEL_FORMATS
 from edge_agent.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import NAME_PATTERN, ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 #: The runtime each artifact format runs with, and the wire names of the runtimes a run may ask for.
-_RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torchscript", "executorch": "executorch"}
 _RUNTIME_NAMES = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript", "RUNTIME_EXECUTORCH": "executorch"}
 
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
@@ -236,7 +236,7 @@ class RunManager:
             raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
-        expected = _RUNTIME_OF_FORMAT.get(fmt, "onnxruntime")
+        expected = MODEL_FORMATS[fmt].runtime if fmt in MODEL_FORMATS else "onnxruntime"
         runtime = _RUNTIME_NAMES.get(requested, expected)
         if runtime != expected:
             raise ArtifactRejected(f"a {fmt} artifact runs with {expected}, not {runtime}")

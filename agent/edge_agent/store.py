@@ -56,6 +56,7 @@ from edge_agent.errors import (
     QuotaExceeded,
 )
 from edge_agent.files import fsync_dir
+from edge_agent.formats import MODEL_FORMATS
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -64,12 +65,7 @@ MAX_MANIFEST_BYTES = 256 << 10
 #: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
 MAX_MANIFEST_DEPTH = 32
 PRECISIONS = frozenset({"fp32", "fp16", "int8"})
-MODEL_FILES = {
-    "onnx": "model.onnx",
-    "torchscript": "model.pt",
-    "executorch": "model.pte",
-    evaluation.FORMAT: evaluation.FILE_NAME,
-}
+MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, evaluation.FORMAT: evaluation.FILE_NAME}
 #: An ExecuTorch program is a FlatBuffer whose file identifier, at bytes 4..8, is "ET" and two digits (the schema).
 PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.

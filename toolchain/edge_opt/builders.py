@@ -3,8 +3,14 @@
 A builder gets the export's :class:`~edge_opt.prepare.ExportContext`, the precision and the staged path, and
 returns a :class:`Built`: the runner that loads the file back with its own runtime, the logits of the model it
 must reproduce (the parity gate's reference), the relation (``same``: the same computation; ``quantized``: a
-quantization of the FP32 model) and the quantization record for the manifest. A new format is one builder here
-and one entry in :data:`FORMATS`; the pipeline validates, evaluates, times and publishes whatever a builder made.
+quantization of the FP32 model) and the quantization record for the manifest. The pipeline validates, evaluates,
+times and publishes whatever a builder made.
+
+A new format takes: its model file and runtime in ``edge_agent.formats`` (shared with the agent), a value of
+:class:`edge_opt.config.ArtifactFormat`, a builder here with its :data:`FORMATS` entry, and a runner in the agent's
+worker. Only one step is format-specific outside these: evaluating an INT8 artifact built for another CPU by the
+model's semantics (graph optimisations off) exists for ONNX (``pipeline._build``, ``manifest_builder``); other formats
+are evaluated with their runtime's kernels on this host, which the manifest's ``host_metrics.evaluation`` says.
 
 Source models per precision: FP32 is the prepared model, FP16 ``to_fp16``, INT8 FX graph-mode quantization
 (``to_int8``, built once per export and shared by the formats that start from it). INT8 ONNX is ONNX Runtime's
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_agent.formats import MODEL_FORMATS, ModelFormat
 
 from edge_opt import progress
 from edge_opt.config import ArtifactFormat, Precision
@@ -145,11 +152,18 @@ def _build_onnx_int8(ctx: ExportContext, path: Path) -> Built:
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """An artifact format: its builder, the model file's suffix, and the runtime that loads it (manifest)."""
+    """An artifact format as the toolchain builds it: its builder, and (shared with the agent) its file and runtime."""
 
     builder: Builder
-    suffix: str
-    runtime: str
+    model: ModelFormat
+
+    @property
+    def suffix(self) -> str:
+        return self.model.suffix
+
+    @property
+    def runtime(self) -> str:
+        return self.model.runtime
 
 
 def build_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Built:
@@ -160,7 +174,7 @@ def build_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
 
 
 FORMATS: dict[ArtifactFormat, FormatSpec] = {
-    ArtifactFormat.TORCHSCRIPT: FormatSpec(build_torchscript, ".pt", "torchscript"),
-    ArtifactFormat.ONNX: FormatSpec(build_onnx, ".onnx", "onnxruntime"),
-    ArtifactFormat.EXECUTORCH: FormatSpec(build_executorch, ".pte", "executorch"),
+    ArtifactFormat.TORCHSCRIPT: FormatSpec(build_torchscript, MODEL_FORMATS["torchscript"]),
+    ArtifactFormat.ONNX: FormatSpec(build_onnx, MODEL_FORMATS["onnx"]),
+    ArtifactFormat.EXECUTORCH: FormatSpec(build_executorch, MODEL_FORMATS["executorch"]),
 }

@@ -18,13 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.formats import MODEL_FORMATS
+
 from edge_opt.artifact import read_manifest
 from edge_opt.errors import DeviceError
 from edge_opt.evalset import push_eval_sets
 from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
 
-#: The device runtime each format needs, as the device's info lists runtimes.
-RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "torchscript": "torch", "executorch": "executorch"}
 RECOMMENDED = "recommended"
 
 
@@ -55,7 +55,8 @@ def pick_on_device(
     skipped: dict[str, str] = {}
     runnable: list[Path] = []
     for folder, manifest in manifests.items():
-        needed = RUNTIME_OF_FORMAT.get(manifest["format"], manifest["format"])
+        known = MODEL_FORMATS.get(manifest["format"])
+        needed = known.device_runtime if known else manifest["format"]
         if needed in have:
             runnable.append(folder)
         else:

@@ -66,7 +66,9 @@ def build_manifest(
 
 
 def evaluation_record(ctx: ExportContext, row: ArtifactRow) -> dict[str, Any]:
-    if row.evaluation_mode != REFERENCE_SEMANTICS:
+    if row.format is ArtifactFormat.EXECUTORCH:
+        how = "ExecuTorch with the XNNPACK delegate on this host (its kernels; the device's may round differently)"
+    elif row.evaluation_mode != REFERENCE_SEMANTICS:
         how = "this host's kernels (it is the artifact's target, or the artifact is not quantized)"
     elif row.format is ArtifactFormat.ONNX:
         how = "onnxruntime with graph optimisations disabled: QuantizeLinear / DequantizeLinear executed as written"

@@ -22,7 +22,17 @@ from edge_opt import evalset, progress
 from edge_opt.artifact import staged_artifact
 from edge_opt.builders import FORMATS
 from edge_opt.config import ArtifactFormat, Config, Precision
-from edge_opt.evaluate import REFERENCE_SEMANTICS, OrtRunner, Parity, accuracy_of, evaluation_mode, host_latency, parity, predict
+from edge_opt.evaluate import (
+    HOST_KERNELS,
+    REFERENCE_SEMANTICS,
+    OrtRunner,
+    Parity,
+    accuracy_of,
+    evaluation_mode,
+    host_latency,
+    parity,
+    predict,
+)
 from edge_opt.manifest_builder import build_manifest
 from edge_opt.prepare import (
     ExportContext,
@@ -197,6 +207,8 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
         runner, source_logits, relation, quant = built.runner, built.source_logits, built.relation, built.quantization
         n = ctx.parity_n
         mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
+        if fmt is ArtifactFormat.EXECUTORCH:
+            mode = HOST_KERNELS  # XNNPACK's kernels on this host: ExecuTorch has no semantics-only path here
         progress.status(f"validating {label} on {len(ctx.eval_split)} test images ({mode})")
         batch = ctx.config.data.batch_size
         host_kernels: tuple[float, Parity] | None = None
