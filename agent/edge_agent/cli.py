@@ -35,18 +35,25 @@ examples:
 """
 
 
+def _path(value: str) -> Path:
+    """A path flag: an empty value is a mistake (it would silently mean the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty path; give a path, or leave the flag out for the default")
+    return Path(value)
+
+
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file with the same keys as these flags (flags win)")
+    parser.add_argument("--config", type=_path, help="TOML file with the same keys as these flags (flags win)")
     parser.add_argument("--listen", help="address:port (default 127.0.0.1:50051; port 0 picks a free one)")
-    parser.add_argument("--store", type=Path, help="artifact store and results journal folder")
+    parser.add_argument("--store", type=_path, help="artifact store and results journal folder")
     parser.add_argument(
         "--token-file",
         type=Path,
         help="file holding the bearer token clients must present (default: STORE/token, created on first start)",
     )
-    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
-    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    parser.add_argument("--client-ca", type=Path, help="CA whose client certificates are required (mTLS)")
+    parser.add_argument("--tls-cert", type=_path, help="server certificate (PEM)")
+    parser.add_argument("--tls-key", type=_path, help="server private key (PEM)")
+    parser.add_argument("--client-ca", type=_path, help="CA whose client certificates are required (mTLS)")
     parser.add_argument(
         "--insecure",
         action="store_true",

@@ -207,8 +207,10 @@ class AgentClient:
         waiting_since: float | None = None
         while True:
             stat = self._call(self.stub.StatArtifact, pb.StatArtifactRequest(sha256=sha))
-            if stat.present:
+            same_kind = (stat.artifact.format, stat.artifact.precision) == (manifest.get("format"), manifest.get("precision"))
+            if stat.present and same_kind:
                 return PushOutcome(sha, name, True, 0, 0, time.monotonic() - started)
+            # Present as another kind of artifact: the push goes ahead so that the device refuses it, naming both.
             try:
                 return self._push_from(model, sha, size, name, manifest_text, stat.staged_bytes, on_progress, started)
             except DeviceCallError as exc:

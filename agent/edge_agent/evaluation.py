@@ -114,7 +114,7 @@ def resolve(store: Any, sha256: str, member: str) -> str:
     if meta is None:
         raise ArtifactNotFound(f"evaluation set {sha256} is not on this device; push it first")
     if meta.format != FORMAT:
-        raise ArtifactRejected(f"{member} {sha256} is a {meta.format} artifact, not an evaluation set")
+        raise ArtifactRejected(f"{member} {sha256} is an artifact of format {meta.format}, not an evaluation set")
     return sha256
 
 
@@ -155,8 +155,12 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
     correct = agree = 0
     max_diff = 0.0
     for start in range(0, n, EVAL_BATCH):
-        y = np.asarray(call(inputs[start : start + EVAL_BATCH].astype(dtype, copy=False)), dtype=np.float32)
-        y = y.reshape(y.shape[0], -1)
+        try:
+            y = np.asarray(call(inputs[start : start + EVAL_BATCH].astype(dtype, copy=False)), dtype=np.float32)
+            y = y.reshape(y.shape[0], -1)
+        except Exception as exc:  # the model cannot run on these items: the timing stands, the evaluation says why
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            return {**out, "error": f"the model failed on evaluation items {start}..: {type(exc).__name__}: {first}"}
         predicted = y.argmax(axis=1)
         correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())
         if reference is not None:

@@ -100,14 +100,56 @@ def load(model: bytes | str, threads: int = 0) -> PteProgram:
         _loaded.set()  # before the load: a failed load may still have created XNNPACK state that points at the pool
         try:
             program = Runtime.get().load_program(model)
+            if "forward" not in program.method_names:
+                raise ExecutorchLoadError(f"the program has no 'forward' method (it has {sorted(program.method_names)[:8]})")
+            # Its declared input and outputs are checked before the method is loaded: loading allocates the
+            # program's planned memory, whose size the file decides.
+            shape, dtype = _checked_signature(program.metadata("forward"))
             method = program.load_method("forward")
+        except ExecutorchLoadError:
+            raise
         except Exception as exc:
             first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise ExecutorchLoadError(f"the ExecuTorch runtime cannot load the program: {first}") from None
-    meta = method.metadata.input_tensor_meta(0)
-    dtype = _SCALAR_TYPES.get(int(meta.dtype()), "float32")
 
     def call(x: Any, _program: Any = program) -> Any:  # the program object lives as long as its method is used
         return method.execute([torch.from_numpy(x)])[0].float().numpy()
 
-    return PteProgram(call, [int(s) for s in meta.sizes()], dtype, executorch_version(), in_use)
+    return PteProgram(call, shape, dtype, executorch_version(), in_use)
+
+
+#: Largest input or output tensor a program may declare (elements): the worker's own input cap.
+MAX_TENSOR_ELEMENTS = 1 << 28
+
+
+def _checked_signature(meta: Any) -> tuple[list[int], str]:
+    """The program's one input (shape, dtype) after checking what edge-opt runs: one float input with a batch
+    dimension, tensor outputs, nothing larger than :data:`MAX_TENSOR_ELEMENTS`.
+
+    Raises:
+        ExecutorchLoadError: naming what the program declares and what is expected.
+    """
+    if meta.num_inputs() != 1:
+        raise ExecutorchLoadError(f"the program's forward takes {meta.num_inputs()} inputs; edge-opt runs one image tensor")
+    if meta.num_outputs() < 1:
+        raise ExecutorchLoadError("the program's forward has no outputs")
+    try:
+        tensor = meta.input_tensor_meta(0)
+        outputs = [meta.output_tensor_meta(i) for i in range(meta.num_outputs())]
+    except Exception as exc:  # a non-tensor input or output (a scalar, a list) has no tensor metadata
+        raise ExecutorchLoadError(f"the program's forward takes or returns something that is not a tensor ({exc})") from None
+    dtype = _SCALAR_TYPES.get(int(tensor.dtype()))
+    if dtype is None:
+        raise ExecutorchLoadError(f"the program's input has scalar type {int(tensor.dtype())}; edge-opt feeds float32 or float16")
+    shape = [int(s) for s in tensor.sizes()]
+    if len(shape) < 2 or shape[0] < 1:
+        raise ExecutorchLoadError(f"the program's input has shape {shape}; edge-opt feeds (batch, ...) with batch >= 1")
+    for what, sizes in [("input", shape), *(("output", [int(s) for s in o.sizes()]) for o in outputs)]:
+        elements = 1
+        for size in sizes:
+            elements *= max(size, 0)
+        if elements > MAX_TENSOR_ELEMENTS:
+            raise ExecutorchLoadError(
+                f"the program's {what} has {elements} elements (shape {sizes[:8]}), more than the cap of {MAX_TENSOR_ELEMENTS}"
+            )
+    return shape, dtype

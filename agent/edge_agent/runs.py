@@ -44,7 +44,14 @@ from typing import Any, Protocol
 
 from edge_agent import evaluation
 from edge_agent.device import cpu_busy_seconds, device_state, executorch_available, torch_available
-from edge_agent.errors import ArtifactNotFound, ArtifactRejected, QuotaExceeded, RuntimeUnavailable, ShuttingDown
+from edge_agent.errors import (
+    ArtifactNotFound,
+    ArtifactRejected,
+    InvalidSettings,
+    QuotaExceeded,
+    RuntimeUnavailable,
+    ShuttingDown,
+)
 from edge_agent.formats import MODEL_FORMATS
 from edge_agent.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.settings import BenchmarkSettings
@@ -201,6 +208,10 @@ class RunManager:
             if meta.format == evaluation.FORMAT:
                 raise ArtifactRejected(f"{sha256} is an evaluation set, not a model; benchmark a model with it")
             runtime = self._runtime_for(meta.format, settings.runtime)
+            if runtime != "onnxruntime" and settings.graph_optimization not in ("GRAPH_OPT_UNSPECIFIED", "GRAPH_OPT_ALL"):
+                raise InvalidSettings(
+                    f"graph_optimization applies to ONNX Runtime only; a {runtime} run has no such setting: leave it unset"
+                )
             # Device-side evaluation (edge_agent.evaluation): journaled with the settings, run after the timing.
             evaluation_sets = {
                 "eval_set_sha256": evaluation.resolve(self.store, eval_set, "eval_set_sha256"),
@@ -239,7 +250,7 @@ class RunManager:
         expected = MODEL_FORMATS[fmt].runtime if fmt in MODEL_FORMATS else "onnxruntime"
         runtime = _RUNTIME_NAMES.get(requested, expected)
         if runtime != expected:
-            raise ArtifactRejected(f"a {fmt} artifact runs with {expected}, not {runtime}")
+            raise ArtifactRejected(f"an artifact of format {fmt} runs with {expected}, not {runtime}")
         if runtime == "torchscript" and not torch_available():
             raise RuntimeUnavailable("TorchScript needs torch, which this device does not have; push the ONNX artifact")
         if runtime == "executorch" and not executorch_available():

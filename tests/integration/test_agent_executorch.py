@@ -109,3 +109,41 @@ def test_a_pte_cannot_be_run_with_another_runtime(agent, pte, tmp_path: Path) ->
         with pytest.raises(DeviceCallError) as err:
             list(client.bench(sha, {**FAST, "runtime": "RUNTIME_ONNXRUNTIME"}))
     assert err.value.code == "INVALID_ARGUMENT" and "runs with executorch" in err.value.details
+
+
+class _TwoInputs(torch.nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+def test_programs_edge_opt_cannot_feed_are_model_invalid_naming_why(agent, tmp_path: Path) -> None:
+    from executorch.exir import to_edge
+
+    port, _store = agent
+    program = to_edge(torch.export.export(_TwoInputs(), (torch.randn(1, 4), torch.randn(1, 4)))).to_executorch()
+    artifact = write_artifact(tmp_path / "two", program.buffer, fmt="executorch", input_shape=[1, 4])
+    with client_for(port, timeout=120) as client:
+        sha = client.push(artifact).sha256
+        last = list(client.bench(sha, FAST))[-1]
+        client.wait_ready(5)
+    assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "MODEL_INVALID", last
+    assert "takes 2 inputs; edge-opt runs one image tensor" in last["error"]["message"]
+
+
+def test_graph_optimisation_is_refused_for_a_pte_and_a_second_push_must_agree_on_its_kind(agent, pte, tmp_path: Path) -> None:
+    port, _store = agent
+    data, _model = pte
+    artifact = write_artifact(tmp_path / "tiny-pte", data, fmt="executorch", input_shape=[1, 1, 28, 28])
+    same_bytes_as_onnx = write_artifact(tmp_path / "claims-onnx", data, fmt="executorch", input_shape=[1, 1, 28, 28])
+    manifest = (same_bytes_as_onnx / "manifest.json").read_text().replace('"executorch"', '"onnx"')
+    (same_bytes_as_onnx / "manifest.json").write_text(manifest)
+    with client_for(port, timeout=120) as client:
+        sha = client.push(artifact).sha256
+        with pytest.raises(DeviceCallError) as refused:
+            list(client.bench(sha, {**FAST, "graph_optimization": "GRAPH_OPT_DISABLE"}))
+        assert refused.value.code == "INVALID_ARGUMENT" and "applies to ONNX Runtime only" in str(refused.value)
+        with pytest.raises(DeviceCallError) as mismatch:
+            client.push(same_bytes_as_onnx)
+        assert mismatch.value.code == "INVALID_ARGUMENT"
+        assert "already on this device as a fp32 executorch artifact" in str(mismatch.value)
+        assert client.push(artifact).already_present  # the same kind again is fine

@@ -12,7 +12,6 @@ manifest alone.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +38,15 @@ def _smallcnn_reference(tmp_path: Path, cli_env: dict[str, str]) -> tuple[float,
     reference = run_cli([*COMMON, "--out", str(tmp_path / "smallcnn")], cli_env)
     assert reference.returncode == 0, reference.stderr
     manifest = json.loads((tmp_path / "smallcnn" / "smallcnn-fp32-onnx" / "manifest.json").read_text())
-    # The export names the trained SmallCNN weights it used ("using cached weights PATH" or "cached weights PATH").
-    [checkpoint] = {Path(m) for m in re.findall(r"cached weights (\S+\.pt)", reference.stderr)}
+    # The trained SmallCNN weights that export used: the cache's file for the default training settings.
+    from edge_opt.config import TrainSection
+    from edge_opt.data import Preprocessing, load_fashion_mnist
+    from edge_opt.train import cache_key
+
+    train = load_fashion_mnist(Path(cli_env["EDGE_OPT_DATA_DIR"]), download=False).train
+    key = cache_key("smallcnn", TrainSection(), train, Preprocessing())
+    checkpoint = Path(cli_env["EDGE_OPT_CACHE_DIR"]) / "checkpoints" / f"smallcnn-{key}.pt"
+    assert checkpoint.is_file(), f"{checkpoint} missing; the export said: {reference.stderr[-500:]}"
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     return _accuracy(parse_json_result(reference.stdout)), manifest, state.get("state_dict", state)
 
