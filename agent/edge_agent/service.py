@@ -285,6 +285,11 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
         self.confinement = confinement
         self.slots = slots or StreamSlots(self.limits)
 
+    def _close_abandoned_upload(self, begun: asyncio.Future[Any]) -> None:
+        """Release the reservation of a push whose call was cancelled while ``begin_push`` ran."""
+        if not begun.cancelled() and begun.exception() is None:
+            self.io.submit(begun.result().close)
+
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
@@ -337,8 +342,16 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                     )
                 return pb.PushResponse(artifact=artifact_pb(existing), already_present=True)
             header = PushHeader(h.sha256, h.size_bytes, h.name, h.manifest_json, h.offset)
-            upload = await self._blocking(self.store.begin_push, header)
             loop = asyncio.get_running_loop()
+            # begin_push reserves the artifact (a second push of it is refused until this one is closed). If this
+            # call is cancelled (client gone) while it runs on its thread, the reservation it makes is released
+            # when it completes: otherwise the artifact would stay "in progress" for good.
+            begin = loop.run_in_executor(self.io, functools.partial(self.store.begin_push, header))
+            try:
+                upload = await asyncio.shield(begin)
+            except asyncio.CancelledError:
+                begin.add_done_callback(self._close_abandoned_upload)
+                raise
             # The file work runs on other threads; if this call is cancelled (deadline, client gone) the thread
             # still runs, so the upload is closed only once its last piece of work has finished.
             in_flight: asyncio.Future[Any] | None = None
@@ -370,7 +383,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                 if in_flight is not None and not in_flight.done():
                     with contextlib.suppress(BaseException):
                         await asyncio.shield(in_flight)
-                await self._blocking(upload.close)
+                # Submitted before it is awaited, and shielded: a cancellation arriving now cannot keep it from running.
+                await asyncio.shield(loop.run_in_executor(self.io, upload.close))
             _LOGGER.info("committed artifact %s (%s, %d bytes)", meta.sha256, meta.name, meta.size_bytes)
             return pb.PushResponse(artifact=artifact_pb(meta), bytes_received=upload.received)
 

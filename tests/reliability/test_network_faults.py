@@ -13,7 +13,18 @@ from agent_helpers import FAST, client_for, tiny_onnx_bytes
 from edge_agent.v1 import agent_pb2 as pb
 from google.protobuf import json_format
 
-from reliability.reliability_harness import auth, channel, get_run, idle_args, nothing_lost, push_raw, push_with_resume, stub
+from reliability.reliability_harness import (
+    IDLE_TIMEOUT_SECONDS,
+    auth,
+    channel,
+    get_run,
+    idle_args,
+    nothing_lost,
+    push_raw,
+    push_requests,
+    push_with_resume,
+    stub,
+)
 from reliability.tcp_proxy import TcpProxy
 
 
@@ -86,3 +97,20 @@ def test_results_stream_stalled_then_resumed(make_agent) -> None:
     assert events[-1]["state"] == "RUN_STATE_SUCCEEDED"
     assert get_run(agent.port, "stalled-stream").state == pb.RUN_STATE_SUCCEEDED
     nothing_lost(agent.port, agent.store, accepted_runs=["stalled-stream"])
+
+
+def test_pushes_cancelled_right_after_their_header_never_leave_the_artifact_in_progress(make_agent) -> None:
+    # A client that goes away while the agent is reserving its push (begin_push on a worker thread) must not leave
+    # the reservation behind: the artifact would be "in progress" for good and every later push of it refused.
+    agent = make_agent(args=idle_args())
+    data = tiny_onnx_bytes(640)
+    sha = hashlib.sha256(data).hexdigest()
+    with channel(agent.port) as ch:
+        for delay in [0.0, 0.001, 0.002, 0.005, 0.01] * 8:
+            call = stub(ch).PushArtifact.future(push_requests(data, chunk=1 << 16), timeout=30, metadata=auth())
+            time.sleep(delay)
+            call.cancel()
+    # Within the idle timeout and a margin every cancelled push has ended: the next one goes through.
+    reply = push_with_resume(agent.port, data, within=3 * IDLE_TIMEOUT_SECONDS + 5)
+    assert reply.artifact.sha256 == sha
+    nothing_lost(agent.port, agent.store, {sha: data})
