@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.files import write_durably
 from edge_agent.formats import MODEL_FORMATS
 
 from edge_opt.artifact import read_manifest
@@ -121,9 +122,7 @@ def _record(out_dir: Path, info: dict[str, Any], result: Pick, skipped: dict[str
         "skipped": skipped,
         **result.to_dict(),
     }
-    tmp = out_dir / f".{RECOMMENDED}.json.tmp"
-    tmp.write_text(json.dumps(evidence, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / f"{RECOMMENDED}.json")
+    write_durably(out_dir / f"{RECOMMENDED}.json", (json.dumps(evidence, indent=2) + "\n").encode())
     link = out_dir / RECOMMENDED
     if result.winner is None:
         link.unlink(missing_ok=True)
