@@ -2,7 +2,7 @@
 
 1. agent-reported p50 against the same artifact timed in-process with onnxruntime (same threads, iterations);
 2. push throughput of a 50 MB artifact against a bare gRPC client stream of the same messages that stores
-   nothing, and raw loopback TCP for scale;
+   nothing (interleaved rounds), and raw loopback TCP for scale;
 3. the time of a re-push of an artifact the device already has (local sha256 check + one round trip);
 4. the agent's idle RSS and its time from start to SERVING.
 
@@ -49,39 +49,40 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def bare_stream_mib_s(folder: Path, rounds: int) -> float:
-    """A gRPC server that reads the same PushArtifact messages and stores nothing."""
+class BareSink:
+    """A gRPC server that reads the same PushArtifact messages and stores nothing: the bound a push can reach."""
 
-    def sink(request_iterator, context):
-        for _ in request_iterator:
-            pass
-        return b""
+    def __init__(self) -> None:
+        def sink(request_iterator, context):
+            for _ in request_iterator:
+                pass
+            return b""
 
-    handler = grpc.method_handlers_generic_handler("bench.Sink", {"Push": grpc.stream_unary_rpc_method_handler(sink)})
-    server = grpc.server(
-        futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", MAX_CHUNK_BYTES + (64 << 10))]
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    model = folder / "model.onnx"
-    size = model.stat().st_size
-    header = pb.PushRequest(header=pb.PushHeader(sha256="0" * 64, size_bytes=size, name="x", manifest_json="{}"))
-    times = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        push = channel.stream_unary("/bench.Sink/Push", request_serializer=lambda m: m.SerializeToString())
-        for _ in range(rounds):
+        handler = grpc.method_handlers_generic_handler("bench.Sink", {"Push": grpc.stream_unary_rpc_method_handler(sink)})
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", MAX_CHUNK_BYTES + (64 << 10))]
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.push = self.channel.stream_unary("/bench.Sink/Push", request_serializer=lambda m: m.SerializeToString())
 
-            def requests():
-                yield header
-                for offset, data in iter_file_chunks(model):
-                    yield pb.PushRequest(chunk=pb.Chunk(offset=offset, data=data))
+    def push_seconds(self, model: Path) -> float:
+        header = pb.PushRequest(header=pb.PushHeader(sha256="0" * 64, size_bytes=model.stat().st_size, name="x"))
 
-            t0 = time.perf_counter()
-            push(requests(), timeout=120)
-            times.append(time.perf_counter() - t0)
-    server.stop(0)
-    return size / 2**20 / statistics.median(times)
+        def requests():
+            yield header
+            for offset, data in iter_file_chunks(model):
+                yield pb.PushRequest(chunk=pb.Chunk(offset=offset, data=data))
+
+        t0 = time.perf_counter()
+        self.push(requests(), timeout=120)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.channel.close()
+        self.server.stop(0)
 
 
 def raw_tcp_mib_s(size: int, rounds: int) -> float:
@@ -157,20 +158,27 @@ def main() -> None:
                 figures[f"p50_inprocess_ms_{label}"] = statistics.median(local_p50)
                 figures[f"p50_ratio_agent_vs_inprocess_{label}"] = statistics.median(agent_p50) / statistics.median(local_p50)
 
-            # 2. push throughput, 50 MB
+            # 2. push throughput, 50 MB, in interleaved rounds against the bare stream
             big = write_artifact(tmpdir / "big", tiny_onnx_bytes(PUSH_MB * (1 << 20) // (784 * 4)))
-            size = (big / "model.onnx").stat().st_size
-            push_times = []
-            for _ in range(args.rounds):
-                sha = hashlib.sha256((big / "model.onnx").read_bytes()).hexdigest()
-                client.delete(sha) if any(a["sha256"] == sha for a in client.list_artifacts()) else None
-                t0 = time.perf_counter()
-                outcome = client.push(big)
-                push_times.append(time.perf_counter() - t0)
-                assert not outcome.already_present
+            model = big / "model.onnx"
+            size = model.stat().st_size
+            sha = hashlib.sha256(model.read_bytes()).hexdigest()
+            sink = BareSink()
+            push_times, bare_times = [], []
+            try:
+                for _ in range(args.rounds):
+                    if any(a["sha256"] == sha for a in client.list_artifacts()):
+                        client.delete(sha)
+                    t0 = time.perf_counter()
+                    outcome = client.push(big)
+                    push_times.append(time.perf_counter() - t0)
+                    assert not outcome.already_present
+                    bare_times.append(sink.push_seconds(model))
+            finally:
+                sink.close()
             figures["artifact_mb"] = size / 1e6
             figures["push_agent_mib_s"] = size / 2**20 / statistics.median(push_times)
-            figures["push_bare_grpc_mib_s"] = bare_stream_mib_s(big, args.rounds)
+            figures["push_bare_grpc_mib_s"] = size / 2**20 / statistics.median(bare_times)
             figures["push_ratio_agent_vs_bare"] = figures["push_agent_mib_s"] / figures["push_bare_grpc_mib_s"]
             figures["raw_tcp_mib_s"] = raw_tcp_mib_s(size, args.rounds)
 

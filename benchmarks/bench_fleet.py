@@ -13,53 +13,30 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from edge_agent.client import AgentClient, Credentials
 from edge_opt.fleet.collect import Collector, load_artifacts
 from edge_opt.fleet.inventory import Device
 from edge_opt.fleet.store import open_store
 
 REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(REPO_TESTS)]
-from agent_helpers import tiny_onnx_bytes, write_artifact  # noqa: E402
+from agent_helpers import AgentProcess, tiny_onnx_bytes, write_artifact  # noqa: E402
 
 TOKEN = "fleet-benchmark-token-0123456789"
 
 
-def start_agents(n: int, root: Path, token: Path) -> tuple[list[subprocess.Popen[str]], list[int], float]:
+def start_agents(n: int, root: Path, token: Path) -> tuple[list[AgentProcess], list[int], float]:
+    """Start n agents at once and wait until each serves: the agents, their ports and the seconds it took."""
     started = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edge_agent.cli",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--store",
-                str(root / f"s{i}"),
-                "--token-file",
-                str(token),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for i in range(n)
-    ]
-    ports = []
-    for proc in procs:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        ports.append(int(line.split("serving on ", 1)[1].split()[0].rsplit(":", 1)[1]))
-    for port in ports:
-        AgentClient(f"127.0.0.1:{port}", Credentials(token=TOKEN)).wait_ready(120)
-    return procs, ports, time.perf_counter() - started
+    agents = [AgentProcess(root / f"s{i}", token) for i in range(n)]
+    for agent in agents:
+        agent.spawn(keep_stderr=False)
+    ports = [agent.wait_serving(120) for agent in agents]
+    return agents, ports, time.perf_counter() - started
 
 
 def main() -> None:
@@ -74,7 +51,7 @@ def main() -> None:
             token = root / "token"
             token.write_text(TOKEN)
             artifact = write_artifact(root / "art" / "tiny-onnx", tiny_onnx_bytes(10), accuracy=0.5)
-            procs, ports, start_s = start_agents(n, root, token)
+            agents, ports, start_s = start_agents(n, root, token)
             try:
                 devices = [Device(name=f"d{i}", address=f"127.0.0.1:{p}", token_file=token) for i, p in enumerate(ports)]
                 engine = open_store(str(root / "r.sqlite"))
@@ -95,10 +72,11 @@ def main() -> None:
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
                 ok = sum(o.complete for o in outcomes)
             finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    proc.wait(30)
+                for agent in agents:  # all stop at once
+                    agent.proc.terminate()  # type: ignore[union-attr]
+                for agent in agents:
+                    agent.proc.wait(30)  # type: ignore[union-attr]
+                    agent.close()
         row = {
             "agents": n,
             "complete": ok,

@@ -132,6 +132,12 @@ class AgentProcess:
         self.port = 0
 
     def start(self, timeout: float = 30.0) -> int:
+        """Start the agent and wait until it answers: its port."""
+        self.spawn()
+        return self.wait_serving(timeout)
+
+    def spawn(self, *, keep_stderr: bool = True) -> None:
+        """Start the process without waiting (many agents can then start at once); ``wait_serving`` waits."""
         self.proc = subprocess.Popen(
             [
                 self.python,
@@ -149,12 +155,14 @@ class AgentProcess:
                 *self.args,
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL,
             text=True,
             env=self.env,
         )
-        if self.proc.stdout is None:
-            raise RuntimeError("no stdout pipe")
+
+    def wait_serving(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.stdout is None:
+            raise RuntimeError("the agent was not spawned")
         line = self.proc.stdout.readline()  # "edge-agent: serving on 127.0.0.1:PORT ..."
         if "serving on" not in line:
             raise RuntimeError(f"agent did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
@@ -175,6 +183,13 @@ class AgentProcess:
             return 0
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
+
+    def __enter__(self) -> AgentProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -75,6 +75,30 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
+def agent(token_file: Path, tmp_path: Path):
+    """A real agent in this process on 127.0.0.1 (port 0) with its own store: yields ``(port, store)``."""
+    from edge_agent.server import AgentConfig, run_server
+
+    store = tmp_path / "store"
+    with run_server(AgentConfig(listen="127.0.0.1:0", store=store, token_file=token_file)) as (_server, port):
+        yield port, store
+
+
+@pytest.fixture(scope="module")
+def tiny_pte(tmp_path_factory: pytest.TempPathFactory):
+    """A small CNN lowered to an XNNPACK ``.pte`` (batch up to 8) and the model it came from: ``(path, model)``."""
+    import torch
+    from edge_opt.executorch_export import export_pte
+    from edge_test_models import tiny
+
+    torch.manual_seed(0)
+    model = tiny().eval()
+    path = tmp_path_factory.mktemp("pte") / "model.pte"
+    export_pte(model, torch.randn(1, 1, 28, 28), path, max_batch=8)
+    return path, model
+
+
+@pytest.fixture
 def token_file(tmp_path: Path) -> Path:
     """A token file holding the test token (``agent_helpers.TOKEN``), for agents started as subprocesses."""
     from agent_helpers import TOKEN

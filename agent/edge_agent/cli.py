@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.arguments import ArgumentParser
 from edge_agent.host_commands import add_bench_options, add_client_options, run_host_command
 from edge_agent.result import EXIT_ERROR, EXIT_USAGE
 
@@ -70,7 +71,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="edge-agent",
         description="edge-opt device agent: serve benchmarks on a device, or talk to one from the host.",
         epilog=EXAMPLES,

@@ -37,6 +37,11 @@ CLIENT_OPTIONS = [
 ]
 
 
+#: Status codes that concern the device or the connection as a whole; the others concern one request (an
+#: artifact's push, one run), so a caller working through several artifacts can go on with the next.
+DEVICE_WIDE = frozenset({"UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED", "DEADLINE_EXCEEDED", "CANCELLED"})
+
+
 class DeviceCallError(Exception):
     """A call failed; ``code`` is the gRPC status name, the message is the device's."""
 

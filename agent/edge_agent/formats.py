@@ -5,6 +5,7 @@ in the worker."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -18,6 +19,8 @@ class ModelFormat:
     runtime: str
     #: The name under which device info lists that runtime (the TorchScript runtime is ``torch``).
     device_runtime: str
+    #: What a device installs to get that runtime.
+    device_install: str
 
     @property
     def suffix(self) -> str:
@@ -27,8 +30,19 @@ class ModelFormat:
 MODEL_FORMATS: dict[str, ModelFormat] = {
     f.name: f
     for f in (
-        ModelFormat("onnx", "model.onnx", "onnxruntime", "onnxruntime"),
-        ModelFormat("torchscript", "model.pt", "torchscript", "torch"),
-        ModelFormat("executorch", "model.pte", "executorch", "executorch"),
+        ModelFormat("onnx", "model.onnx", "onnxruntime", "onnxruntime", "edge-opt[agent]"),
+        ModelFormat("torchscript", "model.pt", "torchscript", "torch", "torch==2.14.1 beside edge-opt[agent]"),
+        ModelFormat("executorch", "model.pte", "executorch", "executorch", "edge-opt[agent,executorch]"),
     )
 }
+
+
+def missing_runtime(format_name: str, device_runtimes: Iterable[str]) -> str | None:
+    """Why a device listing ``device_runtimes`` (its device info's runtime names) cannot run ``format_name``, or None."""
+    fmt = MODEL_FORMATS.get(format_name)
+    if fmt is None:
+        return f"no device runs artifacts of format {format_name!r} (known: {', '.join(MODEL_FORMATS)})"
+    if fmt.device_runtime in set(device_runtimes):
+        return None
+    return f"the device has no {fmt.device_runtime} runtime for {fmt.name} artifacts: install {fmt.device_install} there"
+

@@ -28,7 +28,9 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def add_bench_options(parser: argparse.ArgumentParser) -> None:
+def add_bench_options(parser: argparse.ArgumentParser, *, keep_samples: bool = True) -> None:
+    """The benchmark settings as flags (``bench_settings`` reads them back); ``keep_samples=False`` leaves out
+    ``--keep-samples`` for commands that always keep them (the fleet's)."""
     # Unset flags take the agent's defaults; 0 is a value (--min-seconds 0: no minimum time).
     d = BenchmarkSettings
     parser.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -39,7 +41,10 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-seconds", type=float, help=f"minimum measuring time, default {d.min_seconds}")
     parser.add_argument("--run-timeout", type=float, help=f"worker timeout in seconds, default {d.timeout_seconds:.0f}")
     parser.add_argument("--graph-opt", choices=OPTIMIZATION_LEVELS, help="onnxruntime graph optimisation (default all)")
-    parser.add_argument("--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)")
+    if keep_samples:
+        parser.add_argument(
+            "--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)"
+        )
 
 
 class UsageError(ValueError):
@@ -61,7 +66,7 @@ def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
         "iterations": args.iterations,
         "min_seconds": args.min_seconds,
         "timeout_seconds": args.run_timeout,
-        "keep_samples": args.keep_samples,
+        "keep_samples": getattr(args, "keep_samples", True),
     }
     if args.graph_opt:
         settings["graph_optimization"] = f"GRAPH_OPT_{args.graph_opt.upper()}"

@@ -353,18 +353,18 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                 begin.add_done_callback(self._close_abandoned_upload)
                 raise
             # The file work runs on other threads; if this call is cancelled (deadline, client gone) the thread
-            # still runs, so the upload is closed only once its last piece of work has finished.
+            # still runs, so the upload is closed only once its last piece of work has finished. One chunk is
+            # written while the next is received (a write's error surfaces at the next message or the end), so
+            # the event loop and the disk work side by side; writes stay one at a time and in order.
             in_flight: asyncio.Future[Any] | None = None
             window_start, window_position = loop.time(), upload.position
             try:
                 while True:
                     message = await self._next(request_iterator, f"at byte {upload.position} of the push")
+                    if in_flight is not None:
+                        await in_flight
                     if message is None:
                         break
-                    if message.WhichOneof("kind") != "chunk":
-                        raise ArtifactRejected("only chunks may follow the header")
-                    in_flight = loop.run_in_executor(self.io, upload.write, message.chunk.offset, message.chunk.data)
-                    await in_flight
                     if loop.time() - window_start >= self.limits.slow_push_window:
                         rate = (upload.position - window_position) / (loop.time() - window_start)
                         if rate < self.limits.min_push_bytes_per_second:
@@ -373,6 +373,9 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                                 f"{self.limits.slow_push_window:g} s; it was ended: resume from byte {upload.position}"
                             )
                         window_start, window_position = loop.time(), upload.position
+                    if message.WhichOneof("kind") != "chunk":
+                        raise ArtifactRejected("only chunks may follow the header")
+                    in_flight = loop.run_in_executor(self.io, upload.write, message.chunk.offset, message.chunk.data)
                 if not upload.complete:
                     raise OffsetMismatch(
                         f"the stream ended at byte {upload.position} of {header.size_bytes}; resume from {upload.position}"
@@ -380,8 +383,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
                 in_flight = loop.run_in_executor(self.commits, upload.finish)
                 meta = await in_flight
             finally:
-                if in_flight is not None and not in_flight.done():
-                    with contextlib.suppress(BaseException):
+                if in_flight is not None:
+                    with contextlib.suppress(BaseException):  # its error, if any, is not this call's answer any more
                         await asyncio.shield(in_flight)
                 # Submitted before it is awaited, and shielded: a cancellation arriving now cannot keep it from running.
                 await asyncio.shield(loop.run_in_executor(self.io, upload.close))

@@ -8,38 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from agent_helpers import FAST, TOKEN, client_for, write_artifact
+from agent_helpers import FAST, client_for, write_artifact
 from edge_agent.client import DeviceCallError
-from edge_agent.server import AgentConfig, run_server
 from edge_opt import evalset
-from edge_opt.executorch_export import export_pte
-from edge_test_models import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
-@pytest.fixture(scope="module")
-def pte(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, torch.nn.Module]:
-    torch.manual_seed(0)
-    model = tiny().eval()
-    path = tmp_path_factory.mktemp("pte") / "model.pte"
-    export_pte(model, torch.randn(1, 1, 28, 28), path, max_batch=8)
-    return path.read_bytes(), model
 
 
-@pytest.fixture
-def agent(tmp_path: Path):
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    store = tmp_path / "store"
-    with run_server(AgentConfig(listen="127.0.0.1:0", store=store, token_file=token_file)) as (_server, port):
-        yield port, store
-
-
-def test_device_runs_a_pte_and_its_outputs_match_the_model(agent, pte, tmp_path: Path) -> None:
+def test_device_runs_a_pte_and_its_outputs_match_the_model(agent, tiny_pte, tmp_path: Path) -> None:
     # setup
     port, store = agent
-    data, model = pte
+    path, model = tiny_pte
+    data = path.read_bytes()
     artifact = write_artifact(tmp_path / "tiny-pte", data, fmt="executorch", input_shape=[1, 1, 28, 28])
     x = np.random.default_rng(3).standard_normal((150, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
@@ -74,9 +56,9 @@ def test_device_runs_a_pte_and_its_outputs_match_the_model(agent, pte, tmp_path:
     assert evaluation["agreement_with_host"] == 1.0 and evaluation["max_abs_diff"] < 1e-3
 
 
-def test_batch_above_the_planned_one_fails_with_the_fix(agent, pte, tmp_path: Path) -> None:
+def test_batch_above_the_planned_one_fails_with_the_fix(agent, tiny_pte, tmp_path: Path) -> None:
     port, _store = agent
-    artifact = write_artifact(tmp_path / "tiny-pte", pte[0], fmt="executorch", input_shape=[1, 1, 28, 28])
+    artifact = write_artifact(tmp_path / "tiny-pte", tiny_pte[0].read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
     with client_for(port, timeout=120) as client:
         sha = client.push(artifact).sha256
         last = list(client.bench(sha, {**FAST, "batch_size": 4}))[-1]
@@ -101,9 +83,9 @@ def test_a_file_that_is_not_a_program_is_refused(agent, tmp_path: Path) -> None:
     assert [p.name for p in (store / "artifacts").iterdir()] == [sha]
 
 
-def test_a_pte_cannot_be_run_with_another_runtime(agent, pte, tmp_path: Path) -> None:
+def test_a_pte_cannot_be_run_with_another_runtime(agent, tiny_pte, tmp_path: Path) -> None:
     port, _store = agent
-    artifact = write_artifact(tmp_path / "tiny-pte", pte[0], fmt="executorch", input_shape=[1, 1, 28, 28])
+    artifact = write_artifact(tmp_path / "tiny-pte", tiny_pte[0].read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
     with client_for(port, timeout=120) as client:
         sha = client.push(artifact).sha256
         with pytest.raises(DeviceCallError) as err:
@@ -130,9 +112,11 @@ def test_programs_edge_opt_cannot_feed_are_model_invalid_naming_why(agent, tmp_p
     assert "takes 2 inputs; edge-opt runs one image tensor" in last["error"]["message"]
 
 
-def test_graph_optimisation_is_refused_for_a_pte_and_a_second_push_must_agree_on_its_kind(agent, pte, tmp_path: Path) -> None:
+def test_graph_optimisation_is_refused_for_a_pte_and_a_second_push_must_agree_on_its_kind(
+    agent, tiny_pte, tmp_path: Path
+) -> None:
     port, _store = agent
-    data, _model = pte
+    data = tiny_pte[0].read_bytes()
     artifact = write_artifact(tmp_path / "tiny-pte", data, fmt="executorch", input_shape=[1, 1, 28, 28])
     same_bytes_as_onnx = write_artifact(tmp_path / "claims-onnx", data, fmt="executorch", input_shape=[1, 1, 28, 28])
     manifest = (same_bytes_as_onnx / "manifest.json").read_text().replace('"executorch"', '"onnx"')

@@ -8,24 +8,14 @@ import numpy as np
 import pytest
 import torch
 from edge_agent.executorch_runner import ExecutorchLoadError, executorch_available, load
-from edge_opt.executorch_export import export_pte
-from edge_test_models import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
-@pytest.fixture(scope="module")
-def pte(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
-    torch.manual_seed(0)
-    model = tiny().eval()
-    path = tmp_path_factory.mktemp("pte") / "model.pte"
-    export_pte(model, torch.randn(1, 1, 28, 28), path, max_batch=8)
-    return path, model
 
-
-def test_runs_a_pte_like_the_model_it_came_from(pte: tuple[Path, torch.nn.Module]) -> None:
+def test_runs_a_pte_like_the_model_it_came_from(tiny_pte: tuple[Path, torch.nn.Module]) -> None:
     # setup
-    path, model = pte
+    path, model = tiny_pte
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28), dtype=np.float32)
     # execute
     program = load(path.read_bytes())

@@ -20,14 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def agent(tmp_path: Path):
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    store = tmp_path / "store"
-    with run_server(AgentConfig(listen="127.0.0.1:0", store=store, token_file=token_file)) as (_server, port):
-        yield port, store
-
 
 def _staging_files(store: Path) -> list[Path]:
     return [p for p in (store / "staging").iterdir()]

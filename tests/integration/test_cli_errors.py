@@ -52,3 +52,29 @@ def test_help_has_examples(cli_env: dict[str, str]) -> None:
     proc = run_cli(["--help"], cli_env)
     assert proc.returncode == 0
     assert "edge-export --precision int8" in proc.stdout and "EDGE_OPT_DATA_DIR" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--pick-rounds", "0"], "--pick-rounds"),
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop"),
+        (["--max-accuracy-drop", "nan"], "--max-accuracy-drop"),
+        (["--device-threads", "0"], "threads"),
+    ],
+)
+def test_bad_device_flags_are_refused_before_any_work(tmp_path: Path, cli_env: dict[str, str], flags, named) -> None:
+    proc = run_cli([*flags, "--push", "127.0.0.1:1", "--pick", "--out", str(tmp_path / "o")], cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert named in _one_line(proc.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_fleet_bench_settings_are_checked_against_the_agents_bounds(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text("devices:\n  - {name: a, address: '127.0.0.1:1'}\n")
+    folder = tmp_path / "art"
+    proc = run_cli(["bench", "--inventory", str(inventory), str(folder), "--threads", "0"], cli_env, module="edge_opt.fleet.cli")
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc.stderr)
+    assert "threads" in line and "1" in line

@@ -7,20 +7,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from agent_helpers import FAST, TOKEN, client_for, tiny_onnx_bytes, write_artifact
+from agent_helpers import FAST, client_for, tiny_onnx_bytes, write_artifact
 from edge_agent.client import DeviceCallError
-from edge_agent.server import AgentConfig, run_server
 from edge_opt import evalset
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def agent(tmp_path: Path):
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    with run_server(AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file)) as (_server, port):
-        yield port
 
 
 def test_bench_with_an_evaluation_set_reports_device_accuracy_and_agreement(agent, tmp_path: Path) -> None:
@@ -37,7 +29,7 @@ def test_bench_with_an_evaluation_set_reports_device_accuracy_and_agreement(agen
     skewed[:, 0] += 1.0  # a host whose outputs the device does not reproduce
     biased = evalset.publish(tmp_path / "out", {"reference": skewed}, {})
     root = tmp_path / "out" / "evalsets"
-    with client_for(agent) as client:
+    with client_for(agent[0]) as client:
         sha = client.push(artifact).sha256
         for record in (inputs, honest, biased):
             assert not client.push(root / record["sha256"]).already_present

@@ -6,47 +6,38 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from agent_helpers import FAST, TOKEN, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
+from agent_helpers import FAST, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
 from edge_opt.device_pick import pick_on_device
-from edge_opt.executorch_export import export_pte
-from edge_test_models import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
 
-def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path) -> None:
+def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path, token_file: Path, tiny_pte) -> None:
     # setup: three ONNX candidates (a wide one is much slower; a narrow one is fastest but 10 points less accurate)
     # and a real .pte (run by the device's ExecuTorch runtime) that is over the accuracy budget
     out = tmp_path / "art"
     small = write_artifact(out / "small-onnx", tiny_onnx_bytes(16), accuracy=0.90)
     big = write_artifact(out / "big-onnx", tiny_onnx_bytes(2048), accuracy=0.905)
     lossy = write_artifact(out / "lossy-onnx", tiny_onnx_bytes(4), accuracy=0.80)
-    program = tmp_path / "model.pte"
-    export_pte(tiny().eval(), torch.randn(1, 1, 28, 28), program, max_batch=1)
-    pte = write_artifact(out / "tiny-executorch", program.read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
+    # a candidate whose runs fail on the device (a reshape to 783 columns of a 784-pixel image): left out, named
+    broken_bytes = tiny_onnx_bytes(8).replace((784).to_bytes(8, "little", signed=True), (783).to_bytes(8, "little", signed=True))
+    broken = write_artifact(out / "broken-onnx", broken_bytes, accuracy=0.95)
+    pte = write_artifact(out / "tiny-executorch", tiny_pte[0].read_bytes(), fmt="executorch", input_shape=[1, 1, 28, 28])
     manifest = json.loads((pte / "manifest.json").read_text())
     manifest.update(host_metrics={"accuracy": 0.85}, model={"name": "tiny"})
     (pte / "manifest.json").write_text(json.dumps(manifest))
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    agent = AgentProcess(tmp_path / "store", token)
     rounds_seen = []
-    try:
-        port = agent.start()
-        # execute
-        with client_for(port) as client:
-            data = pick_on_device(
-                client,
-                [big, small, lossy, pte],
-                out,
-                reference_accuracy=0.905,
-                rounds=2,
-                settings=FAST,
-                on_round=lambda r, n: rounds_seen.append((r, n)),
-            )
-    finally:
-        agent.close()
+    # execute
+    with AgentProcess(tmp_path / "store", token_file) as agent, client_for(agent.port) as client:
+        data = pick_on_device(
+            client,
+            [big, small, lossy, pte, broken],
+            out,
+            reference_accuracy=0.905,
+            rounds=2,
+            settings=FAST,
+            on_round=lambda r, n: rounds_seen.append((r, n)),
+        )
     # assert
     verdicts = {c["name"]: c for c in data["pick"]["candidates"]}
     assert data["pick"]["winner"] == "small-onnx"
@@ -57,28 +48,27 @@ def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path) -> None:
     assert lo <= verdicts["small-onnx"]["p50_ms"] <= hi
     assert verdicts["tiny-executorch"]["status"] == "over budget" and verdicts["tiny-executorch"]["samples"] > 0
     assert data["skipped"] == {}
+    assert list(data["failed"]) == ["broken-onnx"] and data["failed"]["broken-onnx"].startswith("its run ended FAILED")
+    assert "broken-onnx" not in verdicts
     assert rounds_seen == [(1, 2), (2, 2)]
     link = out / "recommended"
     assert link.is_symlink() and link.resolve() == small.resolve()
     evidence = json.loads((out / "recommended.json").read_text())
     assert evidence["winner"] == "small-onnx" and evidence["rounds"] == 2
     assert {c["name"] for c in evidence["candidates"]} == {"small-onnx", "big-onnx", "lossy-onnx", "tiny-executorch"}
+    assert set(evidence["failed"]) == {"broken-onnx"}
 
 
 @pytest.mark.slow
-def test_edge_export_pick_measures_the_accuracy_budget_on_the_device(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_edge_export_pick_measures_the_accuracy_budget_on_the_device(
+    tmp_path: Path, token_file: Path, cli_env: dict[str, str]
+) -> None:
     from conftest import parse_json_result, run_cli
 
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    agent = AgentProcess(tmp_path / "store", token)
-    try:
-        port = agent.start()
+    with AgentProcess(tmp_path / "store", token_file) as agent:
         args = ["--target", "host", "--precision", "fp32,int8", "--format", "onnx", "--eval-samples", "1000"]
-        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{port}", "--token-file", str(token)]
+        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{agent.port}", "--token-file", str(token_file)]
         proc = run_cli([*args, "--pick", "--pick-rounds", "2", "--device-iterations", "5", "--json", "-q"], cli_env)
-    finally:
-        agent.close()
     assert proc.returncode == 0, proc.stderr
     result = parse_json_result(proc.stdout)
     candidates = {c["name"]: c for c in result["data"]["pick"]["pick"]["candidates"]}

@@ -5,18 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agent_helpers import TOKEN, AgentProcess, client_for
+from agent_helpers import AgentProcess, client_for
 from conftest import parse_json_result, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    agent = AgentProcess(tmp_path / "store", token)
-    try:
-        port = agent.start()
+def test_export_push_bench_end_to_end(tmp_path: Path, token_file: Path, cli_env: dict[str, str]) -> None:
+    token = token_file
+    with AgentProcess(tmp_path / "store", token) as agent:
+        port = agent.port
         args = [
             "--precision",
             "int8",
@@ -73,20 +71,14 @@ def test_export_push_bench_end_to_end(tmp_path: Path, cli_env: dict[str, str]) -
         assert again.returncode == 0, again.stderr
         pushes = [r["push"] for r in parse_json_result(again.stdout)["data"]["device"]["runs"]]
         assert any(p["already_present"] for p in pushes)  # the ONNX bytes are identical across exports
-    finally:
-        agent.close()
 
 
-def test_a_failed_device_run_fails_the_command(tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_a_failed_device_run_fails_the_command(tmp_path: Path, token_file: Path, cli_env: dict[str, str]) -> None:
     # A bad day on the device: its benchmark workers may use 64 MB of address space, too little for ONNX Runtime.
     # The export is written and kept, the device's error is shown, and the command exits 8 ("partial"), not 0.
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    agent = AgentProcess(tmp_path / "store", token, args=("--memory-limit-mb", "64"))
-    try:
-        port = agent.start()
+    with AgentProcess(tmp_path / "store", token_file, args=("--memory-limit-mb", "64")) as agent:
         args = ["--target", "host", "--precision", "fp32", "--format", "onnx", "--eval-samples", "200"]
-        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{port}", "--token-file", str(token)]
+        args += ["--out", str(tmp_path / "art"), "--push", f"127.0.0.1:{agent.port}", "--token-file", str(token_file)]
         proc = run_cli([*args, "--bench", "--device-iterations", "5", "--json", "-q"], cli_env)
         assert proc.returncode == 8, proc.stderr
         result = parse_json_result(proc.stdout)
@@ -100,8 +92,6 @@ def test_a_failed_device_run_fails_the_command(tmp_path: Path, cli_env: dict[str
         # Pushing without --bench runs nothing on the device, so nothing can fail there: exit 0.
         again = run_cli([*args, "-q"], cli_env)
         assert again.returncode == 0, again.stderr
-    finally:
-        agent.close()
 
 
 def agent_artifacts(port: int, token: Path) -> list[dict]:

@@ -294,3 +294,37 @@ def test_bench_and_report_show_device_accuracy_and_flag_disagreeing_outputs(tmp_
         assert page.count("outputs disagree") == 1 and "device acc" in page and "90.00%" in page
     finally:
         fleet.close()
+
+
+def test_an_artifact_the_device_refuses_fails_alone_and_the_rest_still_run(
+    tmp_path: Path, token_file: Path, cli_env: dict[str, str]
+) -> None:
+    # setup: a device that takes artifacts up to 1 MB, a 40 kB artifact and a 2.5 MB one; the pick's "recommended"
+    # link beside them is the same artifact, not a second one
+    export = tmp_path / "export"
+    write_artifact(export / "a-big-onnx", tiny_onnx_bytes(800))
+    write_artifact(export / "b-small-onnx", tiny_onnx_bytes(16))
+    (export / "recommended").symlink_to("b-small-onnx")
+    with AgentProcess(tmp_path / "store", token_file, args=("--max-artifact-mb", "1")) as agent:
+        inventory = tmp_path / "fleet.yaml"
+        device = {"name": "small-disk", "address": f"127.0.0.1:{agent.port}"}
+        inventory.write_text(yaml.safe_dump({"defaults": {"token_file": str(token_file)}, "devices": [device]}))
+        common = ["--inventory", str(inventory), "--db", str(tmp_path / "r.sqlite"), *FAST]
+        # execute
+        code, result = fleet_cli(["bench", *common, str(export), "--collection", "c1"], cli_env)
+        # a re-export has new bytes: comparing against it compares nothing, which must not pass as "no regression"
+        other = write_artifact(tmp_path / "re-export" / "b-small-onnx", tiny_onnx_bytes(24))
+        fleet_cli(["bench", *common, str(other), "--collection", "c2"], cli_env)
+        compare_code, compared = fleet_cli(["compare", "c1", "c2", "--db", str(tmp_path / "r.sqlite")], cli_env)
+    # assert: the big one is refused with the device's reason, the small one ran once, the command is partial
+    assert code == 8 and result["status"] == "partial"
+    [outcome] = result["data"]["devices"]
+    assert outcome["reachable"] and not outcome["error"]
+    assert outcome["succeeded"] == 1 and outcome["failed"] == 1
+    by_artifact = {r["artifact"]: r for r in outcome["runs"]}
+    assert set(by_artifact) == {"a-big-onnx", "b-small-onnx"}
+    assert by_artifact["a-big-onnx"]["state"] == "REFUSED"
+    assert by_artifact["a-big-onnx"]["error"]["code"] == "RESOURCE_EXHAUSTED"
+    assert by_artifact["b-small-onnx"]["state"] == "RUN_STATE_SUCCEEDED"
+    assert compare_code == 8 and compared["errors"][0]["code"] == "nothing-compared"
+    assert [u["artifact"] for u in compared["data"]["unmatched"]] == ["b-small-onnx"]

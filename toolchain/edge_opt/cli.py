@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.arguments import ArgumentParser
+
 from edge_opt.command import Outcome, run_command
 from edge_opt.errors import ConfigError
 
@@ -73,9 +75,29 @@ def _floats(value: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
 
 
+def _rounds(value: str) -> int:
+    try:
+        rounds = int(value)
+    except ValueError:
+        rounds = 0
+    if not 1 <= rounds <= 100:
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: a whole number of rounds from 1 to 100, e.g. 3")
+    return rounds
+
+
+def _points(value: str) -> float:
+    try:
+        points = float(value)
+    except ValueError:
+        points = float("nan")
+    if not 0 <= points <= 100:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: accuracy points from 0 to 100, e.g. 0.5")
+    return points
+
+
 def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     """edge-export's flags; ``device=False`` leaves out the device group (edge-sweep shares the rest)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="edge-export",
         description="Quantize (FP16, INT8) and export a PyTorch model as validated TorchScript and ONNX artifacts.",
         epilog=EXAMPLES,
@@ -138,9 +160,11 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
         help="with --push: build every precision × format (unless --precision/--format narrow it), benchmark each on the "
         "device in interleaved rounds and name the fastest within the accuracy budget (OUT/recommended)",
     )
-    device.add_argument("--pick-rounds", type=int, default=3, metavar="N", help="interleaved rounds per candidate (default 3)")
     device.add_argument(
-        "--max-accuracy-drop", type=float, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
+        "--pick-rounds", type=_rounds, default=3, metavar="N", help="interleaved rounds per candidate (default 3)"
+    )
+    device.add_argument(
+        "--max-accuracy-drop", type=_points, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
     )
 
 
@@ -181,12 +205,13 @@ def _run(args: argparse.Namespace) -> Outcome:
     "partial" (exit 8); a device that cannot be reached after the export exits 7. Both keep the export's result in
     the JSON, so that a script or CI job neither mistakes them for success nor loses what was written.
     """
+    from edge_agent.errors import InvalidSettings
     from edge_agent.result import EXIT_PARTIAL
     from edge_agent.settings import BenchmarkSettings
 
     from edge_opt.errors import DeviceError
     from edge_opt.export_report import print_export_report
-    from edge_opt.pipeline import run_export
+    from edge_opt.pipeline import run_export, write_summary
 
     if (args.bench or args.pick) and not args.push:
         raise ConfigError("--bench and --pick need --push HOST:PORT (the device to benchmark on)")
@@ -198,7 +223,7 @@ def _run(args: argparse.Namespace) -> Outcome:
     settings = {k: v for k, v in settings.items() if v is not None}  # 0 is a value, refused by the bounds
     try:
         BenchmarkSettings.from_mapping(settings)  # the agent's own bounds, checked before hours of export
-    except ValueError as exc:
+    except InvalidSettings as exc:
         raise ConfigError(f"device benchmark setting: {exc}") from None
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
@@ -209,7 +234,7 @@ def _run(args: argparse.Namespace) -> Outcome:
             from edge_opt.config import with_overrides
 
             config = with_overrides(config, {"target": target})
-    report = run_export(config, args.out)
+    report = run_export(config, args.out, keep_going=args.pick)
     from rich.console import Console
 
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
@@ -235,10 +260,12 @@ def _run(args: argparse.Namespace) -> Outcome:
             data["pick"] = _pick(args, report, settings)
         except DeviceError as exc:
             return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
+        failures += [{"code": "device-run", "message": f"{k}: {v}"} for k, v in data["pick"]["failed"].items()]
         if not args.json:
             from edge_opt.device_pick import print_pick
 
             print_pick(out, args.push, data["pick"])
+    write_summary(report.out_dir, data)  # what --json prints, device runs and pick included
     return Outcome(data, EXIT_PARTIAL if failures else 0, failures)
 
 
@@ -262,6 +289,7 @@ def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> di
                 settings=settings,
                 max_accuracy_drop=args.max_accuracy_drop / 100,
                 on_round=lambda r, n: progress.status(f"pick: round {r}/{n} on {args.push}"),
+                refused=report.refused,
             )
     except DeviceCallError as exc:
         raise DeviceError(f"device {exc}") from None

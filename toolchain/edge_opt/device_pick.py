@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.client import DEVICE_WIDE, DeviceCallError
 from edge_agent.files import write_durably
-from edge_agent.formats import MODEL_FORMATS
+from edge_agent.formats import missing_runtime
 
 from edge_opt.artifact import read_manifest
-from edge_opt.errors import DeviceError
 from edge_opt.evalset import push_eval_sets
 from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
 
@@ -39,48 +39,58 @@ def pick_on_device(
     settings: dict[str, Any] | None = None,
     max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP,
     on_round: Callable[[int, int], None] | None = None,
+    refused: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``folders`` on the device behind ``client`` (an ``AgentClient``) and record the pick in ``out_dir``.
 
-    Returns:
-        ``{"device": info, "pick": Pick.to_dict(), "skipped": {name: reason}, "recommended": path or None}``.
+    A candidate is left out, with its reason, when it was refused at export (``refused``) or the device lacks its
+    runtime (``skipped``), or when its push or a run of it fails on the device (``failed``); the others are still
+    compared.
 
-    Raises:
-        DeviceError: a benchmark failed on the device (the message names the artifact and the device's reason).
+    Returns:
+        ``{"device": info, "pick": Pick.to_dict(), "skipped": {name: reason}, "failed": {name: reason},
+        "recommended": path or None}``.
     """
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
     info = client.info()
-    have = {r.get("name") for r in info.get("runtimes", [])}
+    have = [r.get("name", "") for r in info.get("runtimes", [])]
     manifests = {folder: read_manifest(folder) for folder in folders}
-    skipped: dict[str, str] = {}
+    skipped = {name: f"refused at export: {why}" for name, why in (refused or {}).items()}
+    failed: dict[str, str] = {}
     runnable: list[Path] = []
-    for folder, manifest in manifests.items():
-        known = MODEL_FORMATS.get(manifest["format"])
-        needed = known.device_runtime if known else manifest["format"]
-        if needed in have:
-            runnable.append(folder)
-        else:
-            skipped[folder.name] = f"the device has no {needed} runtime"
     shas = {}
     eval_shas: dict[Path, dict[str, str]] = {}
-    for folder in runnable:
-        shas[folder] = client.push(folder).sha256
-        eval_shas[folder] = push_eval_sets(client, folder)
+    for folder, manifest in manifests.items():
+        if reason := missing_runtime(manifest["format"], have):
+            skipped[folder.name] = reason
+            continue
+        try:
+            shas[folder] = client.push(folder).sha256
+            eval_shas[folder] = push_eval_sets(client, folder)
+        except DeviceCallError as exc:
+            if exc.code in DEVICE_WIDE:
+                raise
+            failed[folder.name] = f"the device refused its push: {exc.code}: {exc.details}"
+            continue
+        runnable.append(folder)
     samples: dict[Path, list[float]] = {f: [] for f in runnable}
     device_accuracy: dict[Path, float] = {}
     run_settings = {**(settings or {}), "keep_samples": True}
     for r in range(rounds):
         order = runnable[r % len(runnable) :] + runnable[: r % len(runnable)] if runnable else []
         for folder in order:
+            if folder.name in failed:
+                continue
             # The first round also evaluates each candidate on the device (after its timed loop, in the same worker).
             evaluate = eval_shas[folder] if r == 0 else {}
-            last: dict[str, Any] = {}
-            for event in client.bench(shas[folder], run_settings, **evaluate):
-                last = event
+            last = _run(client, shas[folder], run_settings, evaluate)
             if "result" not in last:
-                reason = last.get("error", {}).get("message", "no result")
-                raise DeviceError(f"benchmark of {folder.name} failed on the device: {reason}")
+                error = last.get("error", {})
+                state = str(last.get("state", "FAILED")).removeprefix("RUN_STATE_")
+                detail = f"{error.get('code', '')} {error.get('message', '')}".strip()
+                failed[folder.name] = f"its run ended {state} on the device: {detail}"
+                continue
             result = last["result"]
             samples[folder].extend(result["latency"].get("samples_ms") or [result["latency"]["p50_ms"]])
             evaluation = result.get("evaluation") or {}
@@ -88,6 +98,7 @@ def pick_on_device(
                 device_accuracy[folder] = float(evaluation["top1_accuracy"])
         if on_round:
             on_round(r + 1, rounds)
+    runnable = [f for f in runnable if f.name not in failed]
     # The budget is measured on one set of images: the device's evaluation set when the device evaluated every
     # candidate and an FP32 one among them (its accuracy is the reference), else the host's test split.
     fp32 = [f for f in runnable if manifests[f].get("precision") == "fp32"]
@@ -105,21 +116,38 @@ def pick_on_device(
         for folder in runnable
     ]
     result = pick(candidates, reference_accuracy=reference_accuracy, max_accuracy_drop=max_accuracy_drop)
-    recommended = _record(out_dir, info, result, skipped, rounds)
+    recommended = _record(out_dir, info, result, skipped, failed, rounds)
     return {
         "device": info,
         "pick": result.to_dict(),
         "skipped": skipped,
+        "failed": failed,
         "recommended": str(recommended) if recommended else None,
     }
 
 
-def _record(out_dir: Path, info: dict[str, Any], result: Pick, skipped: dict[str, str], rounds: int) -> Path | None:
+def _run(client: Any, sha256: str, settings: dict[str, Any], evaluate: dict[str, str]) -> dict[str, Any]:
+    """One benchmark's last event; a refusal that concerns this run only is returned as its error."""
+    try:
+        last: dict[str, Any] = {}
+        for event in client.bench(sha256, settings, **evaluate):
+            last = event
+        return last
+    except DeviceCallError as exc:
+        if exc.code in DEVICE_WIDE:
+            raise
+        return {"state": "REFUSED", "error": {"code": exc.code, "message": exc.details}}
+
+
+def _record(
+    out_dir: Path, info: dict[str, Any], result: Pick, skipped: dict[str, str], failed: dict[str, str], rounds: int
+) -> Path | None:
     """``recommended.json`` (always) and the ``recommended`` symlink to the winner (replaced atomically)."""
     evidence = {
         "device": {k: info.get(k) for k in ("hostname", "arch", "cpu_model", "cpu_flags", "board_model", "suggested_target")},
         "rounds": rounds,
         "skipped": skipped,
+        "failed": failed,
         **result.to_dict(),
     }
     write_durably(out_dir / f"{RECOMMENDED}.json", (json.dumps(evidence, indent=2) + "\n").encode())
@@ -154,5 +182,7 @@ def print_pick(console: Any, address: str, data: dict[str, Any]) -> None:
         )
     for name, reason in data["skipped"].items():
         table.add_row(name, "-", "-", "-", "-", "-", f"not run: {reason}")
+    for name, reason in data.get("failed", {}).items():
+        table.add_row(name, "-", "-", "-", "-", "-", f"[red]failed: {reason}[/red]")
     console.print(table)
     console.print(f"recommended: {data['recommended'] or 'none (no candidate within the budget)'}")

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edge_agent.files import write_durably
 from rich.console import Console
 from rich.table import Table
 
@@ -23,14 +24,27 @@ from edge_opt.pipeline import ExportReport
 _DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --tls-ca match its settings"
 
 
+def device_error(address: str, exc: Exception) -> DeviceError:
+    """A device call's failure as the command's error; the connection hint only where it can be the cause."""
+    from edge_agent.client import DEVICE_WIDE
+
+    code = getattr(exc, "code", "")
+    if code and code not in DEVICE_WIDE:
+        return DeviceError(f"device {exc}")
+    return DeviceError(f"device {exc if code else f'{address}: {exc}'}; {_DEVICE_FIX}")
+
+
 def credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
     """The client credentials for a device: its token file (bearer token) and, for TLS, the CA that signed it."""
     from edge_agent.client import Credentials
 
+    for flag, path in (("--token-file", token_file), ("--tls-ca", tls_ca)):
+        if path is not None and not path.is_file():
+            raise DeviceError(f"{flag} {path}: no such file; give the file the device's agent uses")
     try:
         return Credentials.from_files(token_file, tls_ca)
     except (OSError, ValueError) as exc:
-        raise DeviceError(f"cannot use --token-file: {exc}") from None
+        raise DeviceError(f"cannot use --token-file {token_file} / --tls-ca {tls_ca}: {exc}") from None
 
 
 def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None) -> str:
@@ -42,7 +56,7 @@ def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None)
             client.wait_ready(timeout=10)
             info = client.info()
     except DeviceCallError as exc:
-        raise DeviceError(f"device {exc}; {_DEVICE_FIX}") from None
+        raise device_error(address, exc) from None
     target = str(info.get("suggested_target", ""))
     progress.status(f"device {address}: {info['arch']}, {info['cpu_model']} → target {target or 'host'}")
     return target
@@ -57,8 +71,17 @@ def push_and_bench(
     bench: bool,
     settings: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Push every written artifact of ``report`` (only what the device lacks); benchmark them if asked."""
-    from edge_agent.client import AgentClient, DeviceCallError
+    """Push every written artifact of ``report`` the device can run (only what it lacks); benchmark them if asked.
+
+    An artifact whose runtime the device lacks is not pushed: its row says why (``skipped``). A refusal that
+    concerns one artifact (its push or its run) is that row's ``error``; the others still run. Only a device that
+    cannot be reached or refuses us raises.
+
+    Raises:
+        DeviceError: the device cannot be reached, refused the credentials or stopped answering.
+    """
+    from edge_agent.client import DEVICE_WIDE, AgentClient, DeviceCallError
+    from edge_agent.formats import missing_runtime
 
     creds = credentials(token_file, tls_ca)
     rows: list[dict[str, Any]] = []
@@ -75,43 +98,64 @@ def push_and_bench(
                     f"[yellow]warning:[/yellow] artifacts were built for {report.target.name}, the device suggests "
                     f"{device['suggested_target']}: re-export with --target {device['suggested_target']}"
                 )
+            runtimes = [r.get("name", "") for r in device.get("runtimes", [])]
             for row in report.rows:
                 if row.path is None:
                     continue
-                pushed = client.push(row.path)
-                verb = "already on the device" if pushed.already_present else f"pushed {pushed.bytes_sent / 1e6:.2f} MB"
-                progress.status(f"{row.path.name}: {verb}")
                 entry: dict[str, Any] = {
                     "artifact": row.path.name,
-                    "sha256": pushed.sha256,
-                    "push": pushed.__dict__,
                     "host_accuracy": row.accuracy,
                     "precision": row.precision.value,
                     "format": row.format.value,
                 }
-                if bench:
-                    eval_shas = evalset.push_eval_sets(client, row.path)
-                    last: dict[str, Any] = {}
-                    for event in client.bench(pushed.sha256, settings, **eval_shas):
-                        last = event
-                        if "progress" in event:
-                            p = event["progress"]
-                            progress.live(f"{row.path.name} on {address}: {p['phase']} {p['done']}/{p['total']}")
-                        elif "queue_position" in event:
-                            progress.status(f"{row.path.name}: queued on the device (position {event['queue_position']})")
-                    progress.live("")
-                    entry.update(last)
-                    entry["device_check"] = device_check(row.path, last)
-                    device_dir.mkdir(parents=True, exist_ok=True)
-                    (device_dir / f"{last.get('run_id', 'run')}.json").write_text(
-                        json.dumps({**entry, "device": device}, indent=2)
-                    )
                 rows.append(entry)
+                if reason := missing_runtime(row.format.value, runtimes):
+                    entry["skipped"] = reason
+                    progress.status(f"{row.path.name}: not pushed: {reason}")
+                    continue
+                try:
+                    _push_and_run(client, row.path, entry, address, bench=bench, settings=settings)
+                except DeviceCallError as exc:
+                    if exc.code in DEVICE_WIDE:
+                        raise
+                    entry.update(state="REFUSED", error={"code": exc.code, "message": exc.details})
+                    progress.status(f"{row.path.name}: refused by the device: {exc.code}: {exc.details}")
+                    continue
+                if bench:
+                    device_dir.mkdir(parents=True, exist_ok=True)
+                    write_durably(
+                        device_dir / f"{entry.get('run_id', 'run')}.json",
+                        json.dumps({**entry, "device": device}, indent=2).encode(),
+                    )
     except DeviceCallError as exc:
-        raise DeviceError(f"device {exc}; {_DEVICE_FIX}") from None
+        raise device_error(address, exc) from None
     except (OSError, ValueError) as exc:
-        raise DeviceError(f"device {address}: {exc}; {_DEVICE_FIX}") from None
+        raise device_error(address, exc) from None
     return rows
+
+
+def _push_and_run(
+    client: Any, folder: Path, entry: dict[str, Any], address: str, *, bench: bool, settings: dict[str, Any]
+) -> None:
+    """Push ``folder`` and, with ``bench``, run it with its evaluation sets: the outcome goes into ``entry``."""
+    pushed = client.push(folder)
+    verb = "already on the device" if pushed.already_present else f"pushed {pushed.bytes_sent / 1e6:.2f} MB"
+    progress.status(f"{folder.name}: {verb}")
+    entry.update(sha256=pushed.sha256, push=pushed.__dict__)
+    if not bench:
+        return
+    eval_shas = evalset.push_eval_sets(client, folder)
+    last: dict[str, Any] = {}
+    for event in client.bench(pushed.sha256, settings, **eval_shas):
+        last = event
+        if "progress" in event:
+            p = event["progress"]
+            progress.live(f"{folder.name} on {address}: {p['phase']} {p['done']}/{p['total']}")
+        elif "queue_position" in event:
+            progress.status(f"{folder.name}: queued on the device (position {event['queue_position']})")
+    progress.live("")
+    entry.update(last)
+    entry["device_check"] = device_check(folder, last)
 
 
 def device_check(artifact: Path, last: dict[str, Any]) -> dict[str, Any] | None:
@@ -175,6 +219,8 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
                 f"{int(r['peak_rss_bytes']) / 2**20:.0f}",
                 note,
             )
+        elif "skipped" in row:
+            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", *["-"] * 10, f"not run: {row['skipped']}")
         elif "error" in row:
             table.add_row(
                 row["artifact"],
@@ -188,18 +234,29 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def device_failures(rows: list[dict[str, Any]], *, bench: bool) -> list[dict[str, str]]:
-    """One error per artifact whose device run did not succeed or whose outputs disagree with the host's."""
+    """One error per artifact whose push was refused, whose device run did not succeed or whose outputs disagree
+    with the host's; and one when the device could run none of them. An artifact skipped because the device lacks
+    its runtime is not a failure by itself (its row says so)."""
     failures = []
     for row in rows:
-        if not bench:
+        if "skipped" in row:
             continue
-        if "result" not in row:
+        if row.get("state") == "REFUSED":
+            error = row["error"]
+            failures.append({"code": "device-refused", "message": f"{row['artifact']}: {error['code']}: {error['message']}"})
+        elif not bench:
+            continue
+        elif "result" not in row:
             error = row.get("error") or {}
             state = str(row.get("state", "FAILED")).removeprefix("RUN_STATE_")
             detail = f"{error.get('code', state)}: {error.get('message', 'no result')}"
             failures.append({"code": "device-run", "message": f"{row['artifact']}: the device run ended {state} ({detail})"})
         elif flags := (row.get("device_check") or {}).get("flags"):
             failures.append({"code": "device-check", "message": f"{row['artifact']}: " + "; ".join(flags)})
+    if rows and all("skipped" in row for row in rows):
+        reasons = sorted({row["skipped"] for row in rows})
+        message = "the device can run none of these artifacts: " + "; ".join(reasons)
+        failures.append({"code": "device-runtime", "message": message})
     return failures
 
 

@@ -67,3 +67,5 @@ def print_export_report(report: ExportReport, console: Console) -> None:
     )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
+    for name, why in report.refused.items():
+        console.print(f"[yellow]refused (left out of the pick):[/yellow] {name}: {why}")

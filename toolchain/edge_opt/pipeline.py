@@ -22,6 +22,7 @@ from edge_opt import evalset, progress
 from edge_opt.artifact import staged_artifact
 from edge_opt.builders import FORMATS
 from edge_opt.config import ArtifactFormat, Config, Precision
+from edge_opt.errors import ExportError, QuantizeError
 from edge_opt.evaluate import (
     HOST_KERNELS,
     REFERENCE_SEMANTICS,
@@ -114,9 +115,12 @@ class ExportReport:
     rows: list[ArtifactRow]
     notes: list[str]
     latency_threads: int = 1
+    #: Candidates refused by their gates under ``keep_going``: artifact name → why.
+    refused: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "refused": self.refused,
             "model": self.model,
             "target": self.target.name,
             "out_dir": str(self.out_dir),
@@ -134,8 +138,13 @@ def run_export(
     *,
     precisions: tuple[Precision, ...] | None = None,
     formats: tuple[ArtifactFormat, ...] | None = None,
+    keep_going: bool = False,
 ) -> ExportReport:
     """Export every requested (precision, format) of the configured model into ``out_dir``.
+
+    With ``keep_going`` (the pick's candidates) an artifact refused by its export or its gates is left out and named
+    in ``ExportReport.refused`` (a format whose FP32 baseline is refused leaves out that format), and the export
+    fails only when nothing is left.
 
     Raises:
         ToolchainError: data, model, quantization or validation problems, each with a one-line message.
@@ -161,16 +170,9 @@ def run_export(
                 f"{ctx.spec.name} has random weights (no --checkpoint): accuracy figures are meaningless; FP16 / INT8 "
                 "artifacts are not held to top-1 agreement, and ONNX INT8 only to finite outputs"
             )
-        rows: list[ArtifactRow] = []
-        for fmt in formats:
-            baseline = _build(ctx, Precision.FP32, fmt, out_dir if Precision.FP32 in precisions else None)
-            baseline.speedup = dict.fromkeys(baseline.latency_ms, 1.0)
-            rows.append(baseline)
-            for precision in precisions:
-                if precision is not Precision.FP32:
-                    row = _build(ctx, precision, fmt, out_dir)
-                    _relate(row, baseline)
-                    rows.append(row)
+        rows, refused = _build_all(ctx, precisions, formats, out_dir, keep_going=keep_going)
+        if keep_going and not any(row.written for row in rows):
+            raise ExportError("every candidate was refused: " + "; ".join(f"{k}: {v}" for k, v in refused.items()))
         if Precision.FP16 in precisions:
             notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
         notes += _evaluation_notes(ctx, rows)
@@ -191,14 +193,63 @@ def run_export(
         rows,
         notes,
         config.benchmark.threads,
+        refused,
     )
-    _write_summary(report)
+    write_summary(out_dir, report.to_dict())
     return report
 
 
-def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
+def artifact_name(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat) -> str:
+    """The artifact's folder name: model, pruning, precision, format (``smallcnn-p30-int8-onnx``)."""
     pruned = f"-p{round(ctx.config.pruning.amount * 100)}" if ctx.config.pruning.amount > 0 else ""
-    name = f"{ctx.spec.name.replace(':', '.').replace('/', '.')}{pruned}-{precision.value}-{fmt.value}"
+    return f"{ctx.spec.name.replace(':', '.').replace('/', '.')}{pruned}-{precision.value}-{fmt.value}"
+
+
+def _build_all(
+    ctx: ExportContext,
+    precisions: tuple[Precision, ...],
+    formats: tuple[ArtifactFormat, ...],
+    out_dir: Path,
+    *,
+    keep_going: bool,
+) -> tuple[list[ArtifactRow], dict[str, str]]:
+    """Each format's FP32 baseline, then its other precisions: the rows, and (keep_going) what was refused and why."""
+    rows: list[ArtifactRow] = []
+    refused: dict[str, str] = {}
+
+    def build(precision: Precision, fmt: ArtifactFormat, into: Path | None) -> ArtifactRow | str:
+        """The row, or (with keep_going) why it was refused."""
+        try:
+            return _build(ctx, precision, fmt, into)
+        except (ExportError, QuantizeError) as exc:
+            if not keep_going:
+                raise
+            progress.status(f"[yellow]refused:[/yellow] {precision.value} {fmt.value}: {exc}")
+            return str(exc)
+
+    for fmt in formats:
+        baseline = build(Precision.FP32, fmt, out_dir if Precision.FP32 in precisions else None)
+        if isinstance(baseline, str):
+            for precision in precisions:
+                why = baseline if precision is Precision.FP32 else f"its FP32 baseline was refused: {baseline}"
+                refused[artifact_name(ctx, precision, fmt)] = why
+            continue
+        baseline.speedup = dict.fromkeys(baseline.latency_ms, 1.0)
+        rows.append(baseline)
+        for precision in precisions:
+            if precision is Precision.FP32:
+                continue
+            row = build(precision, fmt, out_dir)
+            if isinstance(row, str):
+                refused[artifact_name(ctx, precision, fmt)] = row
+                continue
+            _relate(row, baseline)
+            rows.append(row)
+    return rows, refused
+
+
+def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_dir: Path | None) -> ArtifactRow:
+    name = artifact_name(ctx, precision, fmt)
     label = f"{precision.value} {fmt.value}"
     root = out_dir if out_dir is not None else ctx.work
     progress.status(f"exporting {label}")
@@ -296,8 +347,9 @@ def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
     row.speedup = {b: baseline.latency_ms[b] / v for b, v in row.latency_ms.items() if v > 0 and b in baseline.latency_ms}
 
 
-def _write_summary(report: ExportReport) -> None:
+def write_summary(out_dir: Path, data: dict[str, Any]) -> None:
+    """``OUT/summary.json``: what ``edge-export --json`` prints as its ``data``."""
     import json
 
-    report.out_dir.mkdir(parents=True, exist_ok=True)
-    write_durably(report.out_dir / "summary.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_durably(out_dir / "summary.json", (json.dumps(data, indent=2) + "\n").encode())

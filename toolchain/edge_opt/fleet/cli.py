@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.arguments import ArgumentParser
+from edge_agent.host_commands import UsageError, add_bench_options, bench_settings
 from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
 from rich.console import Console
 from rich.table import Table
@@ -48,7 +50,7 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="edge-fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     devices = sub.add_parser("devices", help="check every device concurrently")
     _selection(devices)
@@ -64,12 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--export-out", type=Path, default=Path("fleet-artifacts"), help="where --export-config writes")
     bench.add_argument("--collection", help="name of this collection (re-use it to complete a partial run)")
-    bench.add_argument("--iterations", type=int, default=100)
-    bench.add_argument("--min-seconds", type=float, default=1.0)
-    bench.add_argument("--warmup-runs", type=int, default=10)
-    bench.add_argument("--threads", type=int, default=1)
-    bench.add_argument("--batch-size", type=int, default=1)
-    bench.add_argument("--run-timeout", type=float, default=600.0)
+    add_bench_options(bench, keep_samples=False)  # the agent's settings and defaults; samples are always kept
     bench.add_argument("--parallel", type=int, help="devices benchmarked at once (default: all)")
     _common(bench)
     report = sub.add_parser("report", help="one collection: table, CSV, JSON, HTML")
@@ -87,19 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def artifact_folders(paths: list[Path]) -> list[Path]:
-    """Artifact folders (manifest.json inside) given directly or inside export folders."""
-    found = []
+    """Artifact folders (manifest.json inside) given directly or inside export folders, each once (an export's
+    ``recommended`` link to its pick's winner is not a second artifact)."""
+    found: list[Path] = []
     for path in paths:
         if (path / "manifest.json").is_file():
             found.append(path)
         elif path.is_dir():
-            inner = sorted(p.parent for p in path.glob("*/manifest.json"))
+            inner = sorted(p.parent for p in path.glob("*/manifest.json") if not p.parent.is_symlink())
             if not inner:
                 raise ConfigError(f"{path} holds no artifacts (folders with manifest.json); export with edge-export first")
             found.extend(inner)
         else:
             raise ConfigError(f"{path} does not exist; give artifact folders (with manifest.json) or export folders")
-    return found
+    unique: dict[Path, Path] = {}
+    for folder in found:
+        unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
 
 
 def exported_folders(config_path: Path, out: Path, *, quiet: bool) -> list[Path]:
@@ -169,6 +170,10 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet.inventory import load_inventory
     from edge_opt.fleet.store import open_store
 
+    try:
+        settings = bench_settings(args)  # checked against the agent's bounds before anything else
+    except UsageError as exc:
+        raise ConfigError(f"benchmark setting: {exc}") from None
     devices = load_inventory(args.inventory).select(args.device, args.tag)
     folders = list(args.artifacts)
     if args.export_config:
@@ -179,15 +184,6 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
     collection = args.collection or datetime.now(UTC).strftime("c%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", collection):
         raise ConfigError(f"collection name {collection!r} must match [A-Za-z0-9._-]{{1,64}}")
-    settings = {
-        "iterations": args.iterations,
-        "min_seconds": args.min_seconds,
-        "warmup_runs": args.warmup_runs,
-        "threads": args.threads,
-        "batch_size": args.batch_size,
-        "timeout_seconds": args.run_timeout,
-        "keep_samples": True,
-    }
     engine = open_store(args.db)
 
     def on_event(device: str, message: str) -> None:
@@ -197,18 +193,22 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
     collector = Collector(engine, collection, settings, call_timeout=args.timeout, on_event=on_event)
     outcomes = collector.run(devices, artifacts, workers=args.parallel)
     table = Table(title=f"collection {collection}: {len(devices)} devices × {len(artifacts)} artifacts", title_justify="left")
-    for col in ("device", "reachable", "ran", "reused", "failed", "pushed MB", "seconds", "reason"):
+    for col in ("device", "reachable", "ran", "reused", "failed", "skipped", "pushed MB", "seconds", "reason"):
         table.add_column(col)
     for o in outcomes:
+        reasons = [o.error] if o.error else []
+        reasons += [f"{r['artifact']}: {r['error']['code']}" for r in o.runs if r.get("state") == "REFUSED"]
+        reasons += [f"{name} not run: {why}" for name, why in o.skipped.items()]
         table.add_row(
             o.device,
             "yes" if o.reachable else "[red]no[/red]",
             str(o.succeeded - o.reused),
             str(o.reused),
             str(o.failed),
+            str(len(o.skipped)),
             f"{o.pushed_bytes / 1e6:.2f}",
             f"{o.seconds:.1f}",
-            o.error,
+            "; ".join(reasons),
         )
     if not args.json:
         console.print(table)
@@ -220,6 +220,11 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
         }
         for o in outcomes
         if not o.complete
+    ]
+    errors += [
+        {"code": "device-runtime", "message": f"{o.device} can run none of the artifacts: " + "; ".join(set(o.skipped.values()))}
+        for o in outcomes
+        if o.complete and o.skipped and not o.runs
     ]
     return Outcome(data, EXIT_PARTIAL if errors else 0, errors)
 
@@ -260,9 +265,13 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
         base = {(r["device"], r["sha256"]): r for r in rep.collection_rows(session, args.baseline) if r["state"] == "SUCCEEDED"}
         cand_rows = rep.collection_rows(session, args.candidate)
     verdicts = []
+    unmatched = []  # the candidate's runs with no successful baseline run of the same bytes on the same device
     for r in cand_rows:
         b = base.get((r["device"], r["sha256"]))
-        if b is None or r["state"] != "SUCCEEDED":
+        if r["state"] != "SUCCEEDED":
+            continue
+        if b is None:
+            unmatched.append({"device": r["device"], "artifact": r["artifact"], "sha256": r["sha256"]})
             continue
         verdict, change, b_ci, c_ci = compare_run(b, r, args.min_effect)
         verdicts.append(
@@ -298,8 +307,20 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     regressions = sum(v["verdict"] == "regression" for v in verdicts)
     if regressions and not args.json:
         console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
-    data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions}
-    return Outcome(data, EXIT_REGRESSION if regressions else 0)
+    data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions, "unmatched": unmatched}
+    if unmatched and not args.json:
+        note = f"{len(unmatched)} run(s) of {args.candidate} have no baseline in {args.baseline} (other bytes or devices)"
+        console.print(f"[yellow]{note}[/yellow]")
+    if regressions:
+        return Outcome(data, EXIT_REGRESSION)
+    if not verdicts:
+        # A gate that compared nothing must not pass: re-exported artifacts have new hashes, new devices no history.
+        message = (
+            f"nothing to compare: no successful run of {args.candidate} has one of the same artifact bytes on the same "
+            f"device in {args.baseline}; benchmark the same artifact folders in both collections"
+        )
+        return Outcome(data, EXIT_PARTIAL, [{"code": "nothing-compared", "message": message}])
+    return Outcome(data, 0)
 
 
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}

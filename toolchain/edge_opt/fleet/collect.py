@@ -9,7 +9,9 @@ device already did in its own journal:
 * it FAILED, TIMED_OUT or was INTERRUPTED (the agent died) → a new attempt runs.
 
 A device that cannot be reached, or that drops and does not come back within the client's re-attach budget, is
-reported with the reason; the others carry on. Every call has a deadline.
+reported with the reason; the others carry on. An artifact whose runtime a device lacks is skipped there (named
+with the reason); a push or run the device refuses counts as that artifact's failed run, and the device goes on with
+the next. Every call has a deadline.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.client import AgentClient, Credentials, DeviceCallError
+from edge_agent.client import DEVICE_WIDE, AgentClient, Credentials, DeviceCallError
+from edge_agent.formats import missing_runtime
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -48,6 +51,8 @@ class DeviceOutcome:
     error: str = ""
     seconds: float = 0.0
     runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Artifacts not run on this device because it lacks their runtime: name → why (not a failure).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -118,8 +123,21 @@ class Collector:
                 outcome.reachable = True
                 self._write(lambda s: store.record_device(s, device.name, device.address, list(device.tags), info))
                 self.on_event(device.name, f"reachable: {info.get('arch')} {info.get('cpu_model')}")
+                runtimes = [r.get("name", "") for r in info.get("runtimes", [])]
                 for folder, manifest in artifacts:
-                    self._artifact(client, device, folder, manifest, info, outcome)
+                    if reason := missing_runtime(manifest["format"], runtimes):
+                        outcome.skipped[folder.name] = reason
+                        self.on_event(device.name, f"skipped {folder.name}: {reason}")
+                        continue
+                    try:
+                        self._artifact(client, device, folder, manifest, info, outcome)
+                    except DeviceCallError as exc:
+                        if exc.code in DEVICE_WIDE:
+                            raise
+                        outcome.failed += 1
+                        error = {"code": exc.code, "message": exc.details}
+                        outcome.runs.append({"artifact": folder.name, "run_id": None, "state": "REFUSED", "error": error})
+                        self.on_event(device.name, f"{folder.name} refused: {exc.code}: {exc.details}")
         except DeviceCallError as exc:
             outcome.error = f"{exc.code}: {str(exc.details).rsplit(': ', 1)[-1][:100]}"
         except (OSError, ValueError) as exc:
