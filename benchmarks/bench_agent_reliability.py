@@ -1,7 +1,9 @@
 """What the agent holds as a daemon, from one run on this machine (everything on 127.0.0.1, a few minutes):
 
-1. load held: stalled push streams, a burst of queued benchmarks, concurrent pushes against a quota, with the
-   health check's latency (p50 / max) during each;
+1. load held: stalled push streams, a burst of queued benchmarks, concurrent pushes against a quota,
+   unauthenticated health watches, a thousand idle connections (the agent started with a service's soft limit of
+   1,024 open files), with the health check's latency (p50 / max) during each; and memory held: the agent's RSS and
+   journal size after many runs that keep 20,000 latency samples each, with ``--keep-runs``;
 2. faults survived: connection resets mid-push and mid-stream (a TCP proxy), the agent SIGKILLed mid-push and
    mid-benchmark, a full disk mid-push (a tmpfs; skipped when it cannot be mounted);
 3. bad inputs tried: hostile ONNX models, malformed manifests and settings, fuzzed requests of every method:
@@ -55,7 +57,7 @@ from reliability.reliability_harness import (  # noqa: E402
 from reliability.tcp_proxy import TcpProxy  # noqa: E402
 
 SERVICE = pb.DESCRIPTOR.services_by_name["EdgeAgent"]
-TIME_BUDGET_S = 420
+TIME_BUDGET_S = 600
 
 
 class Tally:
@@ -71,6 +73,7 @@ class Tally:
         self.bytes_lost = 0
         self.notes: list[str] = []
         self.step_errors = 0
+        self.memory: dict = {}
 
     def fault(self, kind: str, survived: bool) -> None:
         tried_survived = self.faults.setdefault(kind, [0, 0])
@@ -150,12 +153,25 @@ def count_losses(tally: Tally, agent: Agent, acknowledged: dict[str, bytes], acc
                 tally.results_lost += 1
 
 
-def new_agent(root: Path, name: str, args: tuple[str, ...] = (), grace: float = 2.0) -> Agent:
+def new_agent(
+    root: Path, name: str, args: tuple[str, ...] = (), grace: float = 2.0, prefix: tuple[str, ...] = ()
+) -> Agent:
+    """An agent on a store of its own; ``prefix`` wraps its command (``prlimit ...``)."""
     token_file = root / "token"
     token_file.write_text(TOKEN)
     agent = Agent(root / name, token_file=token_file, args=list(args), grace=grace)
+    if prefix:
+        command = agent.command
+        agent.command = lambda: [*prefix, *command()]  # type: ignore[method-assign]
     agent.start()
     return agent
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
 
 
 def bench_run(port: int, sha: str, run_id: str, settings: dict | None = None, timeout: float = 120) -> object:
@@ -254,6 +270,93 @@ def load_quota(tally: Tally, root: Path, pushes: int, quota_mb: int = 40) -> Non
             if isinstance(r, grpc.StatusCode) and r in NEVER:
                 tally.bad("quota push", r)
         count_losses(tally, agent, committed, set())
+    finally:
+        agent.close()
+
+
+def load_watches(tally: Tally, root: Path, watches: int) -> None:
+    """Unauthenticated health watches from one address, then the token holder pushes and benchmarks."""
+    agent = new_agent(root, "watches")
+    ch = channel(agent.port)
+    opened: list = []
+    refused = 0
+    try:
+        with HealthSampler(agent.port) as sampler:
+            for _ in range(watches):
+                call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=120)
+                try:
+                    next(call)
+                    opened.append(call)
+                except grpc.RpcError:
+                    refused += 1
+            data = tiny_onnx_bytes(13)
+            sha = push_raw(agent.port, data).artifact.sha256
+            outcome = bench_run(agent.port, sha, "beside-watches")
+        served = not isinstance(outcome, grpc.StatusCode) and outcome.WhichOneof("kind") == "result"
+        held = f"{watches} watches: {len(opened)} open, {refused} refused; token holder {'served' if served else 'REFUSED'}"
+        tally.load.append(sampler.row("unauthenticated watches", held))
+        if not served:
+            tally.notes.append(f"the token holder was refused beside {len(opened)} health watches: {outcome}")
+            tally.step_errors += 1
+        count_losses(tally, agent, {sha: data}, {"beside-watches"})
+    finally:
+        for call in opened:
+            call.cancel()
+        ch.close()
+        agent.close()
+
+
+def load_connections(tally: Tally, root: Path, connections: int) -> None:
+    """Idle HTTP/2 connections (preface and SETTINGS, then nothing), the agent under a soft limit of 1,024 files."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    agent = new_agent(root, "connections", prefix=("prlimit", f"--nofile=1024:{hard}", "--"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, connections + 512)), hard))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    sockets = []
+    try:
+        for _ in range(connections):
+            s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+            s.sendall(preface)
+            sockets.append(s)
+        with HealthSampler(agent.port) as sampler:
+            time.sleep(4)
+        tally.load.append(sampler.row("idle connections", f"{connections} connections (agent soft limit 1,024)"))
+        count_losses(tally, agent, {}, set())
+    finally:
+        for s in sockets:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        agent.close()
+
+
+def memory_held(tally: Tally, root: Path, runs: int, keep: int) -> None:
+    """RSS and journal size after ``runs`` benchmarks keeping 20,000 samples each, the journal keeping ``keep``."""
+    agent = new_agent(root, "memory", ("--keep-runs", str(keep)))
+    try:
+        data = tiny_onnx_bytes(14)
+        sha = push_raw(agent.port, data).artifact.sha256
+        before = rss_mib(agent.proc.pid)
+        settings = {"iterations": 20000, "min_seconds": 0.001, "warmup_runs": 5, "keep_samples": True}
+        finished = 0
+        for i in range(runs):
+            outcome = bench_run(agent.port, sha, f"m{i}", settings, timeout=240)
+            finished += not isinstance(outcome, grpc.StatusCode) and outcome.WhichOneof("kind") == "result"
+        after = rss_mib(agent.proc.pid)
+        journal = agent.store / "runs" / "journal.jsonl"
+        kept = len(journal.read_bytes().splitlines())
+        tally.memory = {
+            "runs": runs,
+            "succeeded": finished,
+            "keep_runs": keep,
+            "rss_before_mib": before,
+            "rss_after_mib": after,
+            "journal_mib": journal.stat().st_size / (1 << 20),
+            "journal_lines": kept,
+        }
+        count_losses(tally, agent, {sha: data}, set())
     finally:
         agent.close()
 
@@ -536,6 +639,7 @@ def report(tally: Tally, seconds: float, as_json: bool) -> int:
     failed = failed or tally.results_lost > 0 or tally.bytes_lost > 0 or tally.step_errors > 0
     payload = {
         "load_held": tally.load,
+        "memory_held": tally.memory,
         "faults_survived": {k: {"tried": v[0], "survived": v[1]} for k, v in tally.faults.items()},
         "bad_inputs": tally.bad_inputs,
         "unknown_examples": tally.unknown_examples[:20],
@@ -558,6 +662,13 @@ def report(tally: Tally, seconds: float, as_json: bool) -> int:
         print(
             f"  {row['scenario']:<26} {row['held']:<34} health p50 {row['health_p50_ms']:7.1f} ms  "
             f"max {row['health_max_ms']:7.1f} ms  missed {row['health_failures']}{extra}"
+        )
+    if m := tally.memory:
+        print("memory held")
+        print(
+            f"  {m['runs']} runs x 20,000 samples kept ({m['succeeded']} succeeded), --keep-runs {m['keep_runs']}: "
+            f"agent RSS {m['rss_before_mib']:.0f} -> {m['rss_after_mib']:.0f} MiB, journal {m['journal_mib']:.1f} MiB "
+            f"in {m['journal_lines']} lines"
         )
     print("faults survived")
     for kind, (tried, survived) in tally.faults.items():
@@ -590,6 +701,9 @@ def main() -> int:
         lambda root: load_stalled(tally, root, 8 if args.quick else 24),
         lambda root: load_burst(tally, root, 20 if args.quick else 50),
         lambda root: load_quota(tally, root, 8 if args.quick else 16),
+        lambda root: load_watches(tally, root, 40),
+        lambda root: load_connections(tally, root, 300 if args.quick else 1100),
+        lambda root: memory_held(tally, root, 20 if args.quick else 60, 10 if args.quick else 20),
         lambda root: faults(tally, root),
         lambda root: bad_inputs(tally, root, 10 if args.quick else 40),
     ]

@@ -14,7 +14,7 @@ import os
 import sys
 import tomllib
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit-mb", type=int, help="address-space limit of each benchmark worker (default none)")
     parser.add_argument("--idle-timeout", type=float, help="seconds a silent client stream is kept open (default 30)")
     parser.add_argument("--max-streams-per-client", type=int, help="open streams one client address may hold (default 32)")
+    parser.add_argument(
+        "--keep-runs", type=int, help="finished runs the journal keeps; older ones are compacted away (default 500)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,46 +112,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The daemon's settings: TOML key (the flag's name with underscores) → (type, where it goes in AgentConfig).
+#: ``--config FILE`` takes exactly these keys; flags override them.
+SERVER_KEYS: dict[str, tuple[type, str]] = {
+    "listen": (str, "listen"),
+    "store": (Path, "store"),
+    "token_file": (Path, "token_file"),
+    "tls_cert": (Path, "tls_cert"),
+    "tls_key": (Path, "tls_key"),
+    "client_ca": (Path, "client_ca"),
+    "insecure": (bool, "insecure"),
+    "max_queue": (int, "max_queue"),
+    "max_artifact_mb": (int, "limits.max_artifact_bytes"),
+    "quota_mb": (int, "limits.quota_bytes"),
+    "grace": (float, "grace_seconds"),
+    "memory_limit_mb": (int, "memory_limit_bytes"),
+    "idle_timeout": (float, "idle_timeout"),
+    "max_streams_per_client": (int, "max_streams_per_client"),
+    "keep_runs": (int, "keep_runs"),
+    "worker_python": (str, "worker_python"),
+}
+
+
+def _typed(key: str, value: Any) -> Any:
+    kind = SERVER_KEYS[key][0]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = type(value) is int
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str | Path)
+    if not ok:
+        name = {Path: "a path (a string)", str: "a string"}.get(kind, kind.__name__)
+        raise ValueError(f"config key {key!r} must be {name}, got {value!r}")
+    return kind(value)
+
+
 def agent_config(args: argparse.Namespace) -> Any:
+    """The daemon's settings from ``--config`` (TOML, the keys of :data:`SERVER_KEYS`) and the flags (which win).
+
+    Raises:
+        ValueError: an unknown key or a value of the wrong type, naming it.
+    """
     from edge_agent.server import AgentConfig
     from edge_agent.store import StoreLimits
 
-    raw: dict[str, Any] = {}
-    if args.config:
-        raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
-    flags = {
-        "listen": args.listen,
-        "store": args.store,
-        "token_file": args.token_file,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "client_ca": args.client_ca,
-        "insecure": args.insecure,
-        "max_queue": args.max_queue,
-        "grace_seconds": args.grace,
-        "memory_limit_bytes": args.memory_limit_mb << 20 if args.memory_limit_mb else None,
-        "idle_timeout": args.idle_timeout,
-        "max_streams_per_client": args.max_streams_per_client,
-    }
-    raw.update({k: v for k, v in flags.items() if v is not None})
-    limits = StoreLimits()
-    if args.max_artifact_mb or raw.get("max_artifact_mb"):
-        limits = replace(limits, max_artifact_bytes=int(args.max_artifact_mb or raw.pop("max_artifact_mb")) << 20)
-    if args.quota_mb or raw.get("quota_mb"):
-        limits = replace(limits, quota_bytes=int(args.quota_mb or raw.pop("quota_mb")) << 20)
-    raw.pop("max_artifact_mb", None)
-    raw.pop("quota_mb", None)
-    known = {f.name for f in fields(AgentConfig)} - {"limits"}
-    unknown = sorted(set(raw) - known)
+    raw: dict[str, Any] = tomllib.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
+    unknown = sorted(set(raw) - set(SERVER_KEYS))
     if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    for key in ("store", "token_file", "tls_cert", "tls_key", "client_ca"):
-        if raw.get(key) is not None:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(SERVER_KEYS)}")
+    values = {key: _typed(key, value) for key, value in raw.items()}
+    values.update({k: v for k in SERVER_KEYS if (v := getattr(args, k, None)) is not None})
+    config: dict[str, Any] = {}
+    limits = StoreLimits()
+    for key, value in values.items():
+        target = SERVER_KEYS[key][1]
+        if key in ("max_artifact_mb", "quota_mb", "memory_limit_mb"):
+            value = int(value) << 20
+        if isinstance(value, Path):
             # Absolute: benchmark workers run in a scratch folder of their own, so a relative store would not resolve.
-            raw[key] = Path(raw[key]).expanduser().resolve()
-    if "store" not in raw:
-        raw["store"] = Path(os.environ.get("EDGE_AGENT_STORE", "~/.local/share/edge-agent")).expanduser().resolve()
-    return AgentConfig(**raw, limits=limits)
+            value = value.expanduser().resolve()
+        if target.startswith("limits."):
+            limits = replace(limits, **{target.removeprefix("limits."): value})
+        else:
+            config[target] = value
+    if "store" not in config:
+        config["store"] = Path(os.environ.get("EDGE_AGENT_STORE", "~/.local/share/edge-agent")).expanduser().resolve()
+    return AgentConfig(**config, limits=limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,8 +89,34 @@ def python_paths() -> list[str]:
     return sorted(p for p in paths if Path(p).exists())
 
 
-def confine(scratch: str, extra_read: list[str] | None = None) -> Confinement:
-    """Restrict this process (and its future children) to the paths above; irreversible.
+def readable_except(paths: list[str], private: list[str]) -> list[str]:
+    """``paths`` to grant for reading, with every ``private`` path (the store, the token, TLS keys) cut out: a path
+    holding a private one is replaced by its children that do not (recursively), one inside a private one dropped.
+    So a ``PYTHONPATH`` entry above the store (``$HOME``, a checkout) cannot open the store to the model."""
+    hidden = [Path(p).resolve() for p in private if p]
+    out: list[str] = []
+
+    def grant(path: Path) -> None:
+        if any(path == h or h in path.parents for h in hidden):
+            return  # private itself, or inside a private path
+        if not any(path in h.parents for h in hidden):
+            out.append(str(path))
+            return
+        try:
+            children = sorted(path.iterdir())
+        except OSError:
+            return
+        for child in children:
+            grant(child)
+
+    for raw in paths:
+        grant(Path(raw).resolve())
+    return out
+
+
+def confine(scratch: str, extra_read: list[str] | None = None, private: list[str] | None = None) -> Confinement:
+    """Restrict this process (and its future children) to the paths above; irreversible. ``private`` paths stay
+    unreadable even where a readable path holds them (:func:`readable_except`); the scratch directory is writable.
 
     Returns what was done; never raises for a kernel without Landlock (the caller reports it).
     """
@@ -104,7 +130,8 @@ def confine(scratch: str, extra_read: list[str] | None = None) -> Confinement:
     if ruleset < 0:
         return Confinement(False, f"landlock_create_ruleset failed: {os.strerror(ctypes.get_errno())}")
     try:
-        rules = [(p, _READ) for p in [*python_paths(), *SYSTEM_READ_PATHS, *(extra_read or [])]] + [(scratch, _SCRATCH)]
+        readable = readable_except([*python_paths(), *SYSTEM_READ_PATHS], private or []) + list(extra_read or [])
+        rules = [(p, _READ) for p in readable] + [(scratch, _SCRATCH)]
         for path, access in rules:
             _add_rule(libc, int(ruleset), path, access & handled)
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:

@@ -22,6 +22,7 @@ requested threads; the host keeps the pool it first set.
 from __future__ import annotations
 
 import importlib.util
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,12 +87,69 @@ def set_threads(threads: int) -> int:
         return int(portable_lib._threadpool_get_thread_count())
 
 
-def load(model: bytes | str, threads: int = 0) -> PteProgram:
-    """Load the program's ``forward`` method from bytes or a path; ``threads`` > 0 asks for that pool size.
+def planned_memory_bytes(program: bytes) -> int:
+    """The working memory a ``.pte`` plans for its methods (the sum of every execution plan's non-constant buffers,
+    ``ExecutionPlan.non_const_buffer_sizes`` in ExecuTorch's ``program.fbs``), read from the FlatBuffer without
+    loading it: the runtime allocates it when a method loads, sized by whatever the file says.
 
     Raises:
-        ExecutorchLoadError: the data is not a program the runtime can load.
+        ExecutorchLoadError: the bytes are not a readable program FlatBuffer.
     """
+
+    def u32(pos: int) -> int:
+        if not 0 <= pos <= len(program) - 4:
+            raise ExecutorchLoadError("the program's FlatBuffer points outside the file")
+        return int(struct.unpack_from("<I", program, pos)[0])
+
+    def field(table: int, index: int) -> int | None:
+        """Where field ``index`` of the table at ``table`` is, or None when absent."""
+        vtable = table - struct.unpack_from("<i", program, table)[0] if 0 <= table <= len(program) - 4 else -1
+        if not 0 <= vtable <= len(program) - 4:
+            raise ExecutorchLoadError("the program's FlatBuffer points outside the file")
+        size = struct.unpack_from("<H", program, vtable)[0]
+        slot = 4 + 2 * index
+        if slot + 2 > size or vtable + slot + 2 > len(program):
+            return None
+        offset = struct.unpack_from("<H", program, vtable + slot)[0]
+        return table + offset if offset else None
+
+    def vector(pos: int, item: int) -> tuple[int, int]:
+        start = pos + u32(pos)
+        count = u32(start)
+        if start + 4 + count * item > len(program):
+            raise ExecutorchLoadError("a vector in the program's FlatBuffer runs past the file")
+        return start + 4, count
+
+    plans = field(u32(0), 1)  # Program.execution_plan
+    if plans is None:
+        return 0
+    total = 0
+    base, count = vector(plans, 4)
+    for i in range(count):
+        entry = base + 4 * i
+        sizes = field(entry + u32(entry), 8)  # ExecutionPlan.non_const_buffer_sizes
+        if sizes is None:
+            continue
+        start, n = vector(sizes, 8)
+        # Entry 0 is reserved (the constants); the rest are the planned buffers.
+        total += sum(max(0, struct.unpack_from("<q", program, start + 8 * j)[0]) for j in range(1, n))
+    return total
+
+
+def load(model: bytes | str, threads: int = 0, max_planned_bytes: int = 0) -> PteProgram:
+    """Load the program's ``forward`` method from bytes or a path; ``threads`` > 0 asks for that pool size; a
+    program (bytes) planning more than ``max_planned_bytes`` of working memory (> 0) is refused before it loads.
+
+    Raises:
+        ExecutorchLoadError: the data is not a program the runtime can load, or plans more memory than allowed.
+    """
+    if max_planned_bytes > 0 and isinstance(model, bytes):
+        planned = planned_memory_bytes(model)
+        if planned > max_planned_bytes:
+            raise ExecutorchLoadError(
+                f"the program plans {planned / 2**20:.0f} MiB of working memory; this worker may use "
+                f"{max_planned_bytes / 2**20:.0f} MiB (--memory-limit-mb, or the device's memory)"
+            )
     import torch
     from executorch.runtime import Runtime
 

@@ -14,13 +14,16 @@ Promises:
 * every accepted run ends with exactly one ``finished`` entry (SUCCEEDED, FAILED, TIMED_OUT or INTERRUPTED),
   written and fsynced before the outcome is streamed;
 * on open, every valid entry is kept wherever it is in the file; unreadable, torn, mis-checksummed or
-  malformed lines (``{}`` included) are moved to ``journal.rejected`` beside the journal and reported in
+  malformed lines (``{}`` included) are moved to ``journal.jsonl.rejected`` beside the journal and reported in
   :attr:`Journal.problems`; start-up never fails because of the journal's content;
 * an append that fails (disk full, I/O error) is rolled back (the file is truncated to its last good byte), so a
   failed write never leaves a torn line for later entries to follow; the caller gets :class:`JournalUnavailable`
   and decides what to do (the run manager goes degraded and retries);
 * runs that were accepted or started but never finished (the agent died) are closed as INTERRUPTED on open:
-  never lost, never silently re-run.
+  never lost, never silently re-run;
+* bounded: the journal keeps the newest ``keep_runs`` finished runs (and every unfinished one). When a quarter
+  more have finished, it is compacted: rewritten atomically as one ``record`` entry per kept run (its whole
+  record, with its own ``seq``), the older runs dropped. In memory a run's latency samples are packed doubles.
 """
 
 from __future__ import annotations
@@ -31,17 +34,25 @@ import logging
 import os
 import re
 import threading
+from array import array
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from edge_agent.files import fsync_dir
+from edge_agent.formats import MODEL_FORMATS
 
 _LOGGER = logging.getLogger(__name__)
 
 TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRUPTED"})
-EVENTS: Final = frozenset({"accepted", "started", "finished"})
+EVENTS: Final = frozenset({"accepted", "started", "finished", "record"})
+#: Every state a run record can be in (``record`` entries snapshot unfinished runs too).
+STATES: Final = TERMINAL_STATES | {"QUEUED", "RUNNING"}
+#: The runtimes a run can name: one per artifact format (edge_agent.formats).
+RUNTIMES: Final = frozenset(f.runtime for f in MODEL_FORMATS.values())
+#: Finished runs a journal keeps by default (the agent's --keep-runs).
+DEFAULT_KEEP_RUNS: Final = 500
 _SUM_KEY: Final = "sum"
 #: Sequence numbers stay below 2**53 (exact in JSON doubles and in the proto's int64).
 MAX_SEQ: Final = 1 << 53
@@ -99,10 +110,14 @@ def decode_entry(line: bytes, *, require_sum: bool = True) -> dict[str, Any]:
         raise ValueError("not a journal entry (seq, run_id)")
     if event not in EVENTS or not isinstance(ts, str):
         raise ValueError("not a journal entry (event, ts)")
-    if event == "accepted":
+    if event in ("accepted", "record"):
         _check_accepted(entry)
-    if event == "finished":
+    if event == "finished" or (event == "record" and entry.get("state") in TERMINAL_STATES):
         _check_finished(entry)
+    if event == "record" and not (
+        entry.get("state") in STATES and isinstance(entry.get("accepted_at"), str) and isinstance(entry.get("finished_at"), str)
+    ):
+        raise ValueError("record entry without a state and times")
     return entry
 
 
@@ -112,7 +127,7 @@ def _check_accepted(entry: dict[str, Any]) -> None:
     if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
         raise ValueError("accepted entry without a sha256")
     settings = entry.get("settings")
-    if not isinstance(settings, dict) or settings.get("runtime") not in ("onnxruntime", "torchscript", "executorch"):
+    if not isinstance(settings, dict) or settings.get("runtime") not in RUNTIMES:
         raise ValueError("accepted entry without valid settings")
     for key in _RECORDED_EXTRAS:
         if not (settings.get(key, "") == "" or (isinstance(settings[key], str) and _SHA256.fullmatch(settings[key]))):
@@ -157,10 +172,36 @@ class RunRecord:
         return self.state in TERMINAL_STATES
 
 
+def _packed(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The result with its latency samples as packed doubles (8 bytes each, not a Python float's 32)."""
+    latency = (result or {}).get("latency")
+    if not isinstance(latency, dict) or not isinstance(latency.get("samples_ms"), list) or not latency["samples_ms"]:
+        return result
+    try:
+        samples = array("d", latency["samples_ms"])
+    except TypeError:
+        return result  # not all numbers: kept as written
+    return {**(result or {}), "latency": {**latency, "samples_ms": samples}}
+
+
+def plain(value: Any) -> Any:
+    """``value`` with packed samples as lists again (for JSON and protobuf)."""
+    if isinstance(value, array):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 class Journal:
     """Thread-safe; one instance per store (the store's lock keeps other agents out)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_runs: int = DEFAULT_KEEP_RUNS) -> None:
+        if keep_runs < 1:
+            raise ValueError(f"keep_runs must be at least 1, got {keep_runs}")
+        self.keep_runs = keep_runs
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -169,7 +210,11 @@ class Journal:
         #: What recovery found at open: one line per set-aside entry (reported in device info and the log).
         self.problems: list[str] = []
         self._load()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        self._fd = self._open_append()
+        self._compact_if_due()
+
+    def _open_append(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
     # ----- recovery ------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -225,6 +270,19 @@ class Journal:
         self.seq = max(self.seq, int(entry["seq"]))
         run_id = entry["run_id"]
         event = entry["event"]
+        if event == "record":
+            self.records[run_id] = RunRecord(
+                run_id,
+                entry["sha256"],
+                entry["settings"],
+                entry["state"],
+                entry["accepted_at"],
+                entry["finished_at"],
+                _packed(entry.get("result")),
+                entry.get("error"),
+                seq=entry["seq"],
+            )
+            return
         if event == "accepted":
             if run_id not in self.records:
                 self.records[run_id] = RunRecord(
@@ -243,7 +301,7 @@ class Journal:
                 seq=entry["seq"],
                 state=entry["state"],
                 finished_at=entry["ts"],
-                result=entry.get("result"),
+                result=_packed(entry.get("result")),
                 error=entry.get("error"),
             )
 
@@ -267,7 +325,61 @@ class Journal:
                 self._roll_back(size)
                 raise JournalUnavailable(exc.errno, f"the results journal cannot be written: {exc.strerror}") from None
             self._apply(entry)
+            if event == "finished":
+                self._compact_if_due()
             return entry
+
+    # ----- compaction ----------------------------------------------------------------------------------------
+    def _compact_if_due(self) -> None:
+        """Called with the lock held (or at open): compact once a quarter more than ``keep_runs`` have finished."""
+        finished = sum(r.terminal for r in self.records.values())
+        if finished > self.keep_runs + max(8, self.keep_runs // 4):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal as one ``record`` entry per kept run (the newest ``keep_runs`` finished ones and every
+        unfinished one), atomically; on failure the journal stays as it was (and complete)."""
+        finished = sorted((r for r in self.records.values() if r.terminal), key=lambda r: r.seq)
+        dropped = {r.run_id for r in finished[: len(finished) - self.keep_runs]}
+        kept = sorted((r for r in self.records.values() if r.run_id not in dropped), key=lambda r: r.seq)
+        tmp = self.path.with_suffix(".compacting")
+        try:
+            tmp.unlink(missing_ok=True)
+            with _open_private(tmp, os.O_EXCL) as fh:
+                for record in kept:
+                    fh.write(encode_entry(self._snapshot(record)))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self.path)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            _LOGGER.warning("could not compact the results journal (%s); it keeps growing until it can", exc.strerror)
+            return
+        os.close(self._fd)
+        self._fd = self._open_append()
+        for run_id in dropped:
+            del self.records[run_id]
+        _LOGGER.info("results journal compacted: %d runs kept, the %d oldest finished ones dropped", len(kept), len(dropped))
+
+    @staticmethod
+    def _snapshot(record: RunRecord) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "seq": record.seq,
+            "run_id": record.run_id,
+            "event": "record",
+            "ts": record.finished_at or record.accepted_at,
+            "sha256": record.sha256,
+            "settings": record.settings,
+            "state": record.state,
+            "accepted_at": record.accepted_at,
+            "finished_at": record.finished_at,
+        }
+        if record.result is not None:
+            entry["result"] = plain(record.result)
+        if record.error is not None:
+            entry["error"] = record.error
+        return entry
 
     def _roll_back(self, size: int) -> None:
         try:

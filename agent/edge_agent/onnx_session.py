@@ -34,6 +34,9 @@ def open_session(model: bytes | str, *, threads: int = 0, optimization: str = "a
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.graph_optimization_level = levels[optimization]
+    # Parsed as ONNX, whatever the bytes look like: ONNX Runtime would otherwise load a file with "ORTM" at bytes
+    # 4..8 as its own flatbuffer format, which the ONNX guard (a protobuf walk) never inspected.
+    options.add_session_config_entry("session.load_model_format", "ONNX")
     return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 

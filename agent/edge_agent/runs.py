@@ -59,7 +59,8 @@ from edge_agent.store import NAME_PATTERN, ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 #: The runtime each artifact format runs with, and the wire names of the runtimes a run may ask for.
-_RUNTIME_NAMES = {"RUNTIME_ONNXRUNTIME": "onnxruntime", "RUNTIME_TORCHSCRIPT": "torchscript", "RUNTIME_EXECUTORCH": "executorch"}
+#: The wire's runtime names (``RUNTIME_<NAME>``) → the runtime: one per artifact format (edge_agent.formats).
+_RUNTIME_NAMES = {f"RUNTIME_{f.runtime.upper()}": f.runtime for f in MODEL_FORMATS.values()}
 
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
 DISTURBED_OTHER_LOAD = 0.5
@@ -70,6 +71,15 @@ DISTURBED_TEMPERATURE_C = 80.0
 MAX_WORKER_MESSAGE_BYTES = 64 << 20
 #: How often a degraded manager checks whether the journal can be written again.
 RECOVERY_SECONDS = 2.0
+#: What a worker's error says when it outgrew its address-space limit (Python, C++, glibc, ONNX Runtime's arena).
+OUT_OF_MEMORY_MARKERS = (
+    "MemoryError",
+    "bad_alloc",
+    "failed to map segment",
+    "Cannot allocate memory",
+    "Failed to allocate memory",
+    "BFCArena::AllocateRawInternal",
+)
 #: Environment variables a worker inherits (everything else is dropped: no secrets, no proxies, no paths to data).
 WORKER_ENV_KEEP = (
     "PATH",
@@ -117,8 +127,11 @@ class RunManager:
         memory_limit_bytes: int = 0,
         worker_command: list[str] | None = None,
         on_degraded: Callable[[bool], None] | None = None,
+        private_paths: list[str] | None = None,
     ) -> None:
         self.store = store
+        #: Kept out of the worker's reach (the store and the agent's secrets), whatever its Python path holds.
+        self.private_paths = [str(store.root), *(private_paths or [])]
         self.journal = journal
         self.max_queue = max_queue
         self.memory_limit_bytes = memory_limit_bytes
@@ -247,7 +260,9 @@ class RunManager:
             raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
-        expected = MODEL_FORMATS[fmt].runtime if fmt in MODEL_FORMATS else "onnxruntime"
+        if fmt not in MODEL_FORMATS:
+            raise ArtifactRejected(f"an artifact of format {fmt} is not a model this agent runs")
+        expected = MODEL_FORMATS[fmt].runtime
         runtime = _RUNTIME_NAMES.get(requested, expected)
         if runtime != expected:
             raise ArtifactRejected(f"an artifact of format {fmt} runs with {expected}, not {runtime}")
@@ -396,7 +411,8 @@ class RunManager:
             model_path = self.store.model_path(record.sha256)
             manifest = self.store.manifest(record.sha256)
         except (ArtifactNotFound, OSError, ValueError):
-            self._finish(run_id, "FAILED", error={"code": "MODEL_INVALID", "message": "the artifact was deleted before the run"})
+            missing = {"code": "ARTIFACT_MISSING", "message": "the artifact was deleted before the run; push it again and re-run"}
+            self._finish(run_id, "FAILED", error=missing)
             return
         request = {
             "model_path": str(model_path),
@@ -406,6 +422,7 @@ class RunManager:
             "torch_engine": (manifest.get("target") or {}).get("torch_engine") if manifest.get("precision") == "int8" else None,
             "memory_limit_bytes": self.memory_limit_bytes,
             "eval_paths": evaluation.worker_paths(self.store, record.settings),
+            "private_paths": self.private_paths,
         }
         state_before = device_state().to_dict()
         busy_before = cpu_busy_seconds()
@@ -478,10 +495,13 @@ class RunManager:
                 return {"state": "INTERRUPTED", "code": "INTERRUPTED", "message": "the agent shut down during the run"}, child_cpu
             return {"code": "WORKER_CRASHED", "message": f"the benchmark worker died with {name}"}, child_cpu
         if outcome is None or proc.returncode != 0:
-            last = stderr_tail.decode(errors="replace").strip().splitlines()
+            tail = stderr_tail.decode(errors="replace").strip()
+            last = tail.splitlines()
             detail = last[-1][:300] if last else f"exit code {proc.returncode}"
-            out_of_memory = ("MemoryError", "bad_alloc", "failed to map segment", "Cannot allocate memory")
-            code = "OOM" if any(marker in detail for marker in out_of_memory) else "RUNTIME_ERROR"
+            # Looked for in the whole tail: runtimes name the failed allocation after a long preamble.
+            code = "OOM" if any(marker in tail for marker in OUT_OF_MEMORY_MARKERS) else "RUNTIME_ERROR"
+            if code == "OOM":
+                detail = f"it ran out of its memory limit (--memory-limit-mb): {detail}"
             return {"code": code, "message": f"the benchmark worker failed: {detail}"}, child_cpu
         return outcome, child_cpu
 

@@ -17,6 +17,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import stat
 import sys
@@ -37,7 +38,7 @@ from edge_agent.confine import landlock_abi
 from edge_agent.device import start_torch_probe
 from edge_agent.errors import QuotaExceeded, StoreLocked
 from edge_agent.files import write_durably
-from edge_agent.journal import Journal
+from edge_agent.journal import DEFAULT_KEEP_RUNS, Journal
 from edge_agent.runs import RunManager
 from edge_agent.service import AgentService, ServiceLimits, StreamSlots
 from edge_agent.store import MAX_CHUNK_BYTES, ArtifactStore, StoreLimits
@@ -74,19 +75,23 @@ class InsecureBindError(ValueError):
 
 
 class BoundedHealthServicer(health.aio.HealthServicer):
-    """grpc's health service, with its ``Watch`` streams (open to anyone: health needs no token) counted against
-    the same per-client and total stream limits as every other stream, so watches cannot fill the server."""
+    """grpc's health service. Its ``Watch`` streams are open to anyone (health needs no token), so they have their
+    own per-client and total limits, apart from authenticated calls', and a lifetime (the client watches again):
+    watches can neither fill the server nor take room from those who hold the token."""
 
-    def __init__(self, slots: StreamSlots) -> None:
+    def __init__(self, slots: StreamSlots, lifetime: float) -> None:
         super().__init__()
         self._slots = slots
+        self._lifetime = lifetime
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
         try:
             with self._slots.hold(context.peer()):
-                await super().Watch(request, context)
+                await asyncio.wait_for(super().Watch(request, context), timeout=self._lifetime)
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"a health watch lasts {self._lifetime:g} s; watch again")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ class AgentConfig:
     max_streams_per_client: int = 32
     #: The interpreter that runs benchmark workers (default: this one; an emulator's launcher under qemu).
     worker_python: str | None = None
+    #: Finished runs the results journal keeps (older ones are compacted away): bounds its file and memory.
+    keep_runs: int = DEFAULT_KEEP_RUNS
 
     def check(self) -> None:
         """Raises ValueError for a config that would not start or would be unsafe."""
@@ -126,10 +133,17 @@ class AgentConfig:
                 raise ValueError(f"{path} does not exist; check the path given to the flag or config key")
         if self.token_file is not None:
             read_token(self.token_file)
-        if self.idle_timeout <= 0:
-            raise ValueError(f"--idle-timeout must be positive, got {self.idle_timeout}")
-        if self.max_streams_per_client < 1 or self.max_queue < 1:
-            raise ValueError("--max-streams-per-client and --max-queue must be at least 1")
+        if not self.idle_timeout > 0:
+            raise ValueError(f"idle_timeout (--idle-timeout) must be positive, got {self.idle_timeout}")
+        if not self.grace_seconds >= 0:
+            raise ValueError(f"grace (--grace) must be 0 or more seconds, got {self.grace_seconds}")
+        for name, flag, value in (
+            ("max_streams_per_client", "--max-streams-per-client", self.max_streams_per_client),
+            ("max_queue", "--max-queue", self.max_queue),
+            ("keep_runs", "--keep-runs", self.keep_runs),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
 
     @property
     def authenticated_by_certificate(self) -> bool:
@@ -276,11 +290,11 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     start_torch_probe()
     io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="edge-agent-io")
     store = ArtifactStore(config.store, config.limits)
-    journal = Journal(config.store / "runs" / "journal.jsonl")
+    journal = Journal(config.store / "runs" / "journal.jsonl", keep_runs=config.keep_runs)
     worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
     limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
-    slots = StreamSlots(limits)
-    health_servicer = BoundedHealthServicer(slots)
+    slots = StreamSlots.for_calls(limits)
+    health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), limits.watch_lifetime)
     agent_ref: list[Agent] = []
 
     def on_degraded(degraded: bool) -> None:  # from the run manager's threads
@@ -294,6 +308,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
         memory_limit_bytes=config.memory_limit_bytes,
         worker_command=[worker_python, "-m", "edge_agent.worker"],
         on_degraded=on_degraded,
+        private_paths=[str(p) for p in (config.token_file, config.tls_key, config.tls_cert, config.client_ca) if p],
     )
     if runs.interrupted_at_start:
         count = len(runs.interrupted_at_start)
@@ -376,9 +391,22 @@ def start_line(config: AgentConfig, agent: Agent) -> str:
     return f"edge-agent {__version__}: serving on {host}:{agent.port} ({mode}, {agent.auth}); store {config.store}"
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (systemd gives services a soft 1,024) and return it:
+    each connection costs a descriptor, and a thousand idle connections from anyone must not leave none for the
+    listener, the store and the workers' pipes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(config: AgentConfig) -> int:
-    """Run until SIGTERM / SIGINT; returns the exit code (0 after a graceful stop)."""
+    """Run until SIGTERM, SIGINT or SIGHUP; returns the exit code (0 after a graceful stop)."""
     os.umask(0o077)  # the daemon's files (artifacts, journal, token) are its user's alone
+    _LOGGER.info("open files allowed: %d", raise_open_file_limit())
     return asyncio.run(_serve(config))
 
 
@@ -389,7 +417,8 @@ async def _serve(config: AgentConfig) -> int:
     print(line, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP (a closed terminal or ssh session, an operator's "reload") stops as gracefully as SIGTERM.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     _LOGGER.info("shutting down (grace %.0f s): no new runs, queued runs end INTERRUPTED", config.grace_seconds)

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,10 +79,16 @@ MAX_LIST_RUNS = 1000
 class ServiceLimits:
     #: Seconds a client stream may send nothing before the agent ends it.
     idle_timeout: float = 30.0
-    #: Open streaming calls (pushes, benchmark streams, health watches) one peer address may hold.
+    #: Open authenticated streaming calls (pushes, benchmark streams) one peer address may hold.
     max_streams_per_client: int = 32
-    #: Open streaming calls in all; well under the server's concurrent-RPC limit, so unary calls find room.
+    #: Open authenticated streaming calls in all; well under the server's concurrent-RPC limit, so unary calls
+    #: find room.
     max_streams_total: int = 256
+    #: Health ``Watch`` streams need no token, so they have their own, small budget (and lifetime): however many an
+    #: unauthenticated client opens, they take no room from authenticated calls.
+    max_watches_per_client: int = 4
+    max_watches_total: int = 32
+    watch_lifetime: float = 600.0
     #: A push slower than this over ``slow_push_window`` seconds is ended (it resumes later): a stalled client
     #: must not hold its quota reservation for ever by trickling bytes.
     min_push_bytes_per_second: int = 16 << 10
@@ -91,20 +98,29 @@ class ServiceLimits:
 class StreamSlots:
     """Counts open streams per client address and in all; refuses one over either limit (RESOURCE_EXHAUSTED)."""
 
-    def __init__(self, limits: ServiceLimits) -> None:
-        self.limits = limits
+    def __init__(self, per_client: int, total: int, what: str = "streams") -> None:
+        self.per_client = per_client
+        self.total = total
+        self.what = what
         self._open: Counter[str] = Counter()
+
+    @classmethod
+    def for_calls(cls, limits: ServiceLimits) -> StreamSlots:
+        return cls(limits.max_streams_per_client, limits.max_streams_total)
+
+    @classmethod
+    def for_watches(cls, limits: ServiceLimits) -> StreamSlots:
+        return cls(limits.max_watches_per_client, limits.max_watches_total, "health watches")
 
     @contextlib.contextmanager
     def hold(self, peer: str) -> Iterator[None]:
         host = _peer_host(peer)
-        if self._open[host] >= self.limits.max_streams_per_client:
+        if self._open[host] >= self.per_client:
             raise QuotaExceeded(
-                f"this client already has {self.limits.max_streams_per_client} open streams on the agent; "
-                "finish or cancel some, then retry"
+                f"this client already has {self.per_client} open {self.what} on the agent; finish or cancel some, then retry"
             )
-        if sum(self._open.values()) >= self.limits.max_streams_total:
-            raise QuotaExceeded(f"the agent has {self.limits.max_streams_total} open streams; retry later")
+        if sum(self._open.values()) >= self.total:
+            raise QuotaExceeded(f"the agent has {self.total} open {self.what}; retry later")
         self._open[host] += 1
         try:
             yield
@@ -176,7 +192,9 @@ def artifact_pb(meta: ArtifactMeta, manifest_json: str = "") -> pb.ArtifactInfo:
 
 
 def _jsonable(value: Any) -> Any:
-    """protobuf's JSON parser wants NaN / Infinity as strings."""
+    """protobuf's JSON parser wants NaN / Infinity as strings, and lists (the journal packs samples in arrays)."""
+    if isinstance(value, array):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
@@ -283,7 +301,7 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
         self.commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-agent-commit")
         self.warnings = warnings or (lambda: [])
         self.confinement = confinement
-        self.slots = slots or StreamSlots(self.limits)
+        self.slots = slots or StreamSlots.for_calls(self.limits)
 
     def _close_abandoned_upload(self, begun: asyncio.Future[Any]) -> None:
         """Release the reservation of a push whose call was cancelled while ``begin_push`` ran."""

@@ -35,6 +35,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -70,6 +71,7 @@ MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, evaluati
 PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
+_LOGGER = logging.getLogger("edge_agent.store")
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ def check_content(path: Path, fmt: str) -> None:
             if not PTE_IDENTIFIER.fullmatch(fh.read(8)[4:8]):
                 raise ArtifactRejected("an executorch artifact must be an ExecuTorch program (.pte); this file is not")
         return
-    onnx_guard.check_model_file(str(path))
+    if fmt == "onnx":
+        onnx_guard.check_model_file(str(path))
+        return
+    raise ArtifactRejected(f"this agent cannot check artifacts of format {fmt!r}; it takes {', '.join(MODEL_FILES)}")
 
 
 def _json_depth_ok(text: str, limit: int) -> bool:
@@ -174,7 +179,34 @@ def parse_manifest(text: str) -> dict[str, Any]:
     for key in ("input", "target"):
         if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
             raise ArtifactRejected(f"manifest field {key!r} must be an object")
+    _check_input(manifest.get("input") or {}, fmt)
     return manifest
+
+
+#: The input dtypes a benchmark worker can feed.
+INPUT_DTYPES = ("float32", "float16")
+
+
+def _check_input(spec: dict[str, Any], fmt: str) -> None:
+    """The manifest's ``input``: a shape of a batch dimension (a name or a size) and positive sizes, a known dtype.
+    ONNX artifacts may leave the shape out (the model declares it); the others cannot."""
+    shape, dtype = spec.get("shape"), spec.get("dtype", "float32")
+    fix = "e.g. \"input\": {\"shape\": [\"batch\", 1, 28, 28], \"dtype\": \"float32\"}, as edge-export writes"
+    if shape is None:
+        if fmt in MODEL_FORMATS and fmt != "onnx":
+            raise ArtifactRejected(f"a {fmt} manifest needs input.shape (the model does not declare it): {fix}")
+    elif (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 8
+        or not ((isinstance(shape[0], str) and shape[0]) or (type(shape[0]) is int and shape[0] > 0))
+        or not all(type(d) is int and 0 < d <= 1 << 20 for d in shape[1:])
+    ):
+        raise ArtifactRejected(
+            f"manifest input.shape {str(shape)[:60]} must be a batch dimension (a name or a size) and up to 7 positive "
+            f"sizes: {fix}"
+        )
+    if dtype not in INPUT_DTYPES:
+        raise ArtifactRejected(f"manifest input.dtype {str(dtype)[:40]!r} must be one of {list(INPUT_DTYPES)}: {fix}")
 
 
 def _disk_error(exc: OSError, doing: str) -> Exception:
@@ -198,12 +230,16 @@ class ArtifactStore:
         self.limits = limits or StoreLimits()
         self.artifacts_dir = root / "artifacts"
         self.staging_dir = root / "staging"
-        for d in (self.artifacts_dir, self.staging_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         self._lock = threading.Lock()
         #: sha256 → declared size of every push in progress: its reservation against the quota and the disk.
         self._active: dict[str, int] = {}
         self.sweep()
+
+    def _make_dirs(self) -> None:
+        """The store's folders; made again if someone removed them under a running agent (it heals, not fails)."""
+        for d in (self.artifacts_dir, self.staging_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # ----- queries -------------------------------------------------------------------------------------------
     def get(self, sha256: str) -> ArtifactMeta | None:
@@ -237,6 +273,7 @@ class ArtifactStore:
         return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
     def list(self) -> list[ArtifactMeta]:
+        self._make_dirs()
         metas = [m for d in self.artifacts_dir.iterdir() if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
         return sorted(metas, key=lambda m: m.committed_at)
 
@@ -255,6 +292,7 @@ class ArtifactStore:
         """
         check_sha256(header.sha256)
         fmt, precision = self._check_header(header)
+        self._make_dirs()
         with self._lock:
             if header.sha256 in self._active:
                 raise OffsetMismatch(f"a push of {header.sha256} is already in progress; retry when it ends")
@@ -262,11 +300,15 @@ class ArtifactStore:
             if part.is_symlink() or (part.exists() and not part.is_file()):
                 part.unlink()  # not ours: something planted; never written through (O_NOFOLLOW), now removed
             staged = self.staged_bytes(header.sha256)
+            if staged > header.size_bytes:
+                # More bytes than this artifact has: they are not its prefix (a push that declared another size).
+                part.unlink(missing_ok=True)
+                staged = 0
             if header.offset != staged:
                 raise OffsetMismatch(
                     f"push starts at byte {header.offset} but the device has {staged} bytes staged; resume from {staged}"
                 )
-            self._check_space(header.size_bytes, staged)
+            self._check_space(header.sha256, header.size_bytes, staged)
             self._active[header.sha256] = header.size_bytes
         try:
             return Upload(self, header, fmt, precision)
@@ -294,26 +336,57 @@ class ArtifactStore:
             raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
         return fmt, precision
 
-    def _check_space(self, size: int, staged: int) -> None:
-        """Called with the lock held: the push's whole declared size must fit beside everything else."""
+    def _check_space(self, sha256: str, size: int, staged: int) -> None:
+        """Called with the lock held: the push's whole declared size must fit beside everything else. Staged bytes
+        of abandoned pushes are a resume cache: they make room, oldest first, before a push is refused."""
         committed = self.list()  # reads every meta.json: once per push
         if len(committed) + len(self._active) >= self.limits.max_artifacts:
             raise QuotaExceeded(f"the store holds its maximum of {self.limits.max_artifacts} artifacts; delete some")
         used = self.used_bytes(committed) - staged  # this push's own staged bytes are part of its reservation
         incoming = size - staged
         if used + size > self.limits.quota_bytes:
+            used -= self._evict_idle_staging(used + size - self.limits.quota_bytes, keep=sha256)
+        if used + size > self.limits.quota_bytes:
             raise QuotaExceeded(
                 f"quota: {used} bytes used or reserved by other pushes + {size} for this one exceeds the quota of "
-                f"{self.limits.quota_bytes} bytes; delete artifacts or retry when other pushes end"
+                f"{self.limits.quota_bytes} bytes; delete artifacts (edge-agent list / delete) or retry when other "
+                "pushes end"
             )
-        stat = os.statvfs(self.root)
-        in_flight = sum(size - self.staged_bytes(sha) for sha, size in self._active.items())
-        free = stat.f_bavail * stat.f_frsize - in_flight
+        free = self._free_bytes()
+        if incoming + self.limits.reserve_bytes > free:
+            self._evict_idle_staging(incoming + self.limits.reserve_bytes - free, keep=sha256)
+            free = self._free_bytes()
         if incoming + self.limits.reserve_bytes > free:
             raise QuotaExceeded(
                 f"disk: {free} bytes free, {incoming} needed plus a {self.limits.reserve_bytes}-byte reserve; "
                 "free space on the device or delete artifacts"
             )
+
+    def _free_bytes(self) -> int:
+        """Free bytes on the store's filesystem, less what pushes in flight will still write."""
+        stat = os.statvfs(self.root)
+        in_flight = sum(size - self.staged_bytes(sha) for sha, size in self._active.items())
+        return stat.f_bavail * stat.f_frsize - in_flight
+
+    def _evict_idle_staging(self, needed: int, *, keep: str) -> int:
+        """Remove staged files of pushes not in progress (not ``keep``), oldest first, until ``needed`` bytes are
+        freed; returns the bytes freed. Called with the lock held."""
+        idle = []
+        for part in self.staging_dir.glob("*.part"):
+            sha = part.name[:-5]
+            if sha in self._active or sha == keep:
+                continue
+            with contextlib.suppress(OSError):
+                info = part.lstat()
+                idle.append((info.st_mtime, info.st_size, part))
+        freed = 0
+        for _mtime, size, part in sorted(idle, key=lambda item: item[0]):
+            if freed >= needed:
+                break
+            part.unlink(missing_ok=True)
+            freed += size
+            _LOGGER.info("removed %s (%d bytes) of an abandoned push to make room", part.name, size)
+        return freed
 
     def _commit(self, upload: Upload) -> ArtifactMeta:
         """Check the content of verified bytes and make them visible (called by :meth:`Upload.finish`)."""

@@ -122,12 +122,22 @@ def _onnx_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, str, list
     return session, name, shape, dtype, ort.__version__
 
 
-def _executorch_runner(model: bytes, settings: dict[str, Any]) -> tuple[Any, list[int], str, str]:
+def memory_budget(limit: int) -> int:
+    """What a program may plan: the worker's memory limit when set, else the device's physical memory."""
+    if limit > 0:
+        return limit
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def _executorch_runner(model: bytes, settings: dict[str, Any], memory_limit: int) -> tuple[Any, list[int], str, str]:
     """A ``.pte`` through :mod:`edge_agent.executorch_runner`: the pool gets ``threads`` (a fresh process: safe)."""
     from edge_agent.executorch_runner import ExecutorchLoadError, load
 
     try:
-        program = load(model, threads=settings["threads"])
+        program = load(model, threads=settings["threads"], max_planned_bytes=memory_budget(memory_limit))
     except ExecutorchLoadError as exc:
         raise WorkerError("MODEL_INVALID", str(exc)) from None
     planned = program.declared_shape[0] if program.declared_shape else 0
@@ -149,7 +159,9 @@ def _in_slices(call: Any, planned: int) -> Any:
     return sliced
 
 
-def load_confined(runtime: str, model_path: str, readable: list[str] | None = None) -> tuple[bytes, Confinement]:
+def load_confined(
+    runtime: str, model_path: str, readable: list[str] | None = None, private: list[str] | None = None
+) -> tuple[bytes, Confinement]:
     """Import the runtime, read and re-check the model, then confine this process; returns the model bytes."""
     if runtime == "onnxruntime":
         import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
@@ -165,12 +177,15 @@ def load_confined(runtime: str, model_path: str, readable: list[str] | None = No
         import executorch.runtime  # noqa: F401 - likewise (it imports torch, which reads its own files)
 
         model = _read_model(model_path)
-    else:
+    elif runtime == "torchscript":
         import torch  # noqa: F401 - likewise
 
         model = _read_model(model_path)
-    # ``readable``: the run's evaluation-set files, read after the timed loop (read-only, those files alone).
-    return model, confine(os.getcwd(), extra_read=readable)  # noqa: PTH109 - a string path, as Landlock takes it
+    else:  # a format added without a runner here: fail loudly, never run it with another runtime
+        raise WorkerError("RUNTIME_ERROR", f"this worker has no runner for runtime {runtime!r}")
+    # ``readable``: the run's evaluation-set files, read after the timed loop (read-only, those files alone);
+    # ``private``: the agent's store and secrets, unreadable even where the Python path holds them.
+    return model, confine(os.getcwd(), extra_read=readable, private=private)  # noqa: PTH109 - a string path, as Landlock takes it
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +197,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     baseline_rss = _rss_bytes()
     emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
     t0 = time.perf_counter()
-    model, confinement = load_confined(runtime, request["model_path"], list((request.get("eval_paths") or {}).values()))
+    model, confinement = load_confined(
+        runtime, request["model_path"], list((request.get("eval_paths") or {}).values()), request.get("private_paths")
+    )
     evaluate_call = None  # the evaluation's call, where it differs from the timed one
     if runtime == "onnxruntime":
         session, name, shape, dtype, version = _onnx_runner(model, settings)
@@ -192,9 +209,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             return session.run(None, {name: x})[0]
 
     elif runtime == "executorch":
-        call, declared, dtype, version = _executorch_runner(model, settings)
+        call, declared, dtype, version = _executorch_runner(model, settings, request.get("memory_limit_bytes") or 0)
         evaluate_call = _in_slices(call, declared[0])
-    else:
+    else:  # torchscript (load_confined refused any other runtime)
         import torch
 
         torch.set_num_threads(settings["threads"])

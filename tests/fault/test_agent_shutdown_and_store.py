@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import stat
 import subprocess
 import sys
@@ -24,7 +25,11 @@ def _health(port: int) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
 
 
-def test_sigterm_refuses_new_runs_with_unavailable_and_never_starts_queued_ones(tmp_path: Path, token_file: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stop_signal_refuses_new_runs_with_unavailable_and_never_starts_queued_ones(
+    tmp_path: Path, token_file: Path, signum: int
+) -> None:
+    # SIGHUP (a closed ssh session, an operator's "reload") used to kill the agent at once, losing the running run.
     store = tmp_path / "store"
     agent = AgentProcess(store, token_file)
     try:
@@ -39,7 +44,7 @@ def test_sigterm_refuses_new_runs_with_unavailable_and_never_starts_queued_ones(
             queued = client.bench(sha, {"iterations": 5}, run_id="queued", reconnects=0)
             assert "queue_position" in next(queued)
             assert agent.proc is not None
-            agent.proc.send_signal(15)
+            agent.proc.send_signal(signum)
             wait_for(lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5)
             with pytest.raises(DeviceCallError) as refused:
                 list(client.bench(sha, {"iterations": 5}, run_id="late", reconnects=0))

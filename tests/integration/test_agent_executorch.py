@@ -131,3 +131,25 @@ def test_graph_optimisation_is_refused_for_a_pte_and_a_second_push_must_agree_on
         assert mismatch.value.code == "INVALID_ARGUMENT"
         assert "already on this device as a fp32 executorch artifact" in str(mismatch.value)
         assert client.push(artifact).already_present  # the same kind again is fine
+
+
+def test_a_program_planning_more_memory_than_the_device_has_is_refused_before_it_loads(
+    agent, tiny_pte, tmp_path: Path
+) -> None:
+    # The runtime allocates a program's planned memory when its method loads, sized by the file: the worker reads
+    # the plan first. Here a 1 TiB plan (one patched number in a real program).
+    import struct
+
+    from edge_agent.executorch_runner import planned_memory_bytes
+
+    data = tiny_pte[0].read_bytes()
+    huge = data.replace(struct.pack("<q", planned_memory_bytes(data)), struct.pack("<q", 1 << 40))
+    artifact = write_artifact(tmp_path / "huge-pte", huge, fmt="executorch", input_shape=[1, 1, 28, 28])
+    port, _store = agent
+    with client_for(port, timeout=120) as client:
+        sha = client.push(artifact).sha256
+        last = list(client.bench(sha, {**FAST, "threads": 1}))[-1]
+        info = client.info()
+    assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "MODEL_INVALID", last
+    assert "plans 1048576 MiB of working memory" in last["error"]["message"]
+    assert info["runtimes"]  # the agent is still answering

@@ -36,3 +36,32 @@ def test_garbage_is_refused_with_a_reason(tmp_path: Path) -> None:
         load(str(bad))
     with pytest.raises(ExecutorchLoadError, match="cannot load the program"):
         load(b"\0\0\0\0ET12" + b"\xff" * 200)
+
+
+def _plan_sizes_by_executorch(data: bytes) -> int:
+    """ExecuTorch's own deserializer of a .pte: the independent reading."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(data)
+    program = getattr(program, "program", program)
+    return sum(sum(plan.non_const_buffer_sizes[1:]) for plan in program.execution_plan)
+
+
+def test_the_memory_plan_is_read_before_loading_and_a_huge_one_is_refused(tiny_pte: tuple[Path, torch.nn.Module]) -> None:
+    # A program's planned working memory is allocated when its method loads, sized by the file: it is read from the
+    # FlatBuffer first, and a program planning more than the worker may use never reaches the runtime.
+    import struct
+
+    from edge_agent.executorch_runner import planned_memory_bytes
+
+    data = tiny_pte[0].read_bytes()
+    planned = planned_memory_bytes(data)
+    assert planned == _plan_sizes_by_executorch(data) > 0
+    packed = struct.pack("<q", planned)
+    assert data.count(packed) == 1
+    huge = data.replace(packed, struct.pack("<q", 1 << 40))
+    assert planned_memory_bytes(huge) == 1 << 40
+    with pytest.raises(ExecutorchLoadError, match=r"plans 1048576 MiB of working memory"):
+        load(huge, max_planned_bytes=8 << 30)
+    with pytest.raises(ExecutorchLoadError, match=r"outside the file|runs past the file"):
+        planned_memory_bytes(data[:64])

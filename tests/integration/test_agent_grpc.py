@@ -231,6 +231,32 @@ def test_worker_over_its_memory_limit_is_oom_and_the_agent_stays_up(tmp_path: Pa
         client.wait_ready(5)
 
 
+def test_a_run_that_outgrows_the_memory_limit_while_inferring_is_oom(tmp_path: Path, token_file: Path) -> None:
+    # Expand to 2^29 x 4 floats (8 GiB) at inference, under a 3 GiB limit: ONNX Runtime's arena names the failed
+    # allocation after a 300-character preamble, and the run used to be reported RUNTIME_ERROR.
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([1 << 29, 4], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["input", "shape"], ["y"])],
+        "expand",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    artifact = write_artifact(tmp_path / "expand", model.SerializeToString(), input_shape=["batch", 4])
+    config = AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file, memory_limit_bytes=3 << 30)
+    with run_server(config) as (_, port), client_for(port) as client:
+        sha = client.push(artifact).sha256
+        last = list(client.bench(sha, {**FAST, "timeout_seconds": 120}))[-1]
+        assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "OOM", last
+        assert "--memory-limit-mb" in last["error"]["message"]
+        client.wait_ready(5)
+
+
 def test_agent_bench_json_says_failure_and_exits_non_zero(agent, tmp_path: Path, monkeypatch) -> None:
     port, _store = agent
     folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())

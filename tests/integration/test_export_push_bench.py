@@ -52,7 +52,7 @@ def test_export_push_bench_end_to_end(tmp_path: Path, token_file: Path, cli_env:
         assert len(kept) == 2  # results also kept as files on the host
         evalsets = [a for a in agent_artifacts(port, token) if a["format"] == "evalset"]
         assert len(evalsets) == 3  # the images once, a reference per artifact
-        # A second push of the same export sends nothing: the device has both artifacts.
+        # A second export pushes only what changed: the ONNX bytes are identical (TorchScript zips are not).
         again = run_cli(
             [
                 "--precision",

@@ -27,9 +27,11 @@ from reliability.reliability_harness import (
     idle_args,
     nothing_lost,
     push_raw,
+    run_to_end,
     stub,
     supports_flag,
     threads_running,
+    unique_model,
 )
 
 STALLED_STREAMS = 24
@@ -189,3 +191,72 @@ def test_benchmark_streams_and_pushes_at_once(make_agent, streams: int) -> None:
         {hashlib.sha256(m).hexdigest(): m for m in models},
         accepted_runs=[f"mix-{i}" for i in range(streams, 2 * streams)],
     )
+
+
+def test_unauthenticated_health_watches_take_no_room_from_authenticated_calls(make_agent) -> None:
+    # Health needs no token, so anyone can open Watch streams; from one address they once took all 32 of that
+    # address's stream slots, and the token holder's pushes and benchmarks were refused.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    agent = make_agent()
+    watch_channel = channel(agent.port)
+    watches, refused = [], 0
+    try:
+        for _ in range(40):
+            call = health_pb2_grpc.HealthStub(watch_channel).Watch(health_pb2.HealthCheckRequest(), timeout=120)
+            try:
+                next(call)  # SERVING: the watch is open
+                watches.append(call)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                assert "health watches" in (exc.details() or "")
+                refused += 1
+        # the token holder, from the same address, still pushes and benchmarks
+        model = unique_model()
+        pushed = push_raw(agent.port, model, name="after-watches")
+        events = run_to_end(agent.port, pushed.artifact.sha256)
+    finally:
+        for call in watches:
+            call.cancel()
+        watch_channel.close()
+    assert len(watches) == 4 and refused == 36  # the per-address watch budget
+    assert events[-1].WhichOneof("kind") == "result"
+    nothing_lost(agent.port, agent.store)
+
+
+def test_a_thousand_idle_connections_leave_the_agent_answering(make_agent) -> None:
+    # systemd gives a service 1,024 open files (soft). 1,100 idle HTTP/2 connections from anyone (no token needed)
+    # once took them all: health and pushes timed out until grpc closed the connections two minutes later.
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 4096, f"this machine allows {hard} open files; the test needs 4,096"
+    agent = make_agent(start=False)
+    command = agent.command
+    agent.command = lambda: ["prlimit", f"--nofile=1024:{hard}", "--", *command()]  # type: ignore[method-assign]
+    agent.start()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # then nothing
+    sockets = []
+    try:
+        for _ in range(1100):
+            s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+            s.sendall(preface)
+            sockets.append(s)
+        time.sleep(2)
+        prober = Prober(agent.port)
+        try:
+            prober.warm_up()
+            for _ in range(3):
+                prober.round()
+            assert_responsive(prober, "1,100 idle connections")
+        finally:
+            prober.close()
+        pushed = push_raw(agent.port, unique_model(), name="beside-idle-connections", timeout=20)
+        assert pushed.artifact.sha256
+    finally:
+        for s in sockets:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    nothing_lost(agent.port, agent.store)

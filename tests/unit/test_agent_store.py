@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 def _header(data: bytes, *, name: str = "m", offset: int = 0, fmt: str = "onnx", sha: str | None = None) -> PushHeader:
     sha = hashlib.sha256(data).hexdigest() if sha is None else sha
     manifest = {"format": fmt, "precision": "fp32", "file": {"sha256": sha, "size_bytes": len(data)}}
+    manifest["input"] = {"shape": ["batch", 1, 28, 28], "dtype": "float32"}
     return PushHeader(sha, len(data), name, json.dumps(manifest), offset)
 
 
@@ -222,3 +223,68 @@ def test_malformed_manifests_are_refused_by_name(tmp_path: Path, manifest: str, 
     with pytest.raises(ArtifactRejected, match=match):
         ArtifactStore(tmp_path).begin_push(header)
     assert not list((tmp_path / "staging").iterdir())
+
+
+def test_abandoned_pushes_make_room_instead_of_filling_the_quota(tmp_path: Path) -> None:
+    # Pushes abandoned half-way used to hold their staged bytes against the quota for 7 days, invisible in the
+    # listing: a full "quota" with nothing to delete. They are a resume cache: the oldest go first when room is needed.
+    store = ArtifactStore(tmp_path, StoreLimits(max_artifact_bytes=1 << 20, quota_bytes=10_000))
+    abandoned = [b"PK\x03\x04" + os.urandom(3996) for _ in range(2)]
+    for data in abandoned:
+        with store.begin_push(_header(data, fmt="torchscript")) as upload:
+            upload.write(0, data[:3000])  # then the client vanishes
+    older = store.staging_dir / f"{hashlib.sha256(abandoned[0]).hexdigest()}.part"
+    os.utime(older, (older.stat().st_atime - 60, older.stat().st_mtime - 60))
+    assert store.used_bytes() == 6000 and store.list() == []
+    fresh = b"PK\x03\x04" + os.urandom(5996)
+    meta = _push(store, fresh, fmt="torchscript")
+    assert store.get(meta.sha256) is not None
+    staged = [store.staged_bytes(hashlib.sha256(d).hexdigest()) for d in abandoned]
+    assert staged == [0, 3000]  # the older one made room; the newer still resumes
+    assert store.used_bytes() == 9000
+
+
+def test_a_staged_file_longer_than_the_artifact_cannot_block_its_push(tmp_path: Path) -> None:
+    # A push that declared a larger size once left more bytes staged than the real artifact has; every honest push
+    # was then told to "resume from" a byte past its end.
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    liar = json.dumps({"format": "onnx", "precision": "fp32", "file": {"sha256": sha, "size_bytes": len(data) + 4096}})
+    with store.begin_push(PushHeader(sha, len(data) + 4096, "m", liar, 0)) as upload:
+        upload.write(0, data + b"\x00" * 2048)
+    assert store.staged_bytes(sha) == len(data) + 2048
+    meta = _push(store, data)
+    assert store.model_path(meta.sha256).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("fmt", "spec", "match"),
+    [
+        ("torchscript", {"dtype": "float32"}, "needs input.shape"),
+        ("onnx", {"shape": []}, "must be a batch dimension"),
+        ("onnx", {"shape": "batch"}, "must be a batch dimension"),
+        ("onnx", {"shape": ["batch", "channels", 28, 28]}, "must be a batch dimension"),
+        ("onnx", {"shape": ["batch", 1, 1 << 31]}, "must be a batch dimension"),
+        ("onnx", {"shape": ["batch", 4], "dtype": "int8x"}, "input.dtype"),
+    ],
+)
+def test_inputs_a_worker_cannot_feed_are_refused_at_push(tmp_path: Path, fmt: str, spec: dict, match: str) -> None:
+    # Such manifests used to be accepted, and every benchmark then failed with "KeyError: 'shape'" or worse.
+    store = ArtifactStore(tmp_path)
+    data = b"PK\x03\x04" + os.urandom(100) if fmt == "torchscript" else tiny_onnx_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = {"format": fmt, "precision": "fp32", "input": spec, "file": {"sha256": sha, "size_bytes": len(data)}}
+    with pytest.raises(ArtifactRejected, match=match):
+        store.begin_push(PushHeader(sha, len(data), "m", json.dumps(manifest), 0))
+    assert list(store.staging_dir.iterdir()) == []
+
+
+def test_store_folders_removed_under_a_running_agent_are_made_again(tmp_path: Path) -> None:
+    import shutil
+
+    store = ArtifactStore(tmp_path)
+    shutil.rmtree(store.staging_dir)
+    shutil.rmtree(store.artifacts_dir)
+    assert store.list() == []
+    assert _push(store, tiny_onnx_bytes()).size_bytes == len(tiny_onnx_bytes())

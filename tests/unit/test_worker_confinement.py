@@ -102,3 +102,67 @@ def test_confined_worker_reads_no_file_outside_its_scratch(tmp_path: Path) -> No
     assert result[f"{secret_dir}/secret.bin"] == "Permission denied"
     assert (scratch / "scratch.txt").read_text() == "ok"
     assert "outputs" not in result
+
+
+_PYTHONPATH_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from edge_agent.confine import confine
+    scratch, store = sys.argv[1], sys.argv[2]
+    confinement = confine(scratch, private=[store])
+    out = {"confinement": confinement.describe()}
+    for path in sys.argv[3:]:
+        try:
+            out[path] = open(path, "rb").read().decode()
+        except OSError as exc:
+            out[path] = exc.strerror
+    print(json.dumps(out))
+    """
+)
+
+
+def test_a_python_path_above_the_store_does_not_open_the_store_to_the_model(tmp_path: Path) -> None:
+    # A developer's PYTHONPATH=$HOME (or a checkout holding the store) once made the whole store readable to a
+    # confined worker: a TorchScript model read the agent's token and device id through torch.from_file.
+    if landlock_abi() == 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("this kernel offers no Landlock; CI machines are expected to have it")
+        pytest.skip("no Landlock in this kernel")
+    home = tmp_path / "home"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "token").write_text("the-agent-token")
+    (home / "lib").mkdir()
+    (home / "lib" / "helper.py").write_text("x = 1\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(home), os.environ.get("PYTHONPATH", "")])}
+    args = [str(scratch), str(home / "store"), str(home / "store" / "token"), str(home / "lib" / "helper.py")]
+    proc = subprocess.run([sys.executable, "-c", _PYTHONPATH_PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
+    result = json.loads(proc.stdout)
+    assert result["confinement"].startswith("landlock ABI"), result
+    assert result[str(home / "store" / "token")] == "Permission denied"
+    assert result[str(home / "lib" / "helper.py")] == "x = 1\n"  # the rest of that path stays readable
+
+
+def test_sessions_parse_every_model_as_onnx_never_as_ort_format(tmp_path: Path) -> None:
+    # ONNX Runtime loads bytes with "ORTM" at offset 4 as its flatbuffer format, which the guard (a protobuf walk)
+    # never inspects; a file valid as both would have slipped past it.
+    from agent_helpers import tiny_onnx_bytes
+    from edge_agent.onnx_session import open_session
+
+    (tmp_path / "m.onnx").write_bytes(tiny_onnx_bytes())
+    subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "m.onnx", "--output_dir", "out"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    ort_format = (tmp_path / "out" / "m.ort").read_bytes()
+    assert ort_format[4:8] == b"ORTM"
+    import onnxruntime as ort
+
+    assert ort.InferenceSession(ort_format, providers=["CPUExecutionProvider"])  # what a default session does
+    with pytest.raises(Exception, match=r"INVALID_PROTOBUF|protobuf parsing failed"):
+        open_session(ort_format)
+    assert open_session(tiny_onnx_bytes()).get_inputs()[0].name == "input"

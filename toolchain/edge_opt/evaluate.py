@@ -113,7 +113,6 @@ class OrtRunner:
 
 HOST_KERNELS = "host-kernels"
 REFERENCE_SEMANTICS = "reference-semantics"
-EVALUATION_MODES = (HOST_KERNELS, REFERENCE_SEMANTICS)
 
 
 def evaluation_mode(artifact_target: str, *, quantized: bool, host_target: str | None = None) -> str:

@@ -168,8 +168,13 @@ def load_weights(module: nn.Module, path: Path) -> None:
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise ModelError(f"checkpoint {path} does not fit this model: {first}") from None
+        # torch's first line names neither the keys nor the shapes: say which, and what usually causes it.
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        shown = "; ".join(details)[:400] or "keys or shapes differ"
+        raise ModelError(
+            f"checkpoint {path} does not fit this model ({shown}): was it saved from this model? check --model, "
+            "--channels, --input-size and the number of classes"
+        ) from None
 
 
 @torch.no_grad()

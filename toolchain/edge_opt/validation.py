@@ -62,7 +62,16 @@ def check_parity(
     if gate.min_cosine is not None and p.mean_cosine < gate.min_cosine:
         problems.append(f"cosine {p.mean_cosine:.4f} < {gate.min_cosine}")
     if problems:
+        if precision is Precision.INT8:
+            fix = "try more --calibration-batches, another --target, or keep sensitive layers in float"
+        elif precision is Precision.FP16:
+            fix = "the model overflows or underflows in float16 (large activations?): leave fp16 out of --precision"
+        else:
+            fix = (
+                "the exported graph computes something else than the model (a Python branch on a shape or value "
+                "that tracing fixed?): leave this format out of --format"
+            )
         raise ExportError(
             f"{label} refused, it does not match its source model on {p.samples} test images ({'; '.join(problems)}); "
-            "nothing was written. Try more --calibration-batches, another --target, or keep sensitive layers in float"
+            f"nothing was written. {fix[0].upper()}{fix[1:]}"
         )
