@@ -28,6 +28,17 @@ class DataDependentNet(TinyNet):
         return logits.flip(1)
 
 
+class Fp16OverflowNet(TinyNet):
+    """Logits in the millions: fine in float32, infinite in float16 (whose largest number is 65,504)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 1e6
+
+
+def fp16_overflow(num_classes: int = 10) -> nn.Module:
+    return Fp16OverflowNet(num_classes)
+
+
 def tiny(num_classes: int = 10) -> nn.Module:
     return TinyNet(num_classes)
 

@@ -69,7 +69,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, help="seconds a silent client stream is kept open (default 30)")
     parser.add_argument("--max-streams-per-client", type=int, help="open streams one client address may hold (default 32)")
     parser.add_argument(
-        "--keep-runs", type=int, help="finished runs the journal keeps; older ones are compacted away (default 500)"
+        "--keep-runs", type=int, help="finished runs the journal keeps; older ones are compacted away (default 200)"
     )
 
 
@@ -134,6 +134,12 @@ SERVER_KEYS: dict[str, tuple[type, str]] = {
 }
 
 
+_LOGGER = logging.getLogger("edge_agent.cli")
+
+#: Keys of earlier versions: old name → (its name now, the factor between them).
+RENAMED_KEYS: dict[str, tuple[str, int]] = {"grace_seconds": ("grace", 1), "memory_limit_bytes": ("memory_limit_mb", 1 << 20)}
+
+
 def _typed(key: str, value: Any) -> Any:
     kind = SERVER_KEYS[key][0]
     if kind is bool:
@@ -144,8 +150,8 @@ def _typed(key: str, value: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:
         ok = isinstance(value, str | Path)
-    if not ok:
-        name = {Path: "a path (a string)", str: "a string"}.get(kind, kind.__name__)
+    if not ok or (kind in (Path, str) and not str(value).strip()):
+        name = {Path: "a path (a non-empty string)", str: "a non-empty string"}.get(kind, kind.__name__)
         raise ValueError(f"config key {key!r} must be {name}, got {value!r}")
     return kind(value)
 
@@ -160,6 +166,13 @@ def agent_config(args: argparse.Namespace) -> Any:
     from edge_agent.store import StoreLimits
 
     raw: dict[str, Any] = tomllib.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
+    for old, (new, scale) in RENAMED_KEYS.items():  # files written for earlier versions keep working
+        if old in raw:
+            if new in raw:
+                raise ValueError(f"config key {old!r} is the old name of {new!r}: give only {new!r}")
+            value = raw.pop(old)
+            raw[new] = value // scale if scale > 1 and type(value) is int else value
+            _LOGGER.warning("config key %r is now %r; please rename it", old, new)
     unknown = sorted(set(raw) - set(SERVER_KEYS))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(SERVER_KEYS)}")

@@ -50,6 +50,11 @@ class DeviceCallError(Exception):
         self.code = code
         self.details = message
 
+    @property
+    def device_wide(self) -> bool:
+        """Whether the failure concerns the device or the connection (stop), not one request (go on)."""
+        return self.code in DEVICE_WIDE
+
 
 @dataclass(frozen=True)
 class Credentials:

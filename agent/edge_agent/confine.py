@@ -92,7 +92,11 @@ def python_paths() -> list[str]:
 def readable_except(paths: list[str], private: list[str]) -> list[str]:
     """``paths`` to grant for reading, with every ``private`` path (the store, the token, TLS keys) cut out: a path
     holding a private one is replaced by its children that do not (recursively), one inside a private one dropped.
-    So a ``PYTHONPATH`` entry above the store (``$HOME``, a checkout) cannot open the store to the model."""
+    So a ``PYTHONPATH`` entry above the store (``$HOME``, a checkout) cannot open the store to the model.
+
+    A granted directory gives access to what lies beneath it, never to where a symlink in it points (Landlock
+    checks the resolved path). So when a directory is replaced by its children, symlinked children are left out
+    rather than granted: granting one would put the rule on its target (the store, or ``/``)."""
     hidden = [Path(p).resolve() for p in private if p]
     out: list[str] = []
 
@@ -107,10 +111,11 @@ def readable_except(paths: list[str], private: list[str]) -> list[str]:
         except OSError:
             return
         for child in children:
-            grant(child)
+            if not child.is_symlink():
+                grant(child)
 
     for raw in paths:
-        grant(Path(raw).resolve())
+        grant(Path(raw).resolve())  # an entry that is itself a link: where Python reads from
     return out
 
 
@@ -145,7 +150,8 @@ def confine(scratch: str, extra_read: list[str] | None = None, private: list[str
 
 def _add_rule(libc: ctypes.CDLL, ruleset: int, path: str, access: int) -> None:
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        # Resolved paths (readable_except): a symlink here would put the rule on whatever it points to.
+        fd = os.open(os.path.realpath(path), os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return  # a path this system does not have
     try:

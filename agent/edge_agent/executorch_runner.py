@@ -87,6 +87,11 @@ def set_threads(threads: int) -> int:
         return int(portable_lib._threadpool_get_thread_count())
 
 
+#: Bounds of what the memory-plan reader walks (real programs have one plan and a handful of buffers).
+MAX_EXECUTION_PLANS = 64
+MAX_PLANNED_BUFFERS = 1024
+
+
 def planned_memory_bytes(program: bytes) -> int:
     """The working memory a ``.pte`` plans for its methods (the sum of every execution plan's non-constant buffers,
     ``ExecutionPlan.non_const_buffer_sizes`` in ExecuTorch's ``program.fbs``), read from the FlatBuffer without
@@ -98,14 +103,14 @@ def planned_memory_bytes(program: bytes) -> int:
 
     def u32(pos: int) -> int:
         if not 0 <= pos <= len(program) - 4:
-            raise ExecutorchLoadError("the program's FlatBuffer points outside the file")
+            raise ExecutorchLoadError("cannot load the program: its FlatBuffer points outside the file")
         return int(struct.unpack_from("<I", program, pos)[0])
 
     def field(table: int, index: int) -> int | None:
         """Where field ``index`` of the table at ``table`` is, or None when absent."""
         vtable = table - struct.unpack_from("<i", program, table)[0] if 0 <= table <= len(program) - 4 else -1
         if not 0 <= vtable <= len(program) - 4:
-            raise ExecutorchLoadError("the program's FlatBuffer points outside the file")
+            raise ExecutorchLoadError("cannot load the program: its FlatBuffer points outside the file")
         size = struct.unpack_from("<H", program, vtable)[0]
         slot = 4 + 2 * index
         if slot + 2 > size or vtable + slot + 2 > len(program):
@@ -117,7 +122,7 @@ def planned_memory_bytes(program: bytes) -> int:
         start = pos + u32(pos)
         count = u32(start)
         if start + 4 + count * item > len(program):
-            raise ExecutorchLoadError("a vector in the program's FlatBuffer runs past the file")
+            raise ExecutorchLoadError("cannot load the program: a vector in its FlatBuffer runs past the file")
         return start + 4, count
 
     plans = field(u32(0), 1)  # Program.execution_plan
@@ -125,12 +130,16 @@ def planned_memory_bytes(program: bytes) -> int:
         return 0
     total = 0
     base, count = vector(plans, 4)
+    if count > MAX_EXECUTION_PLANS:  # bounded work: entries may all point at one plan
+        raise ExecutorchLoadError(f"the program has {count} execution plans; edge-opt runs programs with a few")
     for i in range(count):
         entry = base + 4 * i
         sizes = field(entry + u32(entry), 8)  # ExecutionPlan.non_const_buffer_sizes
         if sizes is None:
             continue
         start, n = vector(sizes, 8)
+        if n > MAX_PLANNED_BUFFERS:
+            raise ExecutorchLoadError(f"an execution plan lists {n} memory buffers; edge-opt runs programs with a few")
         # Entry 0 is reserved (the constants); the rest are the planned buffers.
         total += sum(max(0, struct.unpack_from("<q", program, start + 8 * j)[0]) for j in range(1, n))
     return total

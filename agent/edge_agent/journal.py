@@ -28,14 +28,18 @@ Promises:
 
 from __future__ import annotations
 
+import base64
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import threading
 from array import array
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -52,7 +56,7 @@ STATES: Final = TERMINAL_STATES | {"QUEUED", "RUNNING"}
 #: The runtimes a run can name: one per artifact format (edge_agent.formats).
 RUNTIMES: Final = frozenset(f.runtime for f in MODEL_FORMATS.values())
 #: Finished runs a journal keeps by default (the agent's --keep-runs).
-DEFAULT_KEEP_RUNS: Final = 500
+DEFAULT_KEEP_RUNS: Final = 200
 _SUM_KEY: Final = "sum"
 #: Sequence numbers stay below 2**53 (exact in JSON doubles and in the proto's int64).
 MAX_SEQ: Final = 1 << 53
@@ -152,6 +156,11 @@ def _check_finished(entry: dict[str, Any]) -> None:
             isinstance(v, int | float) and not isinstance(v, bool) for k, v in latency.items() if k != "samples_ms"
         ):
             raise ValueError("finished entry with a malformed result")
+        if "samples_ms" in latency:
+            _decode_samples(latency["samples_ms"])
+        from edge_agent.wire import check_servable  # the protobuf modules: only once a result is there to check
+
+        check_servable(result)
 
 
 @dataclass
@@ -165,34 +174,51 @@ class RunRecord:
     result: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     seq: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
 
-def _packed(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The result with its latency samples as packed doubles (8 bytes each, not a Python float's 32)."""
-    latency = (result or {}).get("latency")
-    if not isinstance(latency, dict) or not isinstance(latency.get("samples_ms"), list) or not latency["samples_ms"]:
-        return result
-    try:
-        samples = array("d", latency["samples_ms"])
-    except TypeError:
-        return result  # not all numbers: kept as written
-    return {**(result or {}), "latency": {**latency, "samples_ms": samples}}
+#: How a line stores latency samples: packed little-endian doubles in base64 (a third of the text of a JSON list,
+#: and encoded or parsed at memory speed); lists, as older lines hold them, are read too.
+_SAMPLES_KEY: Final = "f64le_base64"
 
 
-def plain(value: Any) -> Any:
-    """``value`` with packed samples as lists again (for JSON and protobuf)."""
-    if isinstance(value, array):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+def _decode_samples(value: Any) -> array:
+    """A line's ``samples_ms`` as packed doubles; raises ValueError for anything else."""
     if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ValueError("latency samples that are not numbers")
+        return array("d", value)
+    if isinstance(value, dict) and set(value) == {_SAMPLES_KEY} and isinstance(value[_SAMPLES_KEY], str):
+        try:
+            raw = base64.b64decode(value[_SAMPLES_KEY], validate=True)
+        except ValueError:
+            raise ValueError("latency samples that are not base64") from None
+        if len(raw) % 8:
+            raise ValueError("latency samples of a length that is not whole doubles")
+        samples = array("d")
+        samples.frombytes(raw)
+        if sys.byteorder == "big":
+            samples.byteswap()
+        return samples
+    raise ValueError("latency samples of an unknown form")
+
+
+def _encode_samples(samples: Any) -> dict[str, str]:
+    packed = array("d", samples)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return {_SAMPLES_KEY: base64.b64encode(packed.tobytes()).decode("ascii")}
+
+
+def _with_samples(result: dict[str, Any] | None, convert: Callable[[Any], Any]) -> dict[str, Any] | None:
+    """``result`` with its latency samples converted (a new dict; the caller's is left as it is)."""
+    latency = (result or {}).get("latency")
+    if not isinstance(latency, dict) or "samples_ms" not in latency:
+        return result
+    return {**(result or {}), "latency": {**latency, "samples_ms": convert(latency["samples_ms"])}}
 
 
 class Journal:
@@ -218,37 +244,41 @@ class Journal:
 
     # ----- recovery ------------------------------------------------------------------------------------------
     def _load(self) -> None:
+        """Read the journal a line at a time (never the whole file at once: it may hold a few hundred runs with
+        20,000 samples each), keeping where each good line is in case the file must be rewritten without the bad."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         with os.fdopen(fd, "rb") as fh:
-            data = fh.read()
-        good: list[bytes] = []
-        bad: list[bytes] = []
-        seen: set[int] = set()
-        lines = data.splitlines(keepends=True)
-        legacy = not any(b'"sum":' in line for line in lines)  # written before records carried checksums
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = decode_entry(line, require_sum=not legacy)
-                if entry["seq"] in seen:
-                    raise ValueError(f"duplicate seq {entry['seq']}")
-            except ValueError as exc:
-                if line.strip():
-                    self.problems.append(f"journal line {number}: {exc}; set aside in {self.path.name}.rejected")
-                    bad.append(line if line.endswith(b"\n") else line + b"\n")
-                continue
-            seen.add(entry["seq"])
-            self._apply(entry)
-            good.append(line)
-        if bad:
-            for problem in self.problems:
-                _LOGGER.warning("%s", problem)
-            self._rewrite(good, bad)
+            legacy = not any(b'"sum":' in line for line in fh)  # written before records carried checksums
+            fh.seek(0)
+            good: list[tuple[int, int]] = []  # (offset, length) of each good line
+            bad: list[bytes] = []
+            seen: set[int] = set()
+            offset = 0
+            for number, line in enumerate(fh, start=1):
+                at, offset = offset, offset + len(line)
+                try:
+                    entry = decode_entry(line, require_sum=not legacy)
+                    if entry["seq"] in seen:
+                        raise ValueError(f"duplicate seq {entry['seq']}")
+                except ValueError as exc:
+                    if line.strip():
+                        self.problems.append(f"journal line {number}: {exc}; set aside in {self.path.name}.rejected")
+                        bad.append(line if line.endswith(b"\n") else line + b"\n")
+                    continue
+                seen.add(entry["seq"])
+                self._apply(entry)
+                good.append((at, len(line)))
+            if bad:
+                for problem in self.problems:
+                    _LOGGER.warning("%s", problem)
+                self._rewrite(fh, good, bad)
 
-    def _rewrite(self, good: list[bytes], bad: list[bytes]) -> None:
-        """Keep the bad lines aside, then replace the journal with the good ones (atomically)."""
+    def _rewrite(self, source: Any, good: list[tuple[int, int]], bad: list[bytes]) -> None:
+        """Keep the bad lines aside, then replace the journal with the good ones (copied from ``source``, the open
+        journal, by offset), atomically."""
         try:
             with _open_private(self.path.parent / f"{self.path.name}.rejected", os.O_APPEND) as fh:
                 fh.writelines(bad)
@@ -257,7 +287,9 @@ class Journal:
             tmp = self.path.with_suffix(".recovering")
             tmp.unlink(missing_ok=True)  # never write through whatever was left there
             with _open_private(tmp, os.O_EXCL) as fh:
-                fh.writelines(good)
+                for at, length in good:
+                    source.seek(at)
+                    fh.write(source.read(length))
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(self.path)
@@ -278,7 +310,7 @@ class Journal:
                 entry["state"],
                 entry["accepted_at"],
                 entry["finished_at"],
-                _packed(entry.get("result")),
+                _with_samples(entry.get("result"), _decode_samples),
                 entry.get("error"),
                 seq=entry["seq"],
             )
@@ -301,7 +333,7 @@ class Journal:
                 seq=entry["seq"],
                 state=entry["state"],
                 finished_at=entry["ts"],
-                result=_packed(entry.get("result")),
+                result=_with_samples(entry.get("result"), _decode_samples),
                 error=entry.get("error"),
             )
 
@@ -312,7 +344,12 @@ class Journal:
         Raises:
             JournalUnavailable: the entry could not be made durable; nothing was applied or left in the file.
         """
+        if "result" in fields:
+            fields = {**fields, "result": _with_samples(fields["result"], _encode_samples)}
         with self._lock:
+            if self.seq + 1 >= MAX_SEQ:  # only a damaged or planted line gets here: never write what a start refuses
+                used_up = f"the journal's sequence numbers are used up (seq {self.seq}): move {self.path} aside and restart"
+                raise JournalUnavailable(errno.ERANGE, used_up)
             entry = {"seq": self.seq + 1, "run_id": run_id, "event": event, "ts": now_iso(), **fields}
             line = encode_entry(entry)
             size = os.fstat(self._fd).st_size
@@ -351,13 +388,17 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(self.path)
-            fsync_dir(self.path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             _LOGGER.warning("could not compact the results journal (%s); it keeps growing until it can", exc.strerror)
             return
+        # The compacted file is the journal now: appends go to it whatever happens next.
         os.close(self._fd)
         self._fd = self._open_append()
+        try:
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            _LOGGER.warning("could not flush the journal's folder after compacting it (%s)", exc.strerror)
         for run_id in dropped:
             del self.records[run_id]
         _LOGGER.info("results journal compacted: %d runs kept, the %d oldest finished ones dropped", len(kept), len(dropped))
@@ -376,7 +417,7 @@ class Journal:
             "finished_at": record.finished_at,
         }
         if record.result is not None:
-            entry["result"] = plain(record.result)
+            entry["result"] = _with_samples(record.result, _encode_samples)
         if record.error is not None:
             entry["error"] = record.error
         return entry

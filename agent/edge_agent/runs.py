@@ -501,7 +501,10 @@ class RunManager:
             # Looked for in the whole tail: runtimes name the failed allocation after a long preamble.
             code = "OOM" if any(marker in tail for marker in OUT_OF_MEMORY_MARKERS) else "RUNTIME_ERROR"
             if code == "OOM":
-                detail = f"it ran out of its memory limit (--memory-limit-mb): {detail}"
+                limit = "no limit set"
+                if self.memory_limit_bytes:
+                    limit = f"its limit, --memory-limit-mb {self.memory_limit_bytes >> 20}"
+                detail = f"it ran out of memory ({limit}): {detail}"
             return {"code": code, "message": f"the benchmark worker failed: {detail}"}, child_cpu
         return outcome, child_cpu
 

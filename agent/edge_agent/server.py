@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import resource
+import shutil
 import signal
 import stat
 import sys
@@ -133,17 +134,23 @@ class AgentConfig:
                 raise ValueError(f"{path} does not exist; check the path given to the flag or config key")
         if self.token_file is not None:
             read_token(self.token_file)
-        if not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout (--idle-timeout) must be positive, got {self.idle_timeout}")
-        if not self.grace_seconds >= 0:
-            raise ValueError(f"grace (--grace) must be 0 or more seconds, got {self.grace_seconds}")
+        if not 0 < self.idle_timeout <= 86_400:  # also refuses nan and infinity
+            raise ValueError(f"idle_timeout (--idle-timeout) must be more than 0 and at most 86400 s, got {self.idle_timeout}")
+        if not 0 <= self.grace_seconds <= 86_400:
+            raise ValueError(f"grace (--grace) must be 0 to 86400 s, got {self.grace_seconds}")
+        if self.worker_python is not None and shutil.which(self.worker_python) is None:
+            raise ValueError(f"worker_python {self.worker_python!r} is not an executable; give the path of a Python")
         for name, flag, value in (
             ("max_streams_per_client", "--max-streams-per-client", self.max_streams_per_client),
             ("max_queue", "--max-queue", self.max_queue),
             ("keep_runs", "--keep-runs", self.keep_runs),
+            ("max_artifact_mb", "--max-artifact-mb", self.limits.max_artifact_bytes),
+            ("quota_mb", "--quota-mb", self.limits.quota_bytes),
         ):
             if value < 1:
                 raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
+        if self.memory_limit_bytes < 0:
+            raise ValueError(f"memory_limit_mb (--memory-limit-mb) must be 0 (none) or more, got {self.memory_limit_bytes >> 20}")
 
     @property
     def authenticated_by_certificate(self) -> bool:

@@ -20,10 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import uuid
-from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 
 from edge_agent.device import device_info
 from edge_agent.errors import (
@@ -52,6 +49,7 @@ from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import ArtifactMeta, ArtifactStore, PushHeader, check_sha256, parse_manifest
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
+from edge_agent.wire import parse_into, result_into, settings_into
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,28 +189,6 @@ def artifact_pb(meta: ArtifactMeta, manifest_json: str = "") -> pb.ArtifactInfo:
     )
 
 
-def _jsonable(value: Any) -> Any:
-    """protobuf's JSON parser wants NaN / Infinity as strings, and lists (the journal packs samples in arrays)."""
-    if isinstance(value, array):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _parse(message: Any, payload: dict[str, Any] | None) -> Any:
-    return json_format.ParseDict(_jsonable(payload or {}), message, ignore_unknown_fields=True)
-
-
-def _settings_pb(message: pb.BenchmarkSettings, settings: dict[str, Any]) -> None:
-    # The journal records the resolved runtime ("onnxruntime"), not the request's enum: leave that one out.
-    _parse(message, {k: v for k, v in settings.items() if k != "runtime"})
-
-
 def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunRecord:
     out = pb.RunRecord(
         run_id=record.run_id,
@@ -222,17 +198,14 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
         finished_at=record.finished_at,
         seq=record.seq,
     )
-    _settings_pb(out.settings, record.settings)
+    settings_into(out.settings, record.settings)
     if record.result:
         result = dict(record.result)
         if not with_samples and isinstance(result.get("latency"), dict):
             result["latency"] = {k: v for k, v in result["latency"].items() if k != "samples_ms"}
-        settings = result.pop("settings", None)
-        _parse(out.result, result)
-        if isinstance(settings, dict):
-            _settings_pb(out.result.settings, settings)
+        result_into(out.result, result)
     if record.error:
-        _parse(out.error, record.error)
+        parse_into(out.error, record.error)
     return out
 
 
@@ -245,13 +218,9 @@ def event_pb(event: Event) -> pb.RunEvent:
     elif event.kind == "progress":
         out.progress.CopyFrom(pb.Progress(done=event.payload["done"], total=event.payload["total"], phase=event.payload["phase"]))
     elif event.kind == "result":
-        result = dict(event.payload)
-        settings = result.pop("settings", None)
-        _parse(out.result, result)
-        if isinstance(settings, dict):
-            _settings_pb(out.result.settings, settings)
+        result_into(out.result, event.payload)
     else:
-        _parse(out.error, event.payload)
+        parse_into(out.error, event.payload)
     return out
 
 
@@ -324,7 +293,7 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
     @_boundary
     async def GetDeviceInfo(self, request: pb.GetDeviceInfoRequest, context: grpc.aio.ServicerContext) -> pb.DeviceInfo:
         info = await self._blocking(device_info, self.device_id)
-        out = _parse(pb.DeviceInfo(), info)
+        out = parse_into(pb.DeviceInfo(), info)
         out.warnings.extend(self.warnings())
         out.worker_confinement = self.confinement
         return out
@@ -458,11 +427,13 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
     @_boundary
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
         limit = min(request.limit, MAX_LIST_RUNS) if request.limit > 0 else DEFAULT_LIST_RUNS
-        records = self.runs.journal.after(request.after_seq, limit)
-        # Latency samples stay out of listings (GetRun returns them): a page stays far below the message limit.
-        return await self._blocking(
-            lambda: pb.ListRunsResponse(runs=[run_record_pb(r, with_samples=False) for r in records])
-        )
+
+        def page() -> pb.ListRunsResponse:  # on a thread: the journal's lock may be held (a write, a compaction)
+            records = self.runs.journal.after(request.after_seq, limit)
+            # Latency samples stay out of listings (GetRun returns them): a page stays far below the message limit.
+            return pb.ListRunsResponse(runs=[run_record_pb(r, with_samples=False) for r in records])
+
+        return await self._blocking(page)
 
 
 def _peer_host(peer: str) -> str:

@@ -30,6 +30,8 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.confine import Confinement, confine
@@ -181,11 +183,70 @@ def load_confined(
         import torch  # noqa: F401 - likewise
 
         model = _read_model(model_path)
-    else:  # a format added without a runner here: fail loudly, never run it with another runtime
+    else:  # a format added without an opener here: fail loudly, never run it with another runtime
         raise WorkerError("RUNTIME_ERROR", f"this worker has no runner for runtime {runtime!r}")
     # ``readable``: the run's evaluation-set files, read after the timed loop (read-only, those files alone);
     # ``private``: the agent's store and secrets, unreadable even where the Python path holds them.
     return model, confine(os.getcwd(), extra_read=readable, private=private)  # noqa: PTH109 - a string path, as Landlock takes it
+
+
+@dataclass
+class Opened:
+    """A model opened by its runtime: the timed ``call``, the ``evaluate`` call (the timed one unless the runtime
+    needs batches sliced), the declared input shape (batch first), its dtype and the runtime's version."""
+
+    call: Callable[[Any], Any]
+    declared: list[Any]
+    dtype: str
+    version: str
+    evaluate: Callable[[Any], Any] | None = None
+
+
+def _open_onnx(model: bytes, request: dict[str, Any]) -> Opened:
+    session, name, shape, dtype, version = _onnx_runner(model, request["settings"])
+    manifest_shape = request["input"].get("shape") or []
+    declared = [manifest_shape[0], *shape[1:]] if len(shape) == len(manifest_shape) else shape
+
+    def call(x: Any) -> Any:
+        return session.run(None, {name: x})[0]
+
+    return Opened(call, declared, dtype, version)
+
+
+def _open_executorch(model: bytes, request: dict[str, Any]) -> Opened:
+    call, declared, dtype, version = _executorch_runner(model, request["settings"], request.get("memory_limit_bytes") or 0)
+    return Opened(call, declared, dtype, version, evaluate=_in_slices(call, declared[0]))
+
+
+def _open_torchscript(model: bytes, request: dict[str, Any]) -> Opened:
+    import torch
+
+    torch.set_num_threads(request["settings"]["threads"])
+    engine = request.get("torch_engine")
+    if engine:
+        if engine not in torch.backends.quantized.supported_engines:
+            raise WorkerError("RUNTIME_ERROR", f"torch here lacks the quantized engine {engine!r} the artifact was built for")
+        torch.backends.quantized.engine = engine
+    try:
+        module = torch.jit.load(io.BytesIO(model), map_location="cpu").eval()
+    except Exception as exc:
+        raise WorkerError("MODEL_INVALID", f"torch.jit.load failed: {str(exc).splitlines()[0][:300]}") from None
+    dtype = request["input"].get("dtype", "float32")
+    torch_dtype = torch.float16 if dtype == "float16" else torch.float32
+
+    def call(x: Any) -> Any:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
+
+    return Opened(call, request["input"]["shape"], dtype, torch.__version__)
+
+
+#: One opener per runtime (edge_agent.formats names the runtime of each artifact format).
+OPENERS: dict[str, Callable[[bytes, dict[str, Any]], Opened]] = {
+    "onnxruntime": _open_onnx,
+    "executorch": _open_executorch,
+    "torchscript": _open_torchscript,
+}
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -193,44 +254,15 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
     settings = request["settings"]
     runtime = request["runtime"]
-    manifest_input = request["input"]
     baseline_rss = _rss_bytes()
     emit({"type": "progress", "phase": "loading", "done": 0, "total": 0})
     t0 = time.perf_counter()
     model, confinement = load_confined(
         runtime, request["model_path"], list((request.get("eval_paths") or {}).values()), request.get("private_paths")
     )
-    evaluate_call = None  # the evaluation's call, where it differs from the timed one
-    if runtime == "onnxruntime":
-        session, name, shape, dtype, version = _onnx_runner(model, settings)
-        declared = [manifest_input["shape"][0], *shape[1:]] if len(shape) == len(manifest_input["shape"]) else shape
-
-        def call(x: Any) -> Any:
-            return session.run(None, {name: x})[0]
-
-    elif runtime == "executorch":
-        call, declared, dtype, version = _executorch_runner(model, settings, request.get("memory_limit_bytes") or 0)
-        evaluate_call = _in_slices(call, declared[0])
-    else:  # torchscript (load_confined refused any other runtime)
-        import torch
-
-        torch.set_num_threads(settings["threads"])
-        engine = request.get("torch_engine")
-        if engine:
-            if engine not in torch.backends.quantized.supported_engines:
-                raise WorkerError("RUNTIME_ERROR", f"torch here lacks the quantized engine {engine!r} the artifact was built for")
-            torch.backends.quantized.engine = engine
-        try:
-            module = torch.jit.load(io.BytesIO(model), map_location="cpu").eval()
-        except Exception as exc:
-            raise WorkerError("MODEL_INVALID", f"torch.jit.load failed: {str(exc).splitlines()[0][:300]}") from None
-        declared, dtype, version = manifest_input["shape"], manifest_input["dtype"], torch.__version__
-        torch_dtype = torch.float16 if dtype == "float16" else torch.float32
-
-        def call(x: Any) -> Any:
-            with torch.inference_mode():
-                return module(torch.from_numpy(x).to(torch_dtype)).float().numpy()
-
+    opened = OPENERS[runtime](model, request)  # load_confined refused any runtime without an opener
+    call, declared, dtype, version = opened.call, opened.declared, opened.dtype, opened.version
+    evaluate_call = opened.evaluate
     load_seconds = time.perf_counter() - t0
     evaluate_call = evaluate_call or call
     del model  # the runtime holds its own copy

@@ -253,7 +253,7 @@ def test_a_run_that_outgrows_the_memory_limit_while_inferring_is_oom(tmp_path: P
         sha = client.push(artifact).sha256
         last = list(client.bench(sha, {**FAST, "timeout_seconds": 120}))[-1]
         assert last["state"] == "RUN_STATE_FAILED" and last["error"]["code"] == "OOM", last
-        assert "--memory-limit-mb" in last["error"]["message"]
+        assert "--memory-limit-mb 3072" in last["error"]["message"]
         client.wait_ready(5)
 
 

@@ -78,3 +78,12 @@ def test_fleet_bench_settings_are_checked_against_the_agents_bounds(tmp_path: Pa
     assert proc.returncode == 2, proc.stderr
     line = _one_line(proc.stderr)
     assert "threads" in line and "1" in line
+
+
+def test_a_missing_token_file_is_a_usage_error_before_the_export(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    args = ["--target", "x86_64", "--push", "127.0.0.1:1", "--token-file", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    proc = run_cli(args, cli_env)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_line(proc.stderr)
+    assert "--token-file" in line and "no such file" in line
+    assert not (tmp_path / "o").exists()

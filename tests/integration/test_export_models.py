@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from edge_opt.config import parse_config
-from edge_opt.errors import ExportError
+from edge_opt.errors import ConfigError, ExportError
 from edge_opt.pipeline import run_export
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,3 +51,34 @@ def test_user_factory_model_exports(tmp_path: Path, data_root: Path) -> None:
     report = run_export(config, tmp_path)
     assert [r.written for r in report.rows] == [False, True]  # FP32 baseline measured, INT8 written
     assert (tmp_path / "edge_test_models.tiny-int8-onnx" / "model.onnx").is_file()
+
+
+def test_pick_candidates_refused_by_their_gates_are_left_out_with_the_reason(tmp_path: Path, data_root: Path) -> None:
+    # --pick builds every candidate: one refused by its gates (logits in the millions overflow float16) is left out
+    # and named, the others are written; a FP32 baseline refused leaves out its whole format (the data-dependent
+    # model's TorchScript trace); a mistake of the user's (a --keep-float name matching no layer) still stops it.
+    config = _config(
+        data_root, model={"name": "edge_test_models:fp16_overflow"}, precisions=["fp32", "fp16", "int8"], formats=["onnx"]
+    )
+    report = run_export(config, tmp_path / "a", keep_going=True)
+    assert [(r.precision.value, r.written) for r in report.rows] == [("fp32", True), ("int8", True)]
+    assert list(report.refused) == ["edge_test_models.fp16_overflow-fp16-onnx"]
+    assert "non-finite outputs" in report.refused["edge_test_models.fp16_overflow-fp16-onnx"]
+    assert "leave fp16 out of --precision" in report.refused["edge_test_models.fp16_overflow-fp16-onnx"]
+    assert not (tmp_path / "a" / "edge_test_models.fp16_overflow-fp16-onnx").exists()
+
+    dependent = _config(
+        data_root, model={"name": "edge_test_models:data_dependent"}, precisions=["fp32", "int8"], formats=["torchscript"]
+    )
+    with pytest.raises(ExportError, match="every candidate was refused"):
+        run_export(dependent, tmp_path / "b", keep_going=True)
+
+    typo = _config(
+        data_root,
+        model={"name": "edge_test_models:tiny"},
+        precisions=["fp32", "int8"],
+        formats=["onnx"],
+        quantization={"keep_float": ["no_such_layer"]},
+    )
+    with pytest.raises(ConfigError, match="no_such_layer"):
+        run_export(typo, tmp_path / "c", keep_going=True)

@@ -149,3 +149,79 @@ def test_packed_samples_serve_as_lists(tmp_path: Path) -> None:
     _finish(journal, "r", samples=3)
     record = run_record_pb(journal.get("r"))
     assert list(record.result.latency.samples_ms) == [0.5, 0.501, 0.502]
+
+
+def test_a_compaction_whose_folder_flush_fails_keeps_every_later_entry(tmp_path: Path, monkeypatch) -> None:
+    # Once the compacted file has replaced the journal, appends must go to it, even if flushing the folder fails
+    # (they once went on into the replaced, deleted file: acknowledged entries gone at the next start).
+    from edge_agent import journal as journal_module
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, keep_runs=2)
+
+    def failing_fsync_dir(_path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module, "fsync_dir", failing_fsync_dir)
+    for i in range(12):
+        _finish(journal, f"r{i}")
+    monkeypatch.undo()
+    _finish(journal, "after")
+    journal.close()
+    reopened = Journal(path, keep_runs=2)
+    assert reopened.get("after") is not None and reopened.get("after").state == "SUCCEEDED"
+    assert reopened.get("r11") is not None
+
+
+def test_samples_are_stored_packed_and_lists_from_older_lines_still_read(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    _finish(journal, "new", samples=3)
+    journal.close()
+    line = json.loads(path.read_bytes().splitlines()[-1])
+    assert set(line["result"]["latency"]["samples_ms"]) == {"f64le_base64"}  # text, not thousands of numbers
+    from edge_agent.journal import encode_entry
+
+    old = {"seq": 10, "run_id": "old", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}
+    done = {"seq": 11, "run_id": "old", "event": "finished", "ts": "t", "state": "SUCCEEDED"}
+    done["result"] = {"latency": {"p50_ms": 1.0, "samples_ms": [1.5, 2.5]}}
+    with path.open("ab") as fh:
+        fh.write(encode_entry(old) + encode_entry(done))
+    reopened = Journal(path)
+    assert list(reopened.get("new").result["latency"]["samples_ms"]) == [0.5, 0.501, 0.502]
+    assert list(reopened.get("old").result["latency"]["samples_ms"]) == [1.5, 2.5]
+    assert reopened.problems == []
+
+
+def test_a_checksummed_line_the_wire_cannot_carry_is_set_aside_not_served(tmp_path: Path) -> None:
+    # A well-formed line with a result field of the wrong type (output_sample as a string) used to be kept, and
+    # every GetRun of it, and every ListRuns page holding it, then failed INTERNAL: no collector got past it.
+    from edge_agent.journal import encode_entry
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    _finish(journal, "good")
+    journal.close()
+    bad = {"seq": 9, "run_id": "bad", "event": "record", "ts": "t", "sha256": "a" * 64, "settings": S}
+    bad |= {"state": "SUCCEEDED", "accepted_at": "t", "finished_at": "t"}
+    bad["result"] = {"latency": {"p50_ms": 1.0}, "output_sample": "not numbers"}
+    with path.open("ab") as fh:
+        fh.write(encode_entry(bad))
+    _finish_later = Journal(path)
+    assert _finish_later.get("bad") is None and _finish_later.get("good") is not None
+    assert len(_finish_later.problems) == 1 and "the wire cannot carry" in _finish_later.problems[0]
+
+
+def test_a_planted_sequence_at_the_ceiling_degrades_the_journal_instead_of_losing_results(tmp_path: Path) -> None:
+    # An entry at seq 2**53 - 1 made every later result get a seq the next start refuses: acknowledged, then lost.
+    from edge_agent.journal import MAX_SEQ, JournalUnavailable, encode_entry
+
+    path = tmp_path / "j.jsonl"
+    entry = {"seq": MAX_SEQ - 1, "run_id": "planted", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}
+    path.write_bytes(encode_entry(entry))
+    journal = Journal(path)
+    with pytest.raises(JournalUnavailable, match="sequence numbers are used up"):
+        journal.append("r", "accepted", sha256="b" * 64, settings=S)
+    assert Journal(path).get("r") is None  # nothing was acknowledged that a start would drop

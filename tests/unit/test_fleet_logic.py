@@ -83,3 +83,24 @@ def test_database_urls_and_json_safety(tmp_path: Path) -> None:
     assert database_url(str(tmp_path / "r.sqlite")) == f"sqlite:///{tmp_path / 'r.sqlite'}"
     assert database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert json_safe({"t": float("nan"), "l": [1.0, float("inf")]}) == {"t": None, "l": [1.0, None]}
+
+
+def test_a_collection_keeps_the_settings_digest_of_earlier_versions() -> None:
+    # Run ids hash the settings: with the flags left unset, a collection must hash as collections always have
+    # (every default spelled out), or a collection begun earlier would be benchmarked all over again.
+    from edge_opt.fleet.cli import build_parser, collection_settings
+    from edge_opt.fleet.collect import settings_digest
+
+    earlier = {
+        "iterations": 100,
+        "min_seconds": 1.0,
+        "warmup_runs": 10,
+        "threads": 1,
+        "batch_size": 1,
+        "timeout_seconds": 600.0,
+        "keep_samples": True,
+    }
+    args = build_parser().parse_args(["bench", "--inventory", "fleet.yaml", "art"])
+    assert settings_digest(collection_settings(args)) == settings_digest(earlier)
+    faster = build_parser().parse_args(["bench", "--inventory", "fleet.yaml", "art", "--iterations", "30"])
+    assert collection_settings(faster)["iterations"] == 30

@@ -133,15 +133,20 @@ def test_a_python_path_above_the_store_does_not_open_the_store_to_the_model(tmp_
     (home / "store" / "token").write_text("the-agent-token")
     (home / "lib").mkdir()
     (home / "lib" / "helper.py").write_text("x = 1\n")
+    (home / "lib" / "to-store").symlink_to(home / "store")  # links cannot reopen what was cut out
+    (home / "to-root").symlink_to("/")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(home), os.environ.get("PYTHONPATH", "")])}
     args = [str(scratch), str(home / "store"), str(home / "store" / "token"), str(home / "lib" / "helper.py")]
+    args += [str(home / "lib" / "to-store" / "token"), str(home / "to-root" / "etc" / "passwd")]
     proc = subprocess.run([sys.executable, "-c", _PYTHONPATH_PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
     result = json.loads(proc.stdout)
     assert result["confinement"].startswith("landlock ABI"), result
     assert result[str(home / "store" / "token")] == "Permission denied"
     assert result[str(home / "lib" / "helper.py")] == "x = 1\n"  # the rest of that path stays readable
+    assert result[str(home / "lib" / "to-store" / "token")] == "Permission denied"
+    assert result[str(home / "to-root" / "etc" / "passwd")] == "Permission denied"
 
 
 def test_sessions_parse_every_model_as_onnx_never_as_ort_format(tmp_path: Path) -> None:

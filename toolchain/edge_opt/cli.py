@@ -225,6 +225,10 @@ def _run(args: argparse.Namespace) -> Outcome:
         BenchmarkSettings.from_mapping(settings)  # the agent's own bounds, checked before hours of export
     except InvalidSettings as exc:
         raise ConfigError(f"device benchmark setting: {exc}") from None
+    if args.push:  # the credentials files, before hours of export (a bad one is a usage mistake)
+        from edge_opt.device_runs import credentials
+
+        credentials(args.token_file, args.tls_ca)
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
         from edge_opt.device_runs import device_target
@@ -250,6 +254,7 @@ def _run(args: argparse.Namespace) -> Outcome:
             report, args.push, token_file=args.token_file, tls_ca=args.tls_ca, bench=args.bench, settings=settings
         )
     except DeviceError as exc:
+        write_summary(report.out_dir, data)
         return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
     data["device"] = {"address": args.push, "runs": rows}
     failures = device_failures(rows, bench=args.bench)
@@ -259,6 +264,7 @@ def _run(args: argparse.Namespace) -> Outcome:
         try:
             data["pick"] = _pick(args, report, settings)
         except DeviceError as exc:
+            write_summary(report.out_dir, data)
             return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
         failures += [{"code": "device-run", "message": f"{k}: {v}"} for k, v in data["pick"]["failed"].items()]
         if not args.json:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.client import DEVICE_WIDE, DeviceCallError
+from edge_agent.client import DeviceCallError
 from edge_agent.files import write_durably
 from edge_agent.formats import missing_runtime
 
@@ -69,7 +69,7 @@ def pick_on_device(
             shas[folder] = client.push(folder).sha256
             eval_shas[folder] = push_eval_sets(client, folder)
         except DeviceCallError as exc:
-            if exc.code in DEVICE_WIDE:
+            if exc.device_wide:
                 raise
             failed[folder.name] = f"the device refused its push: {exc.code}: {exc.details}"
             continue
@@ -134,7 +134,7 @@ def _run(client: Any, sha256: str, settings: dict[str, Any], evaluate: dict[str,
             last = event
         return last
     except DeviceCallError as exc:
-        if exc.code in DEVICE_WIDE:
+        if exc.device_wide:
             raise
         return {"state": "REFUSED", "error": {"code": exc.code, "message": exc.details}}
 

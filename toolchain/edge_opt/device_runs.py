@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_opt import evalset, progress
-from edge_opt.errors import DeviceError
+from edge_opt.errors import ConfigError, DeviceError
 from edge_opt.pipeline import ExportReport
 
 #: What to check when a device cannot be reached or refuses us.
@@ -26,21 +26,26 @@ _DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --
 
 def device_error(address: str, exc: Exception) -> DeviceError:
     """A device call's failure as the command's error; the connection hint only where it can be the cause."""
-    from edge_agent.client import DEVICE_WIDE
+    from edge_agent.client import DeviceCallError
 
-    code = getattr(exc, "code", "")
-    if code and code not in DEVICE_WIDE:
+    if isinstance(exc, DeviceCallError) and not exc.device_wide:
         return DeviceError(f"device {exc}")
-    return DeviceError(f"device {exc if code else f'{address}: {exc}'}; {_DEVICE_FIX}")
+    where = exc if isinstance(exc, DeviceCallError) else f"{address}: {exc}"
+    return DeviceError(f"device {where}; {_DEVICE_FIX}")
 
 
 def credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
-    """The client credentials for a device: its token file (bearer token) and, for TLS, the CA that signed it."""
+    """The client credentials for a device: its token file (bearer token) and, for TLS, the CA that signed it.
+
+    Raises:
+        ConfigError: a file that does not exist (a usage mistake, found before any work).
+        DeviceError: a file that cannot be used (unreadable, empty).
+    """
     from edge_agent.client import Credentials
 
     for flag, path in (("--token-file", token_file), ("--tls-ca", tls_ca)):
         if path is not None and not path.is_file():
-            raise DeviceError(f"{flag} {path}: no such file; give the file the device's agent uses")
+            raise ConfigError(f"{flag} {path}: no such file; give the file the device's agent uses")
     try:
         return Credentials.from_files(token_file, tls_ca)
     except (OSError, ValueError) as exc:
@@ -80,7 +85,7 @@ def push_and_bench(
     Raises:
         DeviceError: the device cannot be reached, refused the credentials or stopped answering.
     """
-    from edge_agent.client import DEVICE_WIDE, AgentClient, DeviceCallError
+    from edge_agent.client import AgentClient, DeviceCallError
     from edge_agent.formats import missing_runtime
 
     creds = credentials(token_file, tls_ca)
@@ -116,7 +121,7 @@ def push_and_bench(
                 try:
                     _push_and_run(client, row.path, entry, address, bench=bench, settings=settings)
                 except DeviceCallError as exc:
-                    if exc.code in DEVICE_WIDE:
+                    if exc.device_wide:
                         raise
                     entry.update(state="REFUSED", error={"code": exc.code, "message": exc.details})
                     progress.status(f"{row.path.name}: refused by the device: {exc.code}: {exc.details}")

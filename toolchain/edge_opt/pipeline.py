@@ -22,7 +22,7 @@ from edge_opt import evalset, progress
 from edge_opt.artifact import staged_artifact
 from edge_opt.builders import FORMATS
 from edge_opt.config import ArtifactFormat, Config, Precision
-from edge_opt.errors import ExportError, QuantizeError
+from edge_opt.errors import ExportError
 from edge_opt.evaluate import (
     HOST_KERNELS,
     REFERENCE_SEMANTICS,
@@ -142,7 +142,8 @@ def run_export(
 ) -> ExportReport:
     """Export every requested (precision, format) of the configured model into ``out_dir``.
 
-    With ``keep_going`` (the pick's candidates) an artifact refused by its export or its gates is left out and named
+    With ``keep_going`` (the pick's candidates) an artifact refused by its export or its gates (ExportError; a
+    QuantizeError, such as a --keep-float name that matches no layer, still stops the command) is left out and named
     in ``ExportReport.refused`` (a format whose FP32 baseline is refused leaves out that format), and the export
     fails only when nothing is left.
 
@@ -221,7 +222,7 @@ def _build_all(
         """The row, or (with keep_going) why it was refused."""
         try:
             return _build(ctx, precision, fmt, into)
-        except (ExportError, QuantizeError) as exc:
+        except ExportError as exc:  # refused by its export or its gates; a QuantizeError is the user's to fix
             if not keep_going:
                 raise
             progress.status(f"[yellow]refused:[/yellow] {precision.value} {fmt.value}: {exc}")

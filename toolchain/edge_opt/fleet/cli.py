@@ -24,6 +24,7 @@ from typing import Any
 from edge_agent.arguments import ArgumentParser
 from edge_agent.host_commands import UsageError, add_bench_options, bench_settings
 from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
+from edge_agent.settings import BenchmarkSettings
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
@@ -165,15 +166,28 @@ def cmd_devices(args: argparse.Namespace, console: Console) -> Outcome:
     return Outcome({"devices": results}, EXIT_PARTIAL if errors else 0, errors)
 
 
+def collection_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark settings of a collection, checked against the agent's bounds (ConfigError naming the setting).
+
+    Spelled out as collections always have been, defaults included: run ids hash the settings, so a collection
+    begun with an earlier version completes instead of running again.
+    """
+    try:
+        chosen = bench_settings(args)
+    except UsageError as exc:
+        raise ConfigError(f"benchmark setting: {exc}") from None
+    d = BenchmarkSettings()
+    defaults = {"iterations": d.iterations, "min_seconds": d.min_seconds, "warmup_runs": d.warmup_runs}
+    defaults |= {"threads": d.threads, "batch_size": d.batch_size, "timeout_seconds": d.timeout_seconds}
+    return {**defaults, **chosen, "keep_samples": True}
+
+
 def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet.collect import Collector, load_artifacts
     from edge_opt.fleet.inventory import load_inventory
     from edge_opt.fleet.store import open_store
 
-    try:
-        settings = bench_settings(args)  # checked against the agent's bounds before anything else
-    except UsageError as exc:
-        raise ConfigError(f"benchmark setting: {exc}") from None
+    settings = collection_settings(args)
     devices = load_inventory(args.inventory).select(args.device, args.tag)
     folders = list(args.artifacts)
     if args.export_config:

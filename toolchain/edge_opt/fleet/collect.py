@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.client import DEVICE_WIDE, AgentClient, Credentials, DeviceCallError
+from edge_agent.client import AgentClient, Credentials, DeviceCallError
 from edge_agent.formats import missing_runtime
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -132,7 +132,7 @@ class Collector:
                     try:
                         self._artifact(client, device, folder, manifest, info, outcome)
                     except DeviceCallError as exc:
-                        if exc.code in DEVICE_WIDE:
+                        if exc.device_wide:
                             raise
                         outcome.failed += 1
                         error = {"code": exc.code, "message": exc.details}

@@ -1,0 +1,68 @@
+"""``edge-agent serve --config FILE``: the flags' names as TOML keys, typed; flags win; old names still read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edge_agent.cli import agent_config, build_parser
+
+pytestmark = pytest.mark.unit
+
+
+def _config(tmp_path: Path, toml: str, *flags: str):
+    path = tmp_path / "agent.toml"
+    path.write_text(toml)
+    config = agent_config(build_parser().parse_args(["check-config", "--config", str(path), *flags]))
+    config.check()
+    return config
+
+
+def test_the_keys_are_the_flags_names_and_flags_win(tmp_path: Path) -> None:
+    toml = f'store = "{tmp_path / "s"}"\ngrace = 12\nmemory_limit_mb = 768\nkeep_runs = 50\nquota_mb = 100\n'
+    config = _config(tmp_path, toml, "--grace", "3")
+    assert config.grace_seconds == 3.0 and config.memory_limit_bytes == 768 << 20 and config.keep_runs == 50
+    assert config.limits.quota_bytes == 100 << 20 and config.store == (tmp_path / "s").resolve()
+
+
+def test_the_example_file_and_keys_of_earlier_versions_are_read(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "configs" / "agent.example.toml"
+    text = example.read_text().replace('token_file = "~/.edge-agent-token"', "")
+    assert _config(tmp_path, text).keep_runs >= 1
+    old = _config(tmp_path, f'store = "{tmp_path}"\ngrace_seconds = 30\nmemory_limit_bytes = {768 << 20}\n')
+    assert old.grace_seconds == 30 and old.memory_limit_bytes == 768 << 20
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('max_queue = "lots"', "'max_queue' must be int"),
+        ('store = ""', "'store' must be a path"),
+        ("insecure = 1", "'insecure' must be bool"),
+        ("quota_mb = -5", "quota_mb (--quota-mb) must be at least 1"),
+        ("max_artifact_mb = 0", "max_artifact_mb (--max-artifact-mb) must be at least 1"),
+        ("memory_limit_mb = -1", "memory_limit_mb (--memory-limit-mb) must be 0"),
+        ("keep_runs = 0", "keep_runs (--keep-runs) must be at least 1"),
+        ("grace_secs = 3", "unknown config key(s) grace_secs"),
+    ],
+)
+def test_wrong_keys_and_values_are_named(tmp_path: Path, toml: str, named: str) -> None:
+    with pytest.raises(ValueError, match=None) as refused:
+        _config(tmp_path, f'store = "{tmp_path / "s"}"\n' + toml if not toml.startswith("store") else toml)
+    assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("grace = inf", "grace (--grace) must be 0 to 86400"),
+        ("idle_timeout = nan", "idle_timeout (--idle-timeout) must be more than 0"),
+        ('worker_python = "/no/such/python"', "worker_python '/no/such/python' is not an executable"),
+        ('token_file = ""', "'token_file' must be a path"),
+    ],
+)
+def test_values_that_would_break_the_daemon_later_are_refused_now(tmp_path: Path, toml: str, named: str) -> None:
+    # --grace inf once passed check-config and crashed the shutdown (OverflowError, exit 1).
+    with pytest.raises(ValueError) as refused:
+        _config(tmp_path, f'store = "{tmp_path / "s"}"\n{toml}\n')
+    assert named in str(refused.value)
