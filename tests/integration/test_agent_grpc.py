@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 pytestmark = pytest.mark.integration
 
 
-
 def _staging_files(store: Path) -> list[Path]:
     return [p for p in (store / "staging").iterdir()]
 
@@ -283,3 +282,31 @@ def test_agent_bench_json_says_failure_and_exits_non_zero(agent, tmp_path: Path,
         check=False,
     )
     assert bad.returncode == 7 and json.loads(bad.stdout)["errors"][0]["code"] == "UNAUTHENTICATED"
+
+
+def test_a_long_journal_write_never_blocks_health_or_other_calls(tmp_path: Path, token_file: Path) -> None:
+    # ListRuns used to read the journal on the event loop: while a compaction held the journal's lock (seconds at
+    # the bound), one listing froze the whole server, health checks included.
+    import threading
+    import time
+
+    config = AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file)
+    with run_server(config) as (agent, port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        listing = []
+        with agent.runs.journal._lock:  # what a compaction holds
+            worker = threading.Thread(
+                target=lambda: listing.append(
+                    agent_pb2_grpc.EdgeAgentStub(channel).ListRuns(pb.ListRunsRequest(), timeout=30, metadata=metadata)
+                )
+            )
+            worker.start()
+            time.sleep(0.5)  # the listing is now waiting for the journal
+            started = time.perf_counter()
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            info = agent_pb2_grpc.EdgeAgentStub(channel).GetDeviceInfo(pb.GetDeviceInfoRequest(), timeout=5, metadata=metadata)
+            answered = time.perf_counter() - started
+        worker.join(30)
+    assert status == health_pb2.HealthCheckResponse.SERVING and info.cpu_count >= 1
+    assert answered < 2.0
+    assert len(listing) == 1  # and the listing completes once the journal is free

@@ -19,6 +19,15 @@ from edge_agent.confine import landlock_abi
 
 pytestmark = pytest.mark.unit
 
+
+@pytest.fixture
+def landlock() -> None:
+    """This kernel's Landlock: a failure in CI without it, a skip elsewhere."""
+    if landlock_abi() == 0:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("this kernel offers no Landlock; CI machines are expected to have it")
+        pytest.skip("no Landlock in this kernel")
+
 _PROBE = textwrap.dedent(
     """
     import json, sys
@@ -88,11 +97,7 @@ def test_installed_onnxruntime_refuses_escaping_external_data_loaded_from_bytes(
     assert "outputs" in _probe(control, secret_dir, scratch, confine=False)
 
 
-def test_confined_worker_reads_no_file_outside_its_scratch(tmp_path: Path) -> None:
-    if landlock_abi() == 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("this kernel offers no Landlock; CI machines are expected to have it")
-        pytest.skip("no Landlock in this kernel")
+def test_confined_worker_reads_no_file_outside_its_scratch(tmp_path: Path, landlock: None) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     model, secret_dir = _hostile_model(tmp_path, "ext_initializer")
@@ -121,13 +126,9 @@ _PYTHONPATH_PROBE = textwrap.dedent(
 )
 
 
-def test_a_python_path_above_the_store_does_not_open_the_store_to_the_model(tmp_path: Path) -> None:
+def test_a_python_path_above_the_store_does_not_open_the_store_to_the_model(tmp_path: Path, landlock: None) -> None:
     # A developer's PYTHONPATH=$HOME (or a checkout holding the store) once made the whole store readable to a
     # confined worker: a TorchScript model read the agent's token and device id through torch.from_file.
-    if landlock_abi() == 0:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("this kernel offers no Landlock; CI machines are expected to have it")
-        pytest.skip("no Landlock in this kernel")
     home = tmp_path / "home"
     (home / "store").mkdir(parents=True)
     (home / "store" / "token").write_text("the-agent-token")
