@@ -37,6 +37,15 @@ def tokens_match(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
+def bearer_token(metadata: Any) -> str:
+    """The bearer token a call presents in its metadata ("" for none)."""
+    presented = ""
+    for key, value in metadata or ():
+        if key == AUTH_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
+            presented = value[len("Bearer ") :]
+    return presented
+
+
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every call without the right bearer token (health excepted) before its handler is looked up."""
 
@@ -65,10 +74,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         if details.method.startswith(UNAUTHENTICATED_PREFIXES):
             return await continuation(details)
-        presented = ""
-        for key, value in details.invocation_metadata or ():
-            if key == AUTH_METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
-                presented = value[len("Bearer ") :]
+        presented = bearer_token(details.invocation_metadata)
         handler = await continuation(details)
         if handler is None or (presented and tokens_match(presented, self._token)):
             return handler

@@ -34,7 +34,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge_agent import __version__
-from edge_agent.auth import TokenAuthInterceptor, ensure_token, read_token, server_credentials
+from edge_agent.auth import TokenAuthInterceptor, bearer_token, ensure_token, read_token, server_credentials, tokens_match
 from edge_agent.confine import landlock_abi
 from edge_agent.device import start_torch_probe
 from edge_agent.errors import QuotaExceeded, StoreLocked
@@ -76,18 +76,24 @@ class InsecureBindError(ValueError):
 
 
 class BoundedHealthServicer(health.aio.HealthServicer):
-    """grpc's health service. Its ``Watch`` streams are open to anyone (health needs no token), so they have their
-    own per-client and total limits, apart from authenticated calls', and a lifetime (the client watches again):
-    watches can neither fill the server nor take room from those who hold the token."""
+    """grpc's health service. Its ``Watch`` streams are open to anyone (health needs no token), so unauthenticated
+    watches have their own per-client and total limits, apart from authenticated calls', and a lifetime (the client
+    watches again): they can neither fill the server nor take room from those who hold the token. A watch that
+    presents the token counts as one of the token holder's streams instead."""
 
-    def __init__(self, slots: StreamSlots, lifetime: float) -> None:
+    def __init__(self, watch_slots: StreamSlots, call_slots: StreamSlots, lifetime: float, token: str | None) -> None:
         super().__init__()
-        self._slots = slots
+        self._watch_slots = watch_slots
+        self._call_slots = call_slots
         self._lifetime = lifetime
+        self._token = token
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        presented = bearer_token(context.invocation_metadata())
+        holder = bool(self._token and presented and tokens_match(presented, self._token))
+        slots = self._call_slots if holder else self._watch_slots
         try:
-            with self._slots.hold(context.peer()):
+            with slots.hold(context.peer()):
                 await asyncio.wait_for(super().Watch(request, context), timeout=self._lifetime)
         except QuotaExceeded as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -301,7 +307,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
     limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
     slots = StreamSlots.for_calls(limits)
-    health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), limits.watch_lifetime)
+    health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), slots, limits.watch_lifetime, token)
     agent_ref: list[Agent] = []
 
     def on_degraded(degraded: bool) -> None:  # from the run manager's threads

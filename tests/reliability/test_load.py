@@ -260,3 +260,29 @@ def test_a_thousand_idle_connections_leave_the_agent_answering(make_agent) -> No
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     nothing_lost(agent.port, agent.store)
+
+
+def test_a_watch_that_presents_the_token_is_one_of_the_token_holders_streams(make_agent) -> None:
+    # Unauthenticated watches can fill the watch budget; the token holder's own watch is not counted there.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    agent = make_agent()
+    ch = channel(agent.port)
+    opened = []
+    try:
+        for _ in range(4):  # this address's whole unauthenticated budget
+            call = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+            next(call)
+            opened.append(call)
+        anonymous = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(anonymous)
+        holder = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=60, metadata=auth())
+        first = next(holder)
+        opened.append(holder)
+    finally:
+        for call in opened:
+            call.cancel()
+        ch.close()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
