@@ -36,17 +36,10 @@ from edge_agent.v1 import agent_pb2 as pb
 
 REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(REPO_TESTS)]
-from agent_helpers import AgentProcess, tiny_onnx_bytes, write_artifact  # noqa: E402
+from agent_helpers import AgentProcess, rss_mib, tiny_onnx_bytes, write_artifact  # noqa: E402
 
 TOKEN = "benchmark-token-0123456789"
 PUSH_MB = 50
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class BareSink:

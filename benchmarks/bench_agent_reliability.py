@@ -36,7 +36,7 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests")]
 
-from agent_helpers import FAST, TOKEN, tiny_onnx_bytes  # noqa: E402
+from agent_helpers import FAST, TOKEN, rss_mib, tiny_onnx_bytes  # noqa: E402
 from edge_agent.v1 import agent_pb2 as pb  # noqa: E402
 from google.protobuf import json_format, message_factory  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
@@ -165,13 +165,6 @@ def new_agent(
         agent.command = lambda: [*prefix, *command()]  # type: ignore[method-assign]
     agent.start()
     return agent
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def bench_run(port: int, sha: str, run_id: str, settings: dict | None = None, timeout: float = 120) -> object:

@@ -197,3 +197,11 @@ class AgentProcess:
         for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
             if stream:
                 stream.close()
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (``VmRSS``) in MiB; NaN when it has none to show."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

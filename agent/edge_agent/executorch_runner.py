@@ -131,7 +131,10 @@ def planned_memory_bytes(program: bytes) -> int:
     total = 0
     base, count = vector(plans, 4)
     if count > MAX_EXECUTION_PLANS:  # bounded work: entries may all point at one plan
-        raise ExecutorchLoadError(f"the program has {count} execution plans; edge-opt runs programs with a few")
+        raise ExecutorchLoadError(
+            f"the program has {count} execution plans; edge-opt runs programs with a few: re-export it with "
+            "edge-export --format executorch"
+        )
     for i in range(count):
         entry = base + 4 * i
         sizes = field(entry + u32(entry), 8)  # ExecutionPlan.non_const_buffer_sizes
@@ -139,7 +142,8 @@ def planned_memory_bytes(program: bytes) -> int:
             continue
         start, n = vector(sizes, 8)
         if n > MAX_PLANNED_BUFFERS:
-            raise ExecutorchLoadError(f"an execution plan lists {n} memory buffers; edge-opt runs programs with a few")
+            fix = "re-export it with edge-export --format executorch"
+            raise ExecutorchLoadError(f"an execution plan lists {n} memory buffers; {fix}")
         # Entry 0 is reserved (the constants); the rest are the planned buffers.
         total += sum(max(0, struct.unpack_from("<q", program, start + 8 * j)[0]) for j in range(1, n))
     return total

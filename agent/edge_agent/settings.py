@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from edge_agent.errors import InvalidSettings
+from edge_agent.formats import MODEL_FORMATS
 
-RUNTIMES = ("RUNTIME_UNSPECIFIED", "RUNTIME_ONNXRUNTIME", "RUNTIME_TORCHSCRIPT", "RUNTIME_EXECUTORCH")
+#: The wire's runtime names: unspecified (the artifact's own), then one per artifact format.
+RUNTIMES = ("RUNTIME_UNSPECIFIED", *(f"RUNTIME_{f.runtime.upper()}" for f in MODEL_FORMATS.values()))
 GRAPH_OPTIMIZATIONS = ("GRAPH_OPT_UNSPECIFIED", "GRAPH_OPT_DISABLE", "GRAPH_OPT_BASIC", "GRAPH_OPT_EXTENDED", "GRAPH_OPT_ALL")
 
 

@@ -273,8 +273,12 @@ class ArtifactStore:
         return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
     def list(self) -> list[ArtifactMeta]:
-        self._make_dirs()
-        metas = [m for d in self.artifacts_dir.iterdir() if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
+        try:
+            entries = list(self.artifacts_dir.iterdir())
+        except FileNotFoundError:  # removed under the running agent: nothing is there, and it heals
+            self._make_dirs()
+            return []
+        metas = [m for d in entries if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
         return sorted(metas, key=lambda m: m.committed_at)
 
     def used_bytes(self, committed: list[ArtifactMeta] | None = None) -> int:

@@ -164,27 +164,13 @@ def _in_slices(call: Any, planned: int) -> Any:
 def load_confined(
     runtime: str, model_path: str, readable: list[str] | None = None, private: list[str] | None = None
 ) -> tuple[bytes, Confinement]:
-    """Import the runtime, read and re-check the model, then confine this process; returns the model bytes."""
-    if runtime == "onnxruntime":
-        import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
-
-        from edge_agent import onnx_guard
-
-        model = _read_model(model_path)
-        try:
-            onnx_guard.check_model_bytes(model)
-        except ArtifactRejected as exc:
-            raise WorkerError("MODEL_INVALID", str(exc)) from None
-    elif runtime == "executorch":
-        import executorch.runtime  # noqa: F401 - likewise (it imports torch, which reads its own files)
-
-        model = _read_model(model_path)
-    elif runtime == "torchscript":
-        import torch  # noqa: F401 - likewise
-
-        model = _read_model(model_path)
-    else:  # a format added without an opener here: fail loudly, never run it with another runtime
+    """Read the model, import its runtime and re-check the model (:data:`RUNNERS`), then confine this process;
+    returns the model bytes."""
+    runner = RUNNERS.get(runtime)
+    if runner is None:  # a format added without a runner here: fail loudly, never run it with another runtime
         raise WorkerError("RUNTIME_ERROR", f"this worker has no runner for runtime {runtime!r}")
+    model = _read_model(model_path)
+    runner.prepare(model)
     # ``readable``: the run's evaluation-set files, read after the timed loop (read-only, those files alone);
     # ``private``: the agent's store and secrets, unreadable even where the Python path holds them.
     return model, confine(os.getcwd(), extra_read=readable, private=private)  # noqa: PTH109 - a string path, as Landlock takes it
@@ -241,11 +227,39 @@ def _open_torchscript(model: bytes, request: dict[str, Any]) -> Opened:
     return Opened(call, request["input"]["shape"], dtype, torch.__version__)
 
 
-#: One opener per runtime (edge_agent.formats names the runtime of each artifact format).
-OPENERS: dict[str, Callable[[bytes, dict[str, Any]], Opened]] = {
-    "onnxruntime": _open_onnx,
-    "executorch": _open_executorch,
-    "torchscript": _open_torchscript,
+def _prepare_onnx(model: bytes) -> None:
+    import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
+
+    from edge_agent import onnx_guard
+
+    try:
+        onnx_guard.check_model_bytes(model)  # again, on the bytes this worker will load
+    except ArtifactRejected as exc:
+        raise WorkerError("MODEL_INVALID", str(exc)) from None
+
+
+def _prepare_executorch(_model: bytes) -> None:
+    import executorch.runtime  # noqa: F401 - before confinement (it imports torch, which reads its own files)
+
+
+def _prepare_torchscript(_model: bytes) -> None:
+    import torch  # noqa: F401 - before confinement: it reads its own files at import
+
+
+@dataclass(frozen=True)
+class Runner:
+    """What the worker does for one runtime: ``prepare`` before confinement (imports, checks of the bytes),
+    ``open`` after it."""
+
+    prepare: Callable[[bytes], None]
+    open: Callable[[bytes, dict[str, Any]], Opened]
+
+
+#: One runner per runtime (edge_agent.formats names the runtime of each artifact format).
+RUNNERS: dict[str, Runner] = {
+    "onnxruntime": Runner(_prepare_onnx, _open_onnx),
+    "executorch": Runner(_prepare_executorch, _open_executorch),
+    "torchscript": Runner(_prepare_torchscript, _open_torchscript),
 }
 
 
@@ -260,7 +274,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     model, confinement = load_confined(
         runtime, request["model_path"], list((request.get("eval_paths") or {}).values()), request.get("private_paths")
     )
-    opened = OPENERS[runtime](model, request)  # load_confined refused any runtime without an opener
+    opened = RUNNERS[runtime].open(model, request)  # load_confined refused any runtime without a runner
     call, declared, dtype, version = opened.call, opened.declared, opened.dtype, opened.version
     evaluate_call = opened.evaluate
     load_seconds = time.perf_counter() - t0

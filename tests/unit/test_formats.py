@@ -19,7 +19,7 @@ def test_every_format_is_known_to_the_wire_the_journal_the_store_and_the_runs(fm
     assert pb.RuntimeKind.Value(f"RUNTIME_{spec.runtime.upper()}") > 0  # raises for a name the proto lacks
     assert runs._RUNTIME_NAMES[f"RUNTIME_{spec.runtime.upper()}"] == spec.runtime
     assert spec.runtime in journal.RUNTIMES  # or its results would be set aside at the next start
-    assert spec.runtime in worker.OPENERS  # or the worker could not run it
+    assert spec.runtime in worker.RUNNERS  # or the worker could not run it
     assert store.MODEL_FILES[fmt] == spec.file_name
     garbage = tmp_path / spec.file_name
     garbage.write_bytes(b"\x00" * 64)

@@ -132,9 +132,7 @@ def push_and_bench(
                         device_dir / f"{entry.get('run_id', 'run')}.json",
                         json.dumps({**entry, "device": device}, indent=2).encode(),
                     )
-    except DeviceCallError as exc:
-        raise device_error(address, exc) from None
-    except (OSError, ValueError) as exc:
+    except (DeviceCallError, OSError, ValueError) as exc:
         raise device_error(address, exc) from None
     return rows
 
