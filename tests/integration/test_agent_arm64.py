@@ -24,14 +24,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from agent_helpers import TOKEN, AgentProcess, client_for
 from edge_opt import evalset
 from edge_opt.config import parse_config
+from edge_opt.evaluate import output_step
 from edge_opt.pipeline import run_export
-from onnx import numpy_helper
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,16 +51,6 @@ def _session(path: Path, *, semantics: bool) -> ort.InferenceSession:
     if semantics:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def _output_step(path: Path) -> float:
-    """The quantization step (scale) of the QuantizeLinear whose DequantizeLinear produces the logits."""
-    graph = onnx.load(str(path)).graph
-    producers = {out: node for node in graph.node for out in node.output}
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    dq = producers[graph.output[0].name]
-    assert dq.op_type == "DequantizeLinear", dq.op_type
-    return float(np.max(inits[dq.input[1]]))
 
 
 def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_the_models_semantics(
@@ -116,7 +105,7 @@ def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_the_models_semantics(
     assert device_out.shape == semantics_out.shape == (10,)
     # Tight: float rounding, or at most one output quantization step where the device's fused integer kernel rounds
     # a tie the other way (seen once in 1,000 images, never changing the top-1); an AVX2-only host's kernels were two.
-    step = _output_step(model)
+    step = output_step(model)
     assert np.argmax(device_out) == np.argmax(semantics_out)
     np.testing.assert_allclose(device_out, semantics_out, atol=step + 1e-5, rtol=0)
 

@@ -131,6 +131,24 @@ def evaluation_mode(artifact_target: str, *, quantized: bool, host_target: str |
     return HOST_KERNELS if host_target == artifact_target else REFERENCE_SEMANTICS
 
 
+def output_step(path: Path) -> float:
+    """The quantization step of a QDQ ONNX model's output: the scale of the DequantizeLinear that produces it.
+
+    An optimised integer kernel may round a tie the other way and land one such step from the model's semantics
+    (``reference-semantics``), so comparisons of a device with the semantics allow one step. 0.0 when the output is
+    not dequantized (float models), so such comparisons stay exact.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = next((node for node in graph.node if graph.output[0].name in node.output), None)
+    if producer is None or producer.op_type != "DequantizeLinear":
+        return 0.0
+    scale = next((i for i in graph.initializer if i.name == producer.input[1]), None)
+    return 0.0 if scale is None else float(np.max(numpy_helper.to_array(scale)))
+
+
 def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:
     """Logits for every image of ``split`` (float32, ``(N, classes)``)."""
     outs = [runner(x.numpy()) for x, _ in split.batches(preprocessing, batch_size)]
