@@ -10,7 +10,9 @@ host's, so agents listen on 127.0.0.1.
 2. agent amd64 (``edge-agent:amd64``): the three agents of ``docker/compose.yaml``, each started with its service's
    command (listening on a free 127.0.0.1 port instead of the container's 0.0.0.0:50051, since there is no port
    mapping); ``edge-fleet devices`` and ``edge-fleet bench`` collect from them; one of them benchmarks the INT8 ONNX
-   artifact with ``edge-agent bench`` and its output for the fixed input must match this host's onnxruntime.
+   artifact with ``edge-agent bench`` and its output for the fixed input must match the host's reference: this
+   host's onnxruntime kernels when host, artifact and device share a target profile, else the model's semantics
+   within one output quantization step (see ``host_reference``).
 3. agent arm64 (``edge-agent:arm64``): the image's entrypoint under qemu (binfmt_misc) as an emulated Raspberry Pi 4;
    the same push, benchmark and output comparison. Then each agent gets SIGTERM and must exit 0.
 
@@ -173,20 +175,31 @@ def check_toolchain(work: Path, data: Path, cache: Path | None) -> Path:
     return out
 
 
-def host_reference(artifact: Path) -> tuple[np.ndarray, float, str]:
-    """The worker's fixed input (seed 1234) run on this host the way the toolchain evaluates the artifact here, and
-    how far a correct device may be from it.
+def device_target(port: int, token_file: Path) -> str:
+    """The target profile the agent on ``port`` suggests for its CPU (device info)."""
+    info = json.loads(run(host_tool("edge_agent.cli", "info", "--device", f"127.0.0.1:{port}", "--token-file",
+                                    str(token_file), "--json", "--timeout", "120"), timeout=300, what="edge-agent info"))
+    return str(info["data"].get("suggested_target", ""))
 
-    When this host is the artifact's target (``host-kernels``), the device must give this host's optimised kernels'
-    outputs (1e-4). Otherwise (``reference-semantics``: an artifact built on a CPU of another profile, or a host
-    whose kernels are not the target's) the reference is the model's semantics, and an optimised integer kernel
-    may land one output quantization step from it on a rounding tie.
+
+def host_reference(artifact: Path, device: str) -> tuple[np.ndarray, float, str]:
+    """The worker's fixed input (seed 1234) run on this host, what a correct device may differ from it by, and
+    which reference it is.
+
+    When the host's profile, the artifact's target and the device's profile are one (or the artifact is float),
+    host and device run the same kernels: this host's optimised onnxruntime, to 1e-4 (``host-kernels``).
+    Otherwise (a Pi, or a host whose kernels are not the target's) the reference is the model's semantics, and an
+    optimised integer kernel may land one output quantization step from it on a rounding tie
+    (``reference-semantics``), the same rule the toolchain's evaluation and the arm64 test use.
     """
     from edge_opt.artifact import read_manifest
-    from edge_opt.evaluate import HOST_KERNELS, OrtRunner, evaluation_mode, output_step
+    from edge_opt.evaluate import HOST_KERNELS, REFERENCE_SEMANTICS, OrtRunner, evaluation_mode, output_step
 
     manifest = read_manifest(artifact)
-    mode = evaluation_mode(manifest["target"]["name"], quantized=manifest["precision"] == "int8")
+    target, quantized = manifest["target"]["name"], manifest["precision"] == "int8"
+    mode = evaluation_mode(target, quantized=quantized)
+    if quantized and device != target:
+        mode = REFERENCE_SEMANTICS
     model = artifact / "model.onnx"
     fixed = np.random.default_rng(1234).standard_normal([1, 1, 28, 28]).astype(np.float32)
     output = OrtRunner(model, semantics=mode != HOST_KERNELS)(fixed)
@@ -204,7 +217,7 @@ def bench_and_compare(port: int, token_file: Path, artifact: Path, label: str, t
         raise CheckError(f"{label}: benchmark did not succeed: {last}")
     stats = last["result"]
     device = np.asarray(stats["output_sample"], dtype=np.float64)
-    host, tolerance, mode = host_reference(artifact)
+    host, tolerance, mode = host_reference(artifact, device_target(port, token_file))
     diff = float(np.max(np.abs(device - host)))
     p50 = stats.get("latency", {}).get("p50_ms", float("nan"))
     print(f"{label}: {artifact.name} p50 {p50:.3f} ms; output vs the host's {mode} max |diff| {diff:.2e} "

@@ -1,20 +1,29 @@
 /*
- * Makes a Python process on an AVX-512 x86 see an AVX2-only CPU (no AVX-512, no VNNI, no AMX), at native speed.
+ * Makes the Python processes of an AVX-512 x86 see an AVX2-only CPU (no AVX-512, no VNNI, no AMX) when they ask
+ * CPUID, at native speed.
  *
- * Loaded through /etc/ld.so.preload inside the mount namespace `scripts/avx2_only.sh` makes. In processes whose
- * executable is a Python, the constructor turns on the kernel's CPUID faulting (arch_prctl(ARCH_SET_CPUID, 0)):
- * every CPUID instruction then traps, and the SIGSEGV handler below executes it for real with those feature bits
- * cleared. Libraries choose their kernels from CPUID (ONNX Runtime's MLAS, PyTorch's cpuinfo, oneDNN, FBGEMM), so
- * they run their AVX2 code paths: the arithmetic an AVX2-only CPU performs, on this CPU's AVX2 units.
+ * Loaded through /etc/ld.so.preload inside the mount namespace `scripts/avx2_only.sh` makes, by every dynamically
+ * linked process there; it acts only in processes whose executable is a Python. There the constructor turns on the
+ * kernel's CPUID faulting (arch_prctl(ARCH_SET_CPUID, 0)): every CPUID instruction then traps, and the SIGSEGV
+ * handler below executes it for real with those feature bits cleared. Libraries choose their kernels from CPUID
+ * (ONNX Runtime's MLAS, PyTorch's cpuinfo, oneDNN, FBGEMM), so they run their AVX2 code paths: the arithmetic an
+ * AVX2-only CPU performs, on this CPU's AVX2 units.
  *
- * The setting survives fork and threads, not exec: every new Python process loads this file again. The program's
- * own SIGSEGV handlers (Python's faulthandler) are kept and called for every other fault.
- * Needs the cpuid_fault CPU flag (Intel, and KVM guests of either vendor).
+ * What it is not: a restriction of the instruction set. AVX-512 instructions still execute if a program uses them
+ * without asking CPUID; XGETBV (which cannot trap) still reports the AVX-512 register state as enabled; glibc and
+ * the dynamic loader chose their string functions before the constructor ran.
+ *
+ * The setting survives fork and threads, not exec: every new Python process loads this file again. A program's
+ * own SIGSEGV handlers, set with sigaction() or signal(), are recorded and called for every other fault
+ * (faulthandler keeps working, on its alternate stack). Limits: a thread that blocks SIGSEGV and runs CPUID is
+ * killed (the kernel forces the default action for a blocked synchronous fault); sysv_signal/sigset/raw
+ * rt_sigaction calls bypass the recording.
  */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <cpuid.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +39,7 @@ static sigaction_fn real_sigaction;
 static struct sigaction program_handler; /* what the program asked for SIGSEGV; called for other faults */
 static int active;
 
-static int cpuid_faulting(int on) { return (int)syscall(SYS_arch_prctl, ARCH_SET_CPUID, on ? 0 : 1); }
+static long cpuid_faulting(int on) { return syscall(SYS_arch_prctl, ARCH_SET_CPUID, on ? 0 : 1); }
 
 #define BIT(n) (1u << (n))
 
@@ -50,46 +59,77 @@ static void mask(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t
     } else if (leaf == 0xd && sub == 0) {
         /* the opmask, ZMM and AMX tile states among the supported XSAVE components */
         *a &= ~(BIT(5) | BIT(6) | BIT(7) | BIT(17) | BIT(18));
+    } else if (leaf == 0xd && (sub == 5 || sub == 6 || sub == 7 || sub == 17 || sub == 18)) {
+        *a = *b = *c = *d = 0; /* those components' sizes and offsets */
     } else if (leaf == 0x1d || leaf == 0x1e || leaf == 0x24) {
         *a = *b = *c = *d = 0; /* AMX tile and AVX10 information */
     }
 }
 
+static void say(const char *text) { (void)!write(2, text, strlen(text)); }
+
 static void on_segv(int sig, siginfo_t *info, void *context) {
+    int saved_errno = errno;
     ucontext_t *uc = context;
     greg_t *r = uc->uc_mcontext.gregs;
-    const unsigned char *ip = (const unsigned char *)r[REG_RIP];
-    /* A faulting CPUID arrives as a general-protection SIGSEGV (SI_KERNEL) with RIP on 0F A2. */
-    if (active && info->si_code == SI_KERNEL && ip[0] == 0x0f && ip[1] == 0xa2) {
+    /* A faulting CPUID arrives as a general-protection SIGSEGV (SI_KERNEL) with RIP on 0F A2; the check of
+       si_code comes first, so a jump to an unmapped address is never dereferenced here. */
+    if (active && info->si_code == SI_KERNEL && ((const unsigned char *)r[REG_RIP])[0] == 0x0f &&
+        ((const unsigned char *)r[REG_RIP])[1] == 0xa2) {
         uint32_t leaf = (uint32_t)r[REG_RAX], sub = (uint32_t)r[REG_RCX], a, b, c, d;
-        cpuid_faulting(0);
+        if (cpuid_faulting(0) != 0) {
+            say("avx2-only: could not execute CPUID (arch_prctl failed in the handler)\n");
+            _exit(70);
+        }
         __cpuid_count(leaf, sub, a, b, c, d);
         cpuid_faulting(1);
         mask(leaf, sub, &a, &b, &c, &d);
-        r[REG_RAX] = a;
+        r[REG_RAX] = a; /* CPUID writes 32-bit registers: the upper halves become zero */
         r[REG_RBX] = b;
         r[REG_RCX] = c;
         r[REG_RDX] = d;
         r[REG_RIP] += 2;
+        errno = saved_errno;
         return;
     }
-    if (program_handler.sa_flags & SA_SIGINFO) {
-        program_handler.sa_sigaction(sig, info, context);
-    } else if (program_handler.sa_handler != SIG_DFL && program_handler.sa_handler != SIG_IGN) {
-        program_handler.sa_handler(sig);
-    } else {
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
-        real_sigaction(SIGSEGV, &dfl, NULL); /* the fault repeats on return and takes the default action */
+    struct sigaction program = program_handler;
+    int sent = info->si_code <= 0; /* by kill() or raise(), not a fault */
+    if (program.sa_flags & SA_RESETHAND) program_handler.sa_handler = SIG_DFL;
+    if ((program.sa_flags & SA_SIGINFO) && program.sa_sigaction != NULL) {
+        program.sa_sigaction(sig, info, context);
+    } else if (!(program.sa_flags & SA_SIGINFO) && program.sa_handler != SIG_DFL && program.sa_handler != SIG_IGN) {
+        program.sa_handler(sig);
+    } else if (!(sent && program.sa_handler == SIG_IGN)) {
+        /* The default action (a fault kills even when SIGSEGV is ignored, as the kernel does it). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        real_sigaction(SIGSEGV, &dfl, NULL);
+        if (sent) raise(sig); /* delivered again, now with the default action */
+        /* a fault: returning re-executes the instruction, which faults again and takes the default action */
     }
+    errno = saved_errno;
 }
 
 /* The program's SIGSEGV handler is recorded, not installed: ours stays in front and passes other faults on. */
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     if (!real_sigaction) real_sigaction = (sigaction_fn)dlsym(RTLD_NEXT, "sigaction");
     if (!active || sig != SIGSEGV) return real_sigaction(sig, act, old);
-    if (old) *old = program_handler;
-    if (act) program_handler = *act;
+    struct sigaction previous = program_handler, requested;
+    if (act) requested = *act; /* act and old may be the same struct */
+    if (act) program_handler = requested;
+    if (old) *old = previous;
     return 0;
+}
+
+sighandler_t signal(int sig, sighandler_t handler) {
+    struct sigaction act, old;
+    memset(&act, 0, sizeof act);
+    act.sa_handler = handler;
+    act.sa_flags = SA_RESTART;
+    sigemptyset(&act.sa_mask);
+    if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+    return old.sa_handler;
 }
 
 static int is_python(void) {
@@ -107,14 +147,25 @@ __attribute__((constructor)) static void start(void) {
     struct sigaction ours;
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = on_segv;
-    ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+    ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART | SA_ONSTACK;
     sigemptyset(&ours.sa_mask);
-    if (real_sigaction(SIGSEGV, &ours, &program_handler) != 0) return;
+    if (real_sigaction(SIGSEGV, &ours, &program_handler) != 0) {
+        say("avx2-only: could not install the SIGSEGV handler: this process sees the real CPU\n");
+        if (getenv("EDGE_AVX2_ONLY_STRICT")) _exit(70);
+        return;
+    }
     active = 1;
     if (cpuid_faulting(1) != 0) {
+        int error = errno;
         active = 0;
         real_sigaction(SIGSEGV, &program_handler, NULL);
-        fprintf(stderr, "avx2-only: CPUID faulting unavailable (no cpuid_fault flag): this process sees the real CPU\n");
+        /* EINVAL: not a Linux kernel that knows ARCH_SET_CPUID, i.e. an emulator such as qemu-user, whose guest
+           sees the CPU the emulator presents: nothing to do. Otherwise (ENODEV: no cpuid_fault) say so. */
+        if (error == EINVAL) return;
+        char text[160];
+        snprintf(text, sizeof text, "avx2-only: CPUID faulting unavailable (%s): this process sees the real CPU\n",
+                 strerror(error));
+        say(text);
         if (getenv("EDGE_AVX2_ONLY_STRICT")) _exit(70);
     }
 }

@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, parse_json_result, run_cli
 from edge_opt.artifact import read_manifest, sha256_file
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
 
 
 @pytest.fixture(scope="module")

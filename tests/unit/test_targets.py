@@ -7,7 +7,7 @@ from edge_agent.cpu import cpu_flags, cpu_model, suggested_target
 from edge_opt.errors import ConfigError
 from edge_opt.targets import PROFILES, profile_for, resolve_target
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.cpus]
 
 
 def test_profiles_choose_backend_and_ort_types() -> None:

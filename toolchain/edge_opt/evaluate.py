@@ -136,7 +136,7 @@ def output_step(path: Path) -> float:
 
     An optimised integer kernel may round a tie the other way and land one such step from the model's semantics
     (``reference-semantics``), so comparisons of a device with the semantics allow one step. 0.0 when the output is
-    not dequantized (float models), so such comparisons stay exact.
+    not dequantized (float models), so such comparisons stay exact; ValueError when its scale is not a constant.
     """
     import onnx
     from onnx import numpy_helper
@@ -146,7 +146,10 @@ def output_step(path: Path) -> float:
     if producer is None or producer.op_type != "DequantizeLinear":
         return 0.0
     scale = next((i for i in graph.initializer if i.name == producer.input[1]), None)
-    return 0.0 if scale is None else float(np.max(numpy_helper.to_array(scale)))
+    if scale is None:
+        raise ValueError(f"{path}: the output's DequantizeLinear takes its scale {producer.input[1]!r} from a node, "
+                         "not an initializer; export it with constant folding (edge-export does)")
+    return float(np.max(numpy_helper.to_array(scale)))
 
 
 def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:
