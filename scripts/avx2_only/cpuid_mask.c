@@ -10,8 +10,9 @@
  * AVX2-only CPU performs, on this CPU's AVX2 units.
  *
  * What it is not: a restriction of the instruction set. AVX-512 instructions still execute if a program uses them
- * without asking CPUID; XGETBV (which cannot trap) still reports the AVX-512 register state as enabled; glibc and
- * the dynamic loader chose their string functions before the constructor ran.
+ * without asking CPUID; XGETBV (which cannot trap) still reports the AVX-512 register state as enabled. glibc and
+ * the dynamic loader choose their string functions before the constructor runs: the script's GLIBC_TUNABLES
+ * (glibc.cpu.hwcaps) makes those choices follow the view.
  *
  * The setting survives fork and threads, not exec: every new Python process loads this file again. A program's
  * own SIGSEGV handlers, set with sigaction() or signal(), are recorded and called for every other fault
@@ -77,12 +78,20 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
     if (active && info->si_code == SI_KERNEL && ((const unsigned char *)r[REG_RIP])[0] == 0x0f &&
         ((const unsigned char *)r[REG_RIP])[1] == 0xa2) {
         uint32_t leaf = (uint32_t)r[REG_RAX], sub = (uint32_t)r[REG_RCX], a, b, c, d;
+        /* No other handler may run (and ask CPUID unmasked) while faulting is off for this thread. */
+        sigset_t all, before;
+        sigfillset(&all);
+        sigprocmask(SIG_SETMASK, &all, &before);
         if (cpuid_faulting(0) != 0) {
             say("avx2-only: could not execute CPUID (arch_prctl failed in the handler)\n");
             _exit(70);
         }
         __cpuid_count(leaf, sub, a, b, c, d);
-        cpuid_faulting(1);
+        if (cpuid_faulting(1) != 0) {
+            say("avx2-only: could not turn CPUID faulting on again: this thread now sees the real CPU\n");
+            if (getenv("EDGE_AVX2_ONLY_STRICT")) _exit(70);
+        }
+        sigprocmask(SIG_SETMASK, &before, NULL);
         mask(leaf, sub, &a, &b, &c, &d);
         r[REG_RAX] = a; /* CPUID writes 32-bit registers: the upper halves become zero */
         r[REG_RBX] = b;
@@ -94,11 +103,21 @@ static void on_segv(int sig, siginfo_t *info, void *context) {
     }
     struct sigaction program = program_handler;
     int sent = info->si_code <= 0; /* by kill() or raise(), not a fault */
-    if (program.sa_flags & SA_RESETHAND) program_handler.sa_handler = SIG_DFL;
-    if ((program.sa_flags & SA_SIGINFO) && program.sa_sigaction != NULL) {
-        program.sa_sigaction(sig, info, context);
-    } else if (!(program.sa_flags & SA_SIGINFO) && program.sa_handler != SIG_DFL && program.sa_handler != SIG_IGN) {
-        program.sa_handler(sig);
+    if (program.sa_flags & SA_RESETHAND) {
+        memset(&program_handler, 0, sizeof program_handler);
+        program_handler.sa_handler = SIG_DFL;
+    }
+    int has_function = (program.sa_flags & SA_SIGINFO) ? program.sa_sigaction != NULL
+                                                       : program.sa_handler != SIG_DFL && program.sa_handler != SIG_IGN;
+    if (has_function) {
+        /* As the kernel would run it: its sa_mask blocked, and SIGSEGV too unless it asked for SA_NODEFER (so a
+           handler that faults is killed, not re-entered). */
+        sigset_t blocked = program.sa_mask, before;
+        if (!(program.sa_flags & SA_NODEFER)) sigaddset(&blocked, SIGSEGV);
+        sigprocmask(SIG_BLOCK, &blocked, &before);
+        if (program.sa_flags & SA_SIGINFO) program.sa_sigaction(sig, info, context);
+        else program.sa_handler(sig);
+        sigprocmask(SIG_SETMASK, &before, NULL);
     } else if (!(sent && program.sa_handler == SIG_IGN)) {
         /* The default action (a fault kills even when SIGSEGV is ignored, as the kernel does it). */
         struct sigaction dfl;
@@ -122,6 +141,8 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
     return 0;
 }
 
+/* glibc's signal() calls its internal sigaction, not the one above: this one takes its place (BSD semantics, as
+   glibc's: SA_RESTART; siginterrupt() is not honoured in the view). */
 sighandler_t signal(int sig, sighandler_t handler) {
     struct sigaction act, old;
     memset(&act, 0, sizeof act);

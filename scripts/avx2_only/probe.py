@@ -1,7 +1,8 @@
 """What this Python sees of the CPU, asked the way libraries ask: /proc/cpuinfo's flags and the CPUID instruction
 itself (a few bytes of machine code run through ctypes), plus torch's kernel level when torch is installed.
 
-Exit 0 when it sees an AVX2-only x86 (AVX2, and neither AVX-512 nor VNNI nor AMX in either place), 1 otherwise.
+Exit 0 when it sees an AVX2-only x86 (AVX2, and neither AVX-512 nor VNNI nor AMX in either place; torch, when
+installed, at its AVX2 level), 1 otherwise.
 Run by ``scripts/avx2_only.sh`` before the command, and by ``--check``.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 #: push rbx; mov eax, edi; mov ecx, esi; cpuid; mov eax, <register>; pop rbx; ret
 _REGISTER = {"eax": b"", "ebx": b"\x89\xd8", "ecx": b"\x89\xc8", "edx": b"\x89\xd0"}
-_HIDDEN = re.compile(r"avx512|avx_vnni|amx")
+#: the flags scripts/avx2_only.sh hides
+_HIDDEN = re.compile(r"avx512|avx_vnni|avx_ifma|avx_ne_convert|amx_")
 
 
 def cpuid(leaf: int, sub: int, register: str) -> int:
@@ -42,13 +44,15 @@ def main() -> int:
     masked = "cpuid_mask.so" in Path("/proc/self/maps").read_text(encoding="utf-8")
     print(f"/proc/cpuinfo: avx2 {'avx2' in flags}, AVX-512/VNNI/AMX flags: {' '.join(hidden) or 'none'}")
     print(f"CPUID: {', '.join(f'{k} {v}' for k, v in seen.items())}; CPUID mask loaded: {masked}")
+    avx2_only = "avx2" in flags and not hidden and seen["avx2"] and not any(v for k, v in seen.items() if k != "avx2")
     try:
         import torch
     except ImportError:
-        print("torch: not installed here")
+        print("torch: not installed in this Python")
     else:
-        print(f"torch CPU capability: {torch.backends.cpu.get_cpu_capability()}")
-    avx2_only = "avx2" in flags and not hidden and seen["avx2"] and not any(v for k, v in seen.items() if k != "avx2")
+        capability = torch.backends.cpu.get_cpu_capability()
+        print(f"torch CPU capability: {capability}")
+        avx2_only = avx2_only and capability == "AVX2"
     print("an AVX2-only x86" if avx2_only else "NOT an AVX2-only x86")
     return 0 if avx2_only else 1
 

@@ -11,7 +11,7 @@ from agent_helpers import FAST, client_for, tiny_onnx_bytes, write_artifact
 from edge_agent.client import DeviceCallError
 from edge_opt import evalset
 
-pytestmark = [pytest.mark.integration, pytest.mark.cpus]
+pytestmark = pytest.mark.integration
 
 
 

@@ -60,6 +60,7 @@ def test_pick_on_device_names_the_fastest_within_budget(tmp_path: Path, token_fi
 
 
 @pytest.mark.slow
+@pytest.mark.cpus
 def test_edge_export_pick_measures_the_accuracy_budget_on_the_device(
     tmp_path: Path, token_file: Path, cli_env: dict[str, str]
 ) -> None:

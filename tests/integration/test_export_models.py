@@ -24,6 +24,7 @@ def _config(data_root: Path, **extra: object) -> object:
 
 
 @pytest.mark.parametrize("target", ["x86_64", "arm64"])
+@pytest.mark.cpus
 def test_mobilenet_v2_small_input_all_precisions(tmp_path: Path, data_root: Path, target: str) -> None:
     config = _config(data_root, model={"name": "mobilenet_v2", "input_size": [32, 32]}, target=target)
     report = run_export(config, tmp_path)

@@ -8,9 +8,10 @@ import pytest
 from agent_helpers import AgentProcess, client_for
 from conftest import parse_json_result, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.cpus
 def test_export_push_bench_end_to_end(tmp_path: Path, token_file: Path, cli_env: dict[str, str]) -> None:
     token = token_file
     with AgentProcess(tmp_path / "store", token) as agent:

@@ -15,7 +15,7 @@ from edge_opt.artifact import read_manifest
 from edge_opt.config import parse_config
 from edge_opt.sweep import run_sweep, write_outputs
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
 
 
 def test_pruned_int8_smallcnn_is_small_and_accurate(tmp_path: Path, cli_env: dict[str, str], data_root: Path) -> None:
