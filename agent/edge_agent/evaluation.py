@@ -4,9 +4,10 @@ An *evaluation set* is an artifact of manifest ``format: evalset`` whose file is
 ``.npz`` (a zip of ``.npy`` arrays, never pickles) with some of:
 
 * ``inputs``: float32 ``(N, ...)``, the model's input exactly as it takes it (preprocessed on the host);
-* ``labels``: int64 or int32 ``(N,)``, the true classes;
+* ``labels``: int64 or int32 ``(N,)``, the true classes (absent for unlabelled data: then only the agreement
+  with the host's outputs is measured);
 * ``reference``: float32 ``(N, C)``, the host's outputs for those inputs (evaluated with the artifact's own
-  semantics), to measure agreement and the largest output difference.
+  semantics; one flattened row per item), to measure agreement, fidelity (SQNR) and the largest difference.
 
 The inputs and labels are the same for every artifact of an export, so they travel once per device; the reference
 outputs are per artifact and travel as a second, small evaluation set holding only ``reference``. Both go through
@@ -96,8 +97,8 @@ def check_file(path: Path) -> dict[str, tuple[int, ...]]:
         raise ArtifactRejected("evaluation set labels must be one-dimensional")
     if "reference" in shapes and len(shapes["reference"]) != 2:
         raise ArtifactRejected("evaluation set reference outputs must be two-dimensional (items, outputs)")
-    if "inputs" in shapes and "labels" not in shapes:
-        raise ArtifactRejected("evaluation set inputs need labels")
+    if "labels" in shapes and "inputs" not in shapes:
+        raise ArtifactRejected("evaluation set labels need inputs")
     return shapes
 
 
@@ -140,7 +141,7 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
     try:
         with np.load(paths["eval_set"], allow_pickle=False) as data:
             inputs = np.asarray(data["inputs"])
-            labels = np.asarray(data["labels"]).astype(np.int64)
+            labels = np.asarray(data["labels"]).astype(np.int64) if "labels" in data.files else None
         reference = None
         if paths.get("eval_reference"):
             with np.load(paths["eval_reference"], allow_pickle=False) as data:
@@ -153,7 +154,7 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
         return {**out, "error": "the reference outputs do not match the evaluation set's size"}
     n = int(inputs.shape[0])
     correct = agree = 0
-    max_diff = 0.0
+    max_diff = signal = noise = 0.0
     for start in range(0, n, EVAL_BATCH):
         try:
             y = np.asarray(call(inputs[start : start + EVAL_BATCH].astype(dtype, copy=False)), dtype=np.float32)
@@ -162,7 +163,8 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return {**out, "error": f"the model failed on evaluation items {start}..: {type(exc).__name__}: {first}"}
         predicted = y.argmax(axis=1)
-        correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())
+        if labels is not None:
+            correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())
         if reference is not None:
             ref = reference[start : start + EVAL_BATCH]
             if ref.shape != y.shape:
@@ -171,7 +173,25 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
             agree += int((predicted == ref.argmax(axis=1)).sum())
             diff = np.abs(y.astype(np.float64) - ref.astype(np.float64))
             max_diff = max(max_diff, float(diff.max()) if np.isfinite(diff).all() else float("inf"))
-    out.update(samples=n, top1_accuracy=correct / n, has_reference=reference is not None)
+            signal += float(np.square(ref.astype(np.float64)).sum())
+            noise += float(np.square(diff).sum()) if np.isfinite(diff).all() else float("inf")
+    out.update(samples=n, has_reference=reference is not None)
+    if labels is not None:
+        out["top1_accuracy"] = correct / n
     if reference is not None:
-        out.update(agreement_with_host=agree / n, max_abs_diff=max_diff)
+        out.update(agreement_with_host=agree / n, max_abs_diff=max_diff, sqnr_db=_sqnr_db(signal, noise))
     return out
+
+
+#: SQNR reported for outputs identical to the reference.
+SQNR_IDENTICAL_DB = 200.0
+
+
+def _sqnr_db(signal: float, noise: float) -> float:
+    import math
+
+    if noise == 0.0:
+        return SQNR_IDENTICAL_DB
+    if signal == 0.0 or not math.isfinite(noise):
+        return -1000.0  # no signal, or non-finite outputs: as far from the reference as can be said
+    return min(SQNR_IDENTICAL_DB, 10.0 * math.log10(signal / noise))

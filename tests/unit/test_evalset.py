@@ -41,7 +41,7 @@ def test_npz_is_reproducible_and_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"inputs": np.zeros((4, 3), np.float32)}, "need labels"),
+        ({"labels": np.zeros(4, np.int64)}, "need inputs"),
         ({"inputs": np.zeros((4, 3), np.float32), "labels": np.zeros(5, np.int64)}, "first dimension"),
         ({"inputs": np.zeros((4, 3), np.float64), "labels": np.zeros(4, np.int64)}, "dtype"),
         ({"reference": np.zeros(4, np.float32)}, "two-dimensional"),
@@ -94,3 +94,26 @@ def test_evaluate_reports_accuracy_agreement_and_difference(tmp_path: Path) -> N
     assert evalset.flags(out, float(np.abs(reference).max()))  # 0.5 is beyond 1% of these small logits
     wrong = evaluation.evaluate(call, {"eval_set": str(inputs)}, "float32", [3, 28, 28])
     assert "shape" in wrong["error"] and "top1_accuracy" not in wrong
+
+
+def test_unlabelled_sets_measure_fidelity_not_accuracy(tmp_path: Path) -> None:
+    # setup: inputs without labels (the user's unlabelled data) and the host's outputs on them
+    session = ort.InferenceSession(tiny_onnx_bytes(), providers=["CPUExecutionProvider"])
+
+    def call(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input": x})[0]
+
+    x, _ = _inputs(120)
+    assert evaluation.check_file(_write(tmp_path / "i.npz", evalset.npz_bytes({"inputs": x}))) == {"inputs": (120, 1, 28, 28)}
+    host = call(x)
+    noisy = host + np.float32(0.01) * np.abs(host).max()
+    ref = _write(tmp_path / "r.npz", evalset.npz_bytes({"reference": noisy}))
+    # execute
+    out = evaluation.evaluate(call, {"eval_set": str(tmp_path / "i.npz"), "eval_reference": str(ref)}, "float32", [1, 28, 28])
+    same = _write(tmp_path / "s.npz", evalset.npz_bytes({"reference": host}))
+    exact = evaluation.evaluate(call, {"eval_set": str(tmp_path / "i.npz"), "eval_reference": str(same)}, "float32", [1, 28, 28])
+    # assert: no accuracy without labels; SQNR is finite for a small offset and the ceiling for identical outputs
+    assert "top1_accuracy" not in out and out["samples"] == 120
+    expected = 10 * np.log10(np.square(noisy.astype(np.float64)).sum() / np.square(noisy - host).astype(np.float64).sum())
+    assert out["sqnr_db"] == pytest.approx(expected, abs=0.05)
+    assert exact["sqnr_db"] == evaluation.SQNR_IDENTICAL_DB

@@ -29,13 +29,18 @@ examples:
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
+  edge-export --model mypkg.nets:build --checkpoint w.pt --data photos/ --input-size 224 --resize 256 \
+              --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision int8
+                                                     your model on your image folder (class subfolders; train/ + val/)
+  edge-export --model mypkg.nets:build --checkpoint w.pt --data data.npz --precision int8
+                                                     arrays x (N,H,W,C uint8 or N,C,H,W float32) and y (labels)
   edge-export --model mypkg.nets:build --checkpoint weights.pt --channels 3 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
   edge-export --precision int8 --json > result.json  machine-readable result on stdout
   edge-export --precision int8 --push 127.0.0.1:50051 --token-file tok --bench
                                                      push to an edge-agent and benchmark there
 
 environment:
-  EDGE_OPT_DATA_DIR   folder holding FashionMNIST/raw (default: ~/.cache/edge-opt/datasets)
+  EDGE_OPT_DATA_DIR   folder holding FashionMNIST/raw, the built-in data (default: ~/.cache/edge-opt/datasets)
   EDGE_OPT_CACHE_DIR  trained checkpoints cache (default: ~/.cache/edge-opt)
 """
 
@@ -73,6 +78,27 @@ def _floats(value: str) -> list[float]:
     except ValueError:
         example = "e.g. 0.5 or 0.485,0.456,0.406"
         raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
+
+
+def _resize(value: str) -> tuple[int, ...]:
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts if p)
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N (the shorter side) or HxW, e.g. 256 or 256x320")
+    return sizes
+
+
+def _fraction(value: str) -> float:
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not 0 < fraction < 1:
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: a fraction between 0 and 1, e.g. 0.2")
+    return fraction
 
 
 def _rounds(value: str) -> int:
@@ -121,6 +147,23 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: what the model takes)")
     parser.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="input normalisation mean (default 0.2860)")
     parser.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input normalisation std (default 0.3530)")
+    parser.add_argument("--num-classes", type=int, metavar="N", help="the model's classes (default: the data's; 10)")
+    data = parser.add_argument_group(
+        "data (default: Fashion-MNIST, built in)",
+        "your own data: an image folder (one subfolder per class; train/ + val/ or test/ subfolders are used as "
+        "such), an .npz (x: uint8 N,H,W[,C] images or float32 N,C,H,W inputs; y: labels, optional) or "
+        "package.module:function returning a torch Dataset of (input, label)",
+    )
+    data.add_argument("--data", metavar="SOURCE", help="calibrate and evaluate on this data (split when it is one source)")
+    data.add_argument("--calibration-data", metavar="SOURCE", help="calibration / training data of its own")
+    data.add_argument("--eval-data", metavar="SOURCE", help="evaluation data of its own")
+    data.add_argument(
+        "--val-fraction", type=_fraction, metavar="F", help="share of one source held out for evaluation (default 0.2)"
+    )
+    data.add_argument(
+        "--resize", type=_resize, metavar="N|HxW", help="resize images to this first (N: the shorter side), then "
+        "center-crop to --input-size (default: resize straight to --input-size)",
+    )
     parser.add_argument("--calibration-batches", type=int, metavar="N", help="INT8 calibration batches (default 8)")
     parser.add_argument("--fx-observer", choices=["default", "minmax", "moving_average", "histogram"], help="FX INT8 observer")
     parser.add_argument("--ort-calibration", choices=["minmax", "entropy", "percentile"], help="ONNX Runtime calibration")
@@ -182,6 +225,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "model.channels": args.channels,
         "model.mean": args.mean,
         "model.std": args.std,
+        "model.num_classes": args.num_classes,
+        "data.source": args.data,
+        "data.calibration": args.calibration_data,
+        "data.eval": args.eval_data,
+        "data.val_fraction": args.val_fraction,
+        "data.resize": args.resize,
         "calibration_batches": args.calibration_batches,
         "pruning.amount": args.prune,
         "quantization.fx_observer": args.fx_observer,
@@ -238,15 +287,17 @@ def _run(args: argparse.Namespace) -> Outcome:
             from edge_opt.config import with_overrides
 
             config = with_overrides(config, {"target": target})
-    report = run_export(config, args.out, keep_going=args.pick)
+    report = run_export(config, args.out)
     from rich.console import Console
 
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     if not args.json:
         print_export_report(report, out)
     data = report.to_dict()
+    # What passed is written; each refused artifact is named (exit 8). The pick leaves refused candidates out by design.
+    refusals = [] if args.pick else [{"code": "export", "message": f"{k}: {v}"} for k, v in report.refused.items()]
     if not args.push:
-        return Outcome(data)
+        return Outcome(data, EXIT_PARTIAL if refusals else 0, refusals)
     from edge_opt.device_runs import device_failures, print_device_rows, push_and_bench
 
     try:
@@ -255,9 +306,9 @@ def _run(args: argparse.Namespace) -> Outcome:
         )
     except DeviceError as exc:
         write_summary(report.out_dir, data)
-        return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
+        return Outcome(data, exc.exit_code, [*refusals, {"code": exc.code, "message": str(exc)}])
     data["device"] = {"address": args.push, "runs": rows}
-    failures = device_failures(rows, bench=args.bench)
+    failures = refusals + device_failures(rows, bench=args.bench)
     if not args.json:
         print_device_rows(out, args.push, rows)
     if args.pick:

@@ -65,7 +65,7 @@ class ModelSection(_Section):
     name: str = Field("smallcnn", description="smallcnn, a torchvision name, or package.module:factory")
     checkpoint: Path | None = Field(None, description="state_dict file; null trains SmallCNN (cached)")
     input_size: tuple[int, int] | None = Field(None, description="[height, width]; null = 28x28")
-    num_classes: int = Field(10, ge=2)
+    num_classes: int | None = Field(None, ge=2, description="null = the data's classes (Fashion-MNIST: 10)")
     channels: int | None = Field(None, description="1 or 3 input channels; null = what the model takes (probed)")
     mean: list[float] | None = Field(None, description="normalisation mean, 1 value or 1 per channel; null = Fashion-MNIST's")
     std: list[float] | None = Field(None, description="normalisation std, 1 value or 1 per channel; null = Fashion-MNIST's")
@@ -97,10 +97,31 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
+    #: The user's data: an image folder, an .npz or package.module:function; null = Fashion-MNIST (built in).
+    source: str | None = Field(None, min_length=1)
+    #: Calibration / training data of its own (else drawn from ``source``).
+    calibration: str | None = Field(None, min_length=1)
+    #: Evaluation data of its own (else drawn from ``source``).
+    eval: str | None = Field(None, min_length=1)
+    #: Fraction of a single source held out for evaluation (a folder with train/ and val/ uses those).
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    #: Resize before the center crop to model.input_size: [N] sets the shorter side, [H, W] both; null = no crop.
+    resize: tuple[int] | tuple[int, int] | None = None
     root: Path | None = Field(None, description="folder holding FashionMNIST/raw; null = $EDGE_OPT_DATA_DIR")
     download: bool = True
     batch_size: int = Field(64, ge=1, le=4096)
-    eval_samples: int | None = Field(None, ge=100, description="test images for accuracy; null = all 10,000")
+    eval_samples: int | None = Field(None, ge=10, description="evaluation items used; null = all")
+
+    @field_validator("resize")
+    @classmethod
+    def _check_resize(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and not all(16 <= s <= 4096 for s in v):
+            raise ValueError(f"resize {list(v)} out of range: each side must be 16..4096")
+        return v
+
+    @property
+    def user_data(self) -> bool:
+        return any(v is not None for v in (self.source, self.calibration, self.eval))
 
 
 class TrainSection(_Section):

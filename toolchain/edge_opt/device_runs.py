@@ -183,16 +183,20 @@ def check_cells(check: dict[str, Any] | None) -> list[str]:
     """device accuracy, host accuracy on the same items, top-1 agreement, largest output difference."""
     if not check or check.get("error"):
         return ["-", "-", "-", "-"]
-    host = check.get("host_accuracy")
     return [
-        f"{check['top1_accuracy'] * 100:.2f}%",
-        "-" if host is None else f"{host * 100:.2f}%",
+        _percent(check.get("top1_accuracy")),
+        _percent(check.get("host_accuracy")),
         "-" if check.get("agreement_with_host") is None else f"{check['agreement_with_host'] * 100:.1f}%",
         "-" if check.get("max_abs_diff") is None else f"{check['max_abs_diff']:.2g}",
     ]
 
 
 _CHECK_COLUMNS = ("device acc", "host (same)", "agree", "max diff")
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage; "-" where the data has no labels (fidelity is the metric then)."""
+    return "-" if value is None else f"{value * 100:.2f}%"
 
 
 def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
@@ -212,7 +216,7 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
             note = "; ".join(notes)
             table.add_row(
                 row["artifact"],
-                f"{row['host_accuracy'] * 100:.2f}%",
+                _percent(row["host_accuracy"]),
                 *check_cells(check),
                 f"{lat['p50_ms']:.3f}",
                 f"{lat['p90_ms']:.3f}",
@@ -223,16 +227,16 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
                 note,
             )
         elif "skipped" in row:
-            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", *["-"] * 10, f"not run: {row['skipped']}")
+            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *["-"] * 10, f"not run: {row['skipped']}")
         elif "error" in row:
             table.add_row(
                 row["artifact"],
-                f"{row['host_accuracy'] * 100:.2f}%",
+                _percent(row["host_accuracy"]),
                 *["-"] * 10,
                 f"{row['error'].get('code')}: {row['error'].get('message')}",
             )
         else:
-            table.add_row(row["artifact"], f"{row['host_accuracy'] * 100:.2f}%", *["-"] * 10, "pushed")
+            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *["-"] * 10, "pushed")
     return table
 
 

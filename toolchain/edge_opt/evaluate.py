@@ -153,9 +153,9 @@ def output_step(path: Path) -> float:
 
 
 def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_size: int) -> np.ndarray:
-    """Logits for every image of ``split`` (float32, ``(N, classes)``)."""
+    """Outputs for every item of ``split``, one flattened row per item (float32, ``(N, outputs)``)."""
     outs = [runner(x.numpy()) for x, _ in split.batches(preprocessing, batch_size)]
-    return np.concatenate(outs)
+    return np.concatenate([out.reshape(out.shape[0], -1) for out in outs])
 
 
 def accuracy_of(logits: np.ndarray, labels: torch.Tensor) -> float:

@@ -14,6 +14,8 @@ from edge_agent.result import ResultEnvelope
 from rich.console import Console
 from rich.table import Table
 
+from edge_opt.metrics import LABELS, TOP1
+
 if TYPE_CHECKING:  # the pipeline imports torch: commands that only print results should not pay for it
     from edge_opt.pipeline import ExportReport
 
@@ -28,26 +30,36 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
+def _title(report: ExportReport) -> str:
+    data = report.data
+    if report.metric == TOP1 and data == "Fashion-MNIST test split":  # the built-in data keeps its familiar title
+        what = f"accuracy on {report.eval_samples:,} Fashion-MNIST test images"
+    elif report.metric == TOP1:
+        what = f"accuracy on {report.eval_samples:,} items of {data}"
+    else:
+        what = f"output fidelity to FP32 on {report.eval_samples:,} items of {data}: SQNR in dB, higher is closer"
+    return f"{report.model} → target {report.target.name}  ({what})"
+
+
 def export_table(report: ExportReport) -> Table:
     batches = sorted({b for r in report.rows for b in r.latency_ms})
-    table = Table(
-        title=f"{report.model} → target {report.target.name}  (accuracy on {report.eval_samples:,} Fashion-MNIST test images)",
-        title_justify="left",
-    )
-    for col in ("precision", "format", "size MB", "×FP32", "accuracy", "Δ pts"):
+    table = Table(title=_title(report), title_justify="left")
+    fidelity = report.metric != TOP1
+    for col in ("precision", "format", "size MB", "×FP32", LABELS[report.metric], "cosine" if fidelity else "Δ pts"):
         table.add_column(col, justify="left" if col in ("precision", "format") else "right")
     for b in batches:
         table.add_column(f"b{b} ms", justify="right")
         table.add_column(f"b{b} ×", justify="right")
     for row in report.rows:
-        cells = [
-            row.precision.value,
-            row.format.value,
-            f"{row.size_bytes / 1e6:.3f}",
-            f"{row.size_ratio:.2f}",
-            f"{row.accuracy * 100:.2f}%",
-            "-" if row.precision.value == "fp32" else f"{row.accuracy_delta * 100:+.2f}",
-        ]
+        if fidelity:
+            figure = [f"{row.score:.1f}", f"{row.metrics.get('cosine', float('nan')):.4f}"]
+        else:
+            delta = row.accuracy_delta
+            figure = [
+                f"{(row.accuracy or 0.0) * 100:.2f}%",
+                "-" if row.precision.value == "fp32" or delta is None else f"{delta * 100:+.2f}",
+            ]
+        cells = [row.precision.value, row.format.value, f"{row.size_bytes / 1e6:.3f}", f"{row.size_ratio:.2f}", *figure]
         for b in batches:
             cells += [_ms(row.latency_ms.get(b)), f"{row.speedup.get(b, 0):.2f}×"]
         table.add_row(*cells, style=None if row.written else "dim")
@@ -68,4 +80,4 @@ def print_export_report(report: ExportReport, console: Console) -> None:
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     for name, why in report.refused.items():
-        console.print(f"[yellow]refused (left out of the pick):[/yellow] {name}: {why}")
+        console.print(f"[red]refused, not written:[/red] {name}: {why}")

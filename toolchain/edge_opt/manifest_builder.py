@@ -5,6 +5,7 @@ latency). Readers check it with :func:`edge_opt.artifact.read_manifest`.
 
 from __future__ import annotations
 
+import math
 import platform
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,11 @@ def build_manifest(
         "input": {"name": INPUT_NAME, "shape": ["batch", p.channels, p.height, p.width], "dtype": dtype, "layout": p.layout},
         "output": {
             "name": OUTPUT_NAME,
-            "shape": ["batch", ctx.config.model.num_classes],
+            "shape": ["batch", *ctx.spec.output_shape],
             "dtype": dtype,
-            "meaning": "logits; argmax is the class",
+            "meaning": "class scores; argmax is the class (model.class_names)" if ctx.spec.classifier else "a tensor",
         },
+        "data": {"description": ctx.data.description, **ctx.data.record},
         "preprocessing": p.to_manifest(),
         "file": file,
         "versions": runtime_versions(),
@@ -53,7 +55,9 @@ def build_manifest(
             "host": {"machine": platform.machine(), "processor": cpu_model()},
             "accuracy": row.accuracy,
             "accuracy_samples": len(ctx.eval_split),
-            "dataset": "Fashion-MNIST test split",
+            "metric": row.metric,
+            "metrics": {k: v for k, v in row.metrics.items() if math.isfinite(v)},
+            "dataset": ctx.data.description,
             "evaluation": evaluation_record(ctx, row),
             "device_evaluation": row.device_evaluation,
             "parity_source": relation,

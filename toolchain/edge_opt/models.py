@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edge_opt.data import Preprocessing
+from edge_opt.data.preprocessing import GREY_28
 from edge_opt.errors import ModelError
 
 #: torchvision classification architectures that are known to quantize and export here.
@@ -57,27 +58,42 @@ class ModelSpec:
     preprocessing: Preprocessing
     #: True when the weights are random (no checkpoint, not trained): accuracy figures mean nothing.
     random_init: bool
+    #: The output of one item (``(classes,)`` for a classifier; ``(C, H, W)`` for a feature map, ...).
+    output_shape: tuple[int, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         p = self.preprocessing
         return (p.channels, p.height, p.width)
 
+    @property
+    def classifier(self) -> bool:
+        """One row of class scores per item: top-1 / top-5 mean something (with labels)."""
+        return len(self.output_shape) == 1 and self.output_shape[0] >= 2
+
+    @property
+    def num_outputs(self) -> int:
+        return int(torch.Size(self.output_shape).numel())
+
 
 def build_model(
     name: str,
     *,
-    num_classes: int = 10,
+    num_classes: int | None = 10,
     input_size: tuple[int, int] | None = None,
     checkpoint: Path | None = None,
     channels: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    resize_to: tuple[int, ...] | None = None,
+    source: str = GREY_28,
 ) -> ModelSpec:
     """Build a model by name and load ``checkpoint`` (a state_dict) when given.
 
     ``channels`` (1 or 3) is what the model takes (None: SmallCNN 1, torchvision 3, a factory's model probed);
-    ``mean`` and ``std`` normalise its input (None: Fashion-MNIST's statistics).
+    ``mean`` and ``std`` normalise its input (None: Fashion-MNIST's statistics for Fashion-MNIST, else none:
+    scaled to [0, 1] only); ``resize_to`` and ``source`` describe the data's preprocessing
+    (:class:`~edge_opt.data.Preprocessing`). ``num_classes`` None: what a factory's model gives, 10 otherwise.
 
     Raises:
         ModelError: unknown name, a factory that cannot be imported, or weights that do not fit.
@@ -88,28 +104,43 @@ def build_model(
             raise ModelError("smallcnn takes 28x28 inputs only; drop --input-size or pick another model")
         if channels not in (None, 1):
             raise ModelError("smallcnn takes 1-channel (grey) inputs; drop --channels or pick another model")
-        module: nn.Module = SmallCNN(num_classes)
+        module: nn.Module = SmallCNN(num_classes or 10)
         channels = 1
     elif ":" in name:
         module, channels = _from_factory(name, num_classes, (height, width), channels)
     else:
         if channels not in (None, 3):
             raise ModelError(f"torchvision's {name} takes 3-channel inputs (the grey image repeated); drop --channels")
-        module = _from_torchvision(name, num_classes)
+        module = _from_torchvision(name, num_classes or 10)
         channels = 3
     normalisation: dict[str, Any] = {}
+    if source != GREY_28:  # the user's images: no normalisation unless given (torchvision's ToTensor alone)
+        normalisation = {"mean": 0.0, "std": 1.0}
     for key, value in (("mean", mean), ("std", std)):
         if value is not None:
             normalisation[key] = float(value[0]) if len(value) == 1 else tuple(float(v) for v in value)
     try:
-        preprocessing = Preprocessing(height=height, width=width, channels=channels, **normalisation)
+        resize = tuple(resize_to) if resize_to else None
+        preprocessing = Preprocessing(height, width, channels, resize_to=resize, source=source, **normalisation)
     except ValueError as exc:
         raise ModelError(f"{name}: {exc}") from None
     spec = ModelSpec(name, module, preprocessing, checkpoint is None)
     if checkpoint is not None:
         load_weights(spec.module, checkpoint)
     spec.module.eval()
+    spec.output_shape = _output_shape(spec)
     return spec
+
+
+def _output_shape(spec: ModelSpec) -> tuple[int, ...]:
+    with torch.no_grad():
+        out = spec.module(torch.zeros(2, *spec.input_shape))
+    if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != 2:
+        raise ModelError(
+            f"{spec.name} returns {type(out).__name__ if not isinstance(out, torch.Tensor) else list(out.shape)} for a "
+            "batch of 2: edge-opt exports models with one tensor output whose first dimension is the batch"
+        )
+    return tuple(int(d) for d in out.shape[1:])
 
 
 def _from_torchvision(name: str, num_classes: int) -> nn.Module:
@@ -122,14 +153,14 @@ def _from_torchvision(name: str, num_classes: int) -> nn.Module:
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
-def _from_factory(spec: str, num_classes: int, size: tuple[int, int], channels: int | None) -> tuple[nn.Module, int]:
+def _from_factory(spec: str, num_classes: int | None, size: tuple[int, int], channels: int | None) -> tuple[nn.Module, int]:
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelError(f"cannot import model factory {spec!r} ({exc}); check the module is on PYTHONPATH") from None
     try:
-        module = factory(num_classes=num_classes)
+        module = factory() if num_classes is None else factory(num_classes=num_classes)
     except TypeError:
         module = factory()
     if not isinstance(module, nn.Module):
@@ -144,12 +175,18 @@ def _from_factory(spec: str, num_classes: int, size: tuple[int, int], channels: 
                 out = module(torch.zeros(1, candidate, *size))
         except RuntimeError:
             continue
-        if out.ndim == 2 and out.shape[1] == num_classes:
-            return module, candidate
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            continue
+        if num_classes is not None and out.ndim == 2 and out.shape[1] != num_classes:
+            raise ModelError(
+                f"model from {spec!r} gives {out.shape[1]} outputs per item, the data has {num_classes} classes: "
+                "make the model's classes match the data's (or set --num-classes)"
+            )
+        return module, candidate
     shown = channels or "1 or 3"
     raise ModelError(
-        f"model from {spec!r} does not map a (1, {shown}, {size[0]}, {size[1]}) input to (1, {num_classes}) logits; "
-        "set model.input_size / model.channels / model.num_classes to what it expects"
+        f"model from {spec!r} does not take a (1, {shown}, {size[0]}, {size[1]}) input and return a tensor; "
+        "set --input-size / --channels to what it expects"
     )
 
 

@@ -10,6 +10,7 @@ built as the baseline of the size, accuracy and latency ratios, and written only
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from edge_opt.evaluate import (
     predict,
 )
 from edge_opt.manifest_builder import build_manifest
+from edge_opt.metrics import TOP1, metrics_of
 from edge_opt.prepare import (
     ExportContext,
     default_statistics_warning,
@@ -58,14 +60,14 @@ class ArtifactRow:
     precision: Precision
     format: ArtifactFormat
     size_bytes: int
-    accuracy: float
+    accuracy: float | None  # top-1 on labelled data for a classifier; None: see ``metrics`` (fidelity vs FP32)
     parity_vs_source: Parity
     parity_vs_fp32: Parity
     latency_ms: dict[int, float]
     sha256: str
     path: Path | None  # None: a baseline that was measured but not written
     size_ratio: float = 1.0
-    accuracy_delta: float = 0.0
+    accuracy_delta: float | None = 0.0
     speedup: dict[int, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
     #: How accuracy and parity were computed: edge_opt.evaluate.HOST_KERNELS or REFERENCE_SEMANTICS.
@@ -75,10 +77,18 @@ class ArtifactRow:
     host_kernels_vs_semantics: Parity | None = None
     #: The evaluation sets a device checks this artifact with (edge_opt.evalset), when they were written.
     device_evaluation: dict[str, Any] | None = None
+    #: Every figure the data allows (edge_opt.metrics), and which one is the headline.
+    metrics: dict[str, float] = field(default_factory=dict)
+    metric: str = TOP1
 
     @property
     def written(self) -> bool:
         return self.path is not None
+
+    @property
+    def score(self) -> float:
+        """The headline figure: top-1 accuracy (fraction) or SQNR in dB against FP32."""
+        return self.metrics.get(self.metric, float("nan")) if self.metrics else float(self.accuracy or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,8 +100,11 @@ class ArtifactRow:
             "size_bytes": self.size_bytes,
             "size_mb": round(self.size_bytes / 1e6, 4),
             "size_ratio_to_fp32": round(self.size_ratio, 4),
-            "accuracy": round(self.accuracy, 5),
-            "accuracy_delta_to_fp32": round(self.accuracy_delta, 5),
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 5),
+            "accuracy_delta_to_fp32": None if self.accuracy_delta is None else round(self.accuracy_delta, 5),
+            "metric": self.metric,
+            "score": _rounded(self.score),
+            "metrics": {k: _rounded(v) for k, v in self.metrics.items()},
             "latency_p50_ms": {str(b): round(v, 4) for b, v in self.latency_ms.items()},
             "speedup_vs_fp32": {str(b): round(v, 3) for b, v in self.speedup.items()},
             "parity_vs_source": self.parity_vs_source.to_dict(),
@@ -105,18 +118,27 @@ class ArtifactRow:
         }
 
 
+def _rounded(value: float) -> float | None:
+    return round(value, 5) if math.isfinite(value) else None
+
+
 @dataclass
 class ExportReport:
     model: str
     target: TargetProfile
     out_dir: Path
     eval_samples: int
-    reference_accuracy: float
+    reference_accuracy: float | None  # FP32 eager top-1; None when the metric is fidelity (no labels / not a classifier)
     rows: list[ArtifactRow]
     notes: list[str]
     latency_threads: int = 1
-    #: Candidates refused by their gates under ``keep_going``: artifact name → why.
+    #: Candidates refused by their export or gates: artifact name → why (the fix included).
     refused: dict[str, str] = field(default_factory=dict)
+    #: The headline metric (edge_opt.metrics: top1 or sqnr_db) and the data it was measured on.
+    metric: str = TOP1
+    data: str = "Fashion-MNIST test split"
+    data_record: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,7 +148,9 @@ class ExportReport:
             "out_dir": str(self.out_dir),
             "eval_samples": self.eval_samples,
             "latency_threads": self.latency_threads,
-            "fp32_eager_accuracy": round(self.reference_accuracy, 5),
+            "metric": self.metric,
+            "data": {"description": self.data, **self.data_record, "class_names": self.class_names},
+            "fp32_eager_accuracy": None if self.reference_accuracy is None else round(self.reference_accuracy, 5),
             "artifacts": [r.to_dict() for r in self.rows],
             "notes": self.notes,
         }
@@ -138,14 +162,14 @@ def run_export(
     *,
     precisions: tuple[Precision, ...] | None = None,
     formats: tuple[ArtifactFormat, ...] | None = None,
-    keep_going: bool = False,
+    keep_going: bool = True,
 ) -> ExportReport:
     """Export every requested (precision, format) of the configured model into ``out_dir``.
 
-    With ``keep_going`` (the pick's candidates) an artifact refused by its export or its gates (ExportError; a
-    QuantizeError, such as a --keep-float name that matches no layer, still stops the command) is left out and named
-    in ``ExportReport.refused`` (a format whose FP32 baseline is refused leaves out that format), and the export
-    fails only when nothing is left.
+    With ``keep_going`` (the default) an artifact refused by its export or its gates (ExportError; a QuantizeError,
+    such as a --keep-float name that matches no layer, still stops the command) is left out and named in
+    ``ExportReport.refused`` (a format whose FP32 baseline is refused leaves out that format), and the export fails
+    only when nothing is left; without it the first refusal stops the export.
 
     Raises:
         ToolchainError: data, model, quantization or validation problems, each with a one-line message.
@@ -178,9 +202,10 @@ def run_export(
             notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
         notes += _evaluation_notes(ctx, rows)
         for row in rows:
-            if row.precision is Precision.INT8 and row.accuracy_delta < -INT8_DROP_NOTE and not ctx.spec.random_init:
+            drop = row.accuracy_delta
+            if row.precision is Precision.INT8 and drop is not None and drop < -INT8_DROP_NOTE and not ctx.spec.random_init:
                 notes.append(
-                    f"INT8 {row.format.value} lost {-row.accuracy_delta * 100:.2f} points: `edge-sweep --sensitivity` "
+                    f"INT8 {row.format.value} lost {-drop * 100:.2f} points: `edge-sweep --sensitivity` "
                     "(same flags) lists the layers INT8 hurts most and what keeping them in float buys back; "
                     "or raise --calibration-batches"
                 )
@@ -190,14 +215,25 @@ def run_export(
         profile,
         out_dir,
         len(ctx.eval_split),
-        accuracy_of(ctx.fp32_logits, ctx.eval_split.labels),
+        _accuracy(ctx, ctx.fp32_logits),
         rows,
         notes,
         config.benchmark.threads,
         refused,
+        ctx.metric,
+        ctx.data.description,
+        ctx.data.record,
+        list(ctx.data.class_names) if ctx.data.class_names else None,
     )
     write_summary(out_dir, report.to_dict())
     return report
+
+
+def _accuracy(ctx: ExportContext, outputs: np.ndarray) -> float | None:
+    """Top-1 on the first ``len(outputs)`` evaluation items; None when the metric is not accuracy."""
+    if ctx.metric != TOP1 or ctx.labels is None:
+        return None
+    return accuracy_of(outputs, ctx.labels[: len(outputs)])
 
 
 def artifact_name(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat) -> str:
@@ -268,12 +304,15 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
             # Accuracy and parity as a correct device computes them; this host's kernels are shown beside them.
             logits = predict(OrtRunner(staged.model_path, semantics=True), ctx.eval_split, ctx.spec.preprocessing, batch)
             fast = predict(runner, ctx.eval_split, ctx.spec.preprocessing, batch)
-            host_kernels = (accuracy_of(fast, ctx.eval_split.labels), parity(logits, fast))
+            host_kernels = (_accuracy(ctx, fast), parity(logits, fast))
         else:
             # Host kernels, or TorchScript on the target's own quantized engine (its semantics; see evaluate.py).
             logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, batch)
         vs_source = parity(source_logits, logits[:n])
-        check_parity(label, precision, relation, vs_source, source_logits, random_weights=ctx.spec.random_init)
+        check_parity(
+            label, precision, relation, vs_source, source_logits, random_weights=ctx.spec.random_init,
+            classifier=ctx.spec.classifier,
+        )  # fmt: skip
         vs_fp32 = parity(ctx.fp32_logits[:n], logits[:n])
         device_evaluation = None
         if ctx.device_eval is not None and out_dir is not None:
@@ -285,7 +324,7 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
                 **ctx.device_eval,
                 "reference_sha256": ref["sha256"],
                 "reference_scale": float(np.abs(reference).max()),
-                "host_accuracy": accuracy_of(logits[:m], ctx.eval_split.labels[:m]),
+                "host_accuracy": _accuracy(ctx, logits[:m]),
                 "folder": evalset.FOLDER,
             }
         latency = {
@@ -293,11 +332,13 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
             for b in ctx.config.benchmark.batch_sizes
         }
         file = staged.file_record()
+        labels = None if ctx.labels is None else ctx.labels.numpy()
+        metrics = metrics_of(logits, labels, ctx.fp32_logits, classifier=ctx.spec.classifier)
         row = ArtifactRow(
             precision,
             fmt,
             file["size_bytes"],
-            accuracy_of(logits, ctx.eval_split.labels),
+            _accuracy(ctx, logits),
             vs_source,
             vs_fp32,
             latency,
@@ -308,7 +349,11 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
             host_kernels_accuracy=host_kernels[0] if host_kernels else None,
             host_kernels_vs_semantics=host_kernels[1] if host_kernels else None,
             device_evaluation=device_evaluation,
+            metrics=metrics,
+            metric=ctx.metric,
         )
+        if row.accuracy is None:
+            row.accuracy_delta = None
         # A format's own record (the executorch format's: delegation, planned batch, threads) joins the manifest.
         manifest = {**build_manifest(ctx, row, file, relation, quant), **getattr(runner, "manifest_extra", {})}
         if out_dir is not None:
@@ -324,13 +369,18 @@ def _evaluation_notes(ctx: ExportContext, rows: list[ArtifactRow]) -> list[str]:
     notes = []
     for row in rows:
         diff = row.host_kernels_vs_semantics
-        if row.evaluation_mode != REFERENCE_SEMANTICS or diff is None or row.host_kernels_accuracy is None:
+        if row.evaluation_mode != REFERENCE_SEMANTICS or diff is None:
             continue
         label = f"{row.precision.value} {row.format.value}"
         if diff.max_abs_error <= HOST_KERNELS_TOLERANCE:
             notes.append(
                 f"{label}: built for {ctx.profile.name}, evaluated by the model's semantics; this host's "
                 f"({ctx.host_profile}) kernels agree with them"
+            )
+        elif row.accuracy is None or row.host_kernels_accuracy is None:
+            notes.append(
+                f"{label}: built for {ctx.profile.name}, so its figures are the model's semantics (what a correct device "
+                f"computes); this host's ({ctx.host_profile}) INT8 kernels give outputs up to {diff.max_abs_error:.3g} apart"
             )
         else:
             notes.append(
@@ -344,7 +394,8 @@ def _evaluation_notes(ctx: ExportContext, rows: list[ArtifactRow]) -> list[str]:
 
 def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
     row.size_ratio = row.size_bytes / baseline.size_bytes
-    row.accuracy_delta = row.accuracy - baseline.accuracy
+    both = row.accuracy is not None and baseline.accuracy is not None
+    row.accuracy_delta = row.accuracy - baseline.accuracy if both else None  # type: ignore[operator]
     row.speedup = {b: baseline.latency_ms[b] / v for b, v in row.latency_ms.items() if v > 0 and b in baseline.latency_ms}
 
 

@@ -46,8 +46,9 @@ def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str
     baselines = {r["format"]: r for r in rows if r["pruning"] == 0.0 and r["precision"] == "fp32"}
     for r in rows:
         base = baselines.get(r["format"])
-        if base is not None:
+        if base is not None and r["accuracy"] is not None and base["accuracy"] is not None:
             r["accuracy_delta_to_unpruned_fp32"] = r["accuracy"] - base["accuracy"]
+        if base is not None:
             r["size_ratio_to_unpruned_fp32"] = r["size_bytes"] / base["size_bytes"]
     return rows
 
@@ -63,6 +64,8 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
             "written": r["written"],
             "size_mb": r["size_mb"],
             "accuracy": r["accuracy"],
+            "metric": r.get("metric", "top1"),
+            "score": r.get("score", r["accuracy"]),
             "accuracy_delta_to_unpruned_fp32": r.get("accuracy_delta_to_unpruned_fp32"),
             "latency_b1_ms": r["latency_p50_ms"].get("1"),
             "latency_b32_ms": r["latency_p50_ms"].get("32"),
@@ -79,6 +82,17 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
     plot(flat, paths["plot"])
     return paths
+
+
+def figure(row: dict[str, Any]) -> float:
+    """A row's headline figure in display units: accuracy in %, or SQNR in dB (data without labels)."""
+    if row.get("metric", "top1") == "top1":
+        return float(row["accuracy"]) * 100
+    return float("nan") if row.get("score") is None else float(row["score"])
+
+
+def figure_label(rows: list[dict[str, Any]]) -> str:
+    return "test accuracy (%)" if all(r.get("metric", "top1") == "top1" for r in rows) else "SQNR vs FP32 (dB)"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -100,24 +114,23 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         style = {"marker": markers.get(precision, "o"), "color": colors.get(fmt, "gray"), "markersize": 7}
         dash = "-" if fmt == "onnx" else "--"
         axes[0].plot(
-            [p["size_mb"] for p in points], [p["accuracy"] * 100 for p in points], dash, label=f"{precision} {fmt}", **style
+            [p["size_mb"] for p in points], [figure(p) for p in points], dash, label=f"{precision} {fmt}", **style
         )
         timed = [p for p in points if p["latency_b1_ms"] is not None]
-        axes[1].plot([p["latency_b1_ms"] for p in timed], [p["accuracy"] * 100 for p in timed], dash, **style)
+        axes[1].plot([p["latency_b1_ms"] for p in timed], [figure(p) for p in timed], dash, **style)
         for p in points:
             if p["pruning"]:
                 axes[0].annotate(
                     f"prune {p['pruning']:g}",
-                    (p["size_mb"], p["accuracy"] * 100),
+                    (p["size_mb"], figure(p)),
                     fontsize=7,
                     xytext=(3, -9),
                     textcoords="offset points",
                     color="dimgray",
                 )
-    axes[0].set(xlabel="model file size (MB, log)", ylabel="test accuracy (%)", title="accuracy vs size", xscale="log")
-    axes[1].set(
-        xlabel="host latency p50 at batch 1 (ms, log)", ylabel="test accuracy (%)", title="accuracy vs latency", xscale="log"
-    )
+    label = figure_label(rows)
+    axes[0].set(xlabel="model file size (MB, log)", ylabel=label, title=f"{label} vs size", xscale="log")
+    axes[1].set(xlabel="host latency p50 at batch 1 (ms, log)", ylabel=label, title=f"{label} vs latency", xscale="log")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -154,7 +167,9 @@ def guide_table(rows: list[dict[str, Any]]) -> Table:
 
 def sweep_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="edge-sweep", title_justify="left")
-    for col in ("pruning", "precision", "format", "size MB", "accuracy", "Δ vs unpruned FP32", "b1 ms", "b32 ms"):
+    fidelity = figure_label(rows) != "test accuracy (%)"
+    for col in ("pruning", "precision", "format", "size MB", "SQNR dB" if fidelity else "accuracy", "Δ vs unpruned FP32",
+                "b1 ms", "b32 ms"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("precision", "format") else "right")
     for r in sorted(rows, key=lambda r: (r["pruning"], r["format"], r["precision"])):
         delta = r.get("accuracy_delta_to_unpruned_fp32")
@@ -164,7 +179,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
             r["precision"],
             r["format"],
             f"{r['size_mb']:.3f}",
-            f"{r['accuracy'] * 100:.2f}%",
+            f"{figure(r):.1f}" if fidelity else f"{figure(r):.2f}%",
             "-" if delta is None else f"{delta * 100:+.2f}",
             f"{lat.get('1', float('nan')):.3f}",
             f"{lat.get('32', float('nan')):.3f}",
@@ -187,6 +202,8 @@ def calibration_sweep(config: Any, out: Path, counts: Sequence[int]) -> list[dic
                         "calibration_batches": count,
                         "format": row.format.value,
                         "accuracy": row.accuracy,
+                        "metric": row.metric,
+                        "score": row.score,
                         "accuracy_delta_to_fp32": row.accuracy_delta,
                         "calibration_seconds": (row.quantization or {}).get("calibration_seconds"),
                         "images": count * config.data.batch_size,
@@ -197,15 +214,17 @@ def calibration_sweep(config: Any, out: Path, counts: Sequence[int]) -> list[dic
 
 def calibration_table(rows: list[dict[str, Any]], method: str) -> Table:
     table = Table(title=f"INT8 accuracy against calibration batches ({method})", title_justify="left")
-    for col in ("batches", "images", "format", "accuracy", "Δ vs FP32", "calibration s"):
+    fidelity = figure_label(rows) != "test accuracy (%)"
+    for col in ("batches", "images", "format", "SQNR dB" if fidelity else "accuracy", "Δ vs FP32", "calibration s"):
         table.add_column(col, justify="left" if col == "format" else "right")
     for r in rows:
+        delta = r["accuracy_delta_to_fp32"]
         table.add_row(
             str(r["calibration_batches"]),
             str(r["images"]),
             r["format"],
-            f"{r['accuracy'] * 100:.2f}%",
-            f"{r['accuracy_delta_to_fp32'] * 100:+.2f}",
+            f"{figure(r):.1f}" if fidelity else f"{figure(r):.2f}%",
+            "-" if delta is None else f"{delta * 100:+.2f}",
             f"{r['calibration_seconds']:.2f}",
         )
     return table
@@ -254,6 +273,8 @@ def sensitivity_report(config: Any, out: Path, top: int) -> dict[str, Any]:
                     "precision": row.precision.value,
                     "format": row.format.value,
                     "accuracy": row.accuracy,
+                    "metric": row.metric,
+                    "score": row.score,
                     "latency_b1_ms": row.latency_ms.get(1),
                 }
             )
@@ -284,11 +305,13 @@ def print_sensitivity(console: Console, result: dict[str, Any], limit: int = 10)
         ort_table.add_row(layer["name"], f"{layer['sqnr_db']:.1f}")
     console.print(ort_table)
     buy = Table(title="what keeping the most sensitive layers in float buys back", title_justify="left")
-    for col in ("variant", "format", "accuracy", "b1 ms"):
+    fidelity = figure_label(result["buyback"]) != "test accuracy (%)"
+    for col in ("variant", "format", "SQNR dB" if fidelity else "accuracy", "b1 ms"):
         buy.add_column(col, justify="left" if col in ("variant", "format") else "right")
     for r in result["buyback"]:
         if r["precision"] == "int8":
-            buy.add_row(r["variant"], r["format"], f"{r['accuracy'] * 100:.2f}%", f"{r['latency_b1_ms']:.3f}")
+            shown = f"{figure(r):.1f}" if fidelity else f"{figure(r):.2f}%"
+            buy.add_row(r["variant"], r["format"], shown, f"{r['latency_b1_ms']:.3f}")
     console.print(buy)
     console.print(
         f"[dim]kept in float: modules {result['kept_modules']} (FX); nodes {result['kept_nodes']} (ONNX). "

@@ -38,18 +38,28 @@ PARITY_GATES: dict[tuple[Precision, str], Gate] = {
 
 
 def check_parity(
-    label: str, precision: Precision, relation: str, p: Parity, ref: np.ndarray, *, random_weights: bool = False
+    label: str,
+    precision: Precision,
+    relation: str,
+    p: Parity,
+    ref: np.ndarray,
+    *,
+    random_weights: bool = False,
+    classifier: bool = True,
 ) -> None:
     """Raise ExportError naming every failed bound; ``random_weights`` relaxes what random weights cannot meet.
 
     Random weights give near-tied logits: reduced precision legitimately reorders them, so top-1 agreement is not
     required of their FP16 / INT8 artifacts (cosine and error bounds still are), and their INT8 ONNX artifact,
-    compared with FP32, is only checked for finite outputs.
+    compared with FP32, is only checked for finite outputs. A model whose output is not class scores
+    (``classifier=False``: an embedding, a feature map) has no top-1 to agree on: cosine and error bounds apply.
     """
     gate = PARITY_GATES[(precision, relation)]
     if random_weights and relation == "quantized":
         gate = Gate(min_top1=0.0)
     elif random_weights and precision is not Precision.FP32:
+        gate = Gate(min_top1=0.0, max_rel_error=gate.max_rel_error, min_cosine=gate.min_cosine)
+    if not classifier:
         gate = Gate(min_top1=0.0, max_rel_error=gate.max_rel_error, min_cosine=gate.min_cosine)
     scale = max(1e-6, float(np.abs(ref).max()))
     problems = []

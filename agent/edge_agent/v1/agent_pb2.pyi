@@ -319,7 +319,7 @@ class RunResult(_message.Message):
     def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_seconds: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_rss_bytes: _Optional[int] = ..., baseline_rss_bytes: _Optional[int] = ..., state_before: _Optional[_Union[DeviceState, _Mapping]] = ..., state_after: _Optional[_Union[DeviceState, _Mapping]] = ..., other_cpu_load: _Optional[float] = ..., disturbed: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., settings: _Optional[_Union[BenchmarkSettings, _Mapping]] = ..., wall_seconds: _Optional[float] = ..., output_sample: _Optional[_Iterable[float]] = ..., evaluation: _Optional[_Union[Evaluation, _Mapping]] = ..., confinement: _Optional[str] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("eval_set_sha256", "samples", "top1_accuracy", "has_reference", "agreement_with_host", "max_abs_diff", "error")
+    __slots__ = ("eval_set_sha256", "samples", "top1_accuracy", "has_reference", "agreement_with_host", "max_abs_diff", "error", "sqnr_db")
     EVAL_SET_SHA256_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TOP1_ACCURACY_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +327,7 @@ class Evaluation(_message.Message):
     AGREEMENT_WITH_HOST_FIELD_NUMBER: _ClassVar[int]
     MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SQNR_DB_FIELD_NUMBER: _ClassVar[int]
     eval_set_sha256: str
     samples: int
     top1_accuracy: float
@@ -334,7 +335,8 @@ class Evaluation(_message.Message):
     agreement_with_host: float
     max_abs_diff: float
     error: str
-    def __init__(self, eval_set_sha256: _Optional[str] = ..., samples: _Optional[int] = ..., top1_accuracy: _Optional[float] = ..., has_reference: _Optional[bool] = ..., agreement_with_host: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    sqnr_db: float
+    def __init__(self, eval_set_sha256: _Optional[str] = ..., samples: _Optional[int] = ..., top1_accuracy: _Optional[float] = ..., has_reference: _Optional[bool] = ..., agreement_with_host: _Optional[float] = ..., max_abs_diff: _Optional[float] = ..., error: _Optional[str] = ..., sqnr_db: _Optional[float] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("code", "message")
