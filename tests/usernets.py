@@ -82,3 +82,20 @@ def dataset(split: str) -> NpzImages:
 
 def not_a_dataset() -> int:
     return 42
+
+
+class Overflowing(nn.Module):
+    """A classifier whose logits exceed float16's range (65504): its FP16 artifact cannot be right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1)) * 1e6
+
+
+def overflowing() -> nn.Module:
+    torch.manual_seed(5)
+    return Overflowing()

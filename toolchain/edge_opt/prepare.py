@@ -114,17 +114,28 @@ def _build(config: Config, plan: DataPlan | None) -> ModelSpec:
             f"the data's inputs are preprocessed at {plan.stored_size()[0]}x{plan.stored_size()[1]}, --input-size says "
             f"{m.input_size[0]}x{m.input_size[1]}: preprocessed inputs are fed as they are; drop --input-size"
         )
-    return build_model(
+    stored = plan.stored_channels()
+    spec = build_model(
         m.name,
         num_classes=m.num_classes or plan.classes_in_data(),
         input_size=input_size,
         checkpoint=m.checkpoint,
-        channels=m.channels or plan.stored_channels(),
+        # A factory's model is probed for its channels: the data's are the likely answer. Others take what they take.
+        channels=m.channels or (stored if ":" in m.name and stored in (1, 3) else None),
         mean=m.mean,
         std=m.std,
         resize_to=config.data.resize,
         source=plan.stored,
     )
+    p = spec.preprocessing
+    fits = stored is None or stored == p.channels or (stored == 1 and not p.preprocessed)
+    if not fits:
+        raise DataError(
+            f"the data's inputs have {stored} channel(s), {spec.name} takes {p.channels}: "
+            + ("give inputs with the model's channels" if p.preprocessed else "give images with the model's channels "
+               "(an image folder is converted for you), or a model that takes them")
+        )  # fmt: skip
+    return spec
 
 
 def _load(config: Config, plan: DataPlan | None, spec: ModelSpec, needs_training_data: bool) -> Dataset:
@@ -146,7 +157,7 @@ def _load(config: Config, plan: DataPlan | None, spec: ModelSpec, needs_training
         if top >= spec.num_outputs:
             raise DataError(
                 f"the data has labels up to {top}, {spec.name} gives {spec.num_outputs} outputs per item: the labels "
-                "must be class indices 0..outputs-1 (or the model's classes must match the data's)"
+                "must be class indices 0..outputs-1: set --num-classes to the model's classes, or fix the labels"
             )
     return dataset
 

@@ -49,11 +49,9 @@ class DataPlan:
         return self.train.labels is not None
 
     def classes_in_data(self) -> int | None:
-        """The number of classes the data names (class names), else the largest label + 1; None if unlabelled."""
-        if self.class_names:
-            return len(self.class_names)
-        tops = [int(s.labels.max()) + 1 for s in (self.train, self.eval) if s.labels is not None and len(s.labels)]
-        return max(tops) if tops else None
+        """The number of classes the data names (an image folder's class subfolders, an .npz's ``classes``, a
+        dataset's ``classes``); None otherwise: labels alone do not say how many outputs the model has."""
+        return len(self.class_names) if self.class_names else None
 
     def stored_channels(self) -> int | None:
         """Channels of the stored arrays (None for image files, which are converted to what the model takes)."""
