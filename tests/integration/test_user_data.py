@@ -200,3 +200,22 @@ def test_unlabelled_data_and_a_model_that_is_not_a_classifier(user: dict, env: d
     assert manifest["output"]["shape"] == ["batch", 16, 8, 8] and manifest["host_metrics"]["metric"] == "sqnr_db"
     table = run_cli([a for a in args if a != "--json"] + ["--out", str(tmp_path / "out2")], env)
     assert table.returncode == 0 and "SQNR dB" in table.stdout and "output fidelity to FP32" in table.stdout
+
+
+def test_sweep_prunes_and_fine_tunes_on_the_users_data(user: dict, env: dict[str, str], tmp_path: Path) -> None:
+    args = [
+        "--model", "usernets:build", "--checkpoint", str(user["root"] / "weights.pt"), "--data", str(user["folder"]),
+        "--input-size", f"{SIZE}x{SIZE}", "--mean", ",".join(map(str, user["mean"])), "--std", ",".join(map(str, user["std"])),
+        "--precision", "fp32,int8", "--format", "onnx", "--amounts", "0,0.5", "--target", "host",
+        "--out", str(tmp_path / "sweep"), "--json",
+    ]  # fmt: skip
+    proc = run_cli(args, env, module="edge_opt.sweep")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = parse_json_result(proc.stdout)["data"]["rows"]
+    by = {(r["pruning"], r["precision"]): r for r in rows}
+    assert set(by) == {(0.0, "fp32"), (0.0, "int8"), (0.5, "fp32"), (0.5, "int8")}
+    pruned = by[(0.5, "fp32")]
+    # fine-tuned on the user's own training images (Fashion-MNIST is out of reach): it still classifies them
+    assert pruned["accuracy"] > 0.6 and pruned["size_bytes"] < 0.6 * by[(0.0, "fp32")]["size_bytes"]
+    x, y = _folder_inputs(user["folder"] / "val", user["mean"], user["std"])
+    assert _plain_accuracy(Path(pruned["path"]), x, y) == pytest.approx(pruned["accuracy"], abs=1.5 / len(y))
