@@ -207,7 +207,7 @@ class RunManager:
                 raise ShuttingDown("the agent is shutting down; submit the run again when it is back, or to another device")
             record = self.journal.get(run_id) if run_id else None
             if record is not None:
-                self._check_same_run(record, sha256, settings)
+                self._check_same_run(record, sha256, settings, eval_set=eval_set, eval_reference=eval_reference)
                 self._attach(record, sink)
                 return record.run_id
             if self.degraded:
@@ -249,8 +249,10 @@ class RunManager:
         return run_id
 
     @staticmethod
-    def _check_same_run(record: RunRecord, sha256: str, settings: BenchmarkSettings) -> None:
-        """A run id names one run: re-sending it must mean the same artifact and settings."""
+    def _check_same_run(
+        record: RunRecord, sha256: str, settings: BenchmarkSettings, *, eval_set: str = "", eval_reference: str = ""
+    ) -> None:
+        """A run id names one run: re-sending it must mean the same artifact, settings and evaluation sets."""
         if record.sha256 != sha256:
             raise ArtifactRejected(
                 f"run_id {record.run_id!r} already names a run of artifact {record.sha256[:16]}…; use another run_id"
@@ -258,6 +260,12 @@ class RunManager:
         asked = {k: v for k, v in settings.to_dict().items() if k != "runtime"}
         if any(record.settings.get(k) != v for k, v in asked.items()):
             raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
+        # Journaled with the settings at acceptance ("" for none; absent in records older than evaluation sets).
+        evaluation_sets = {"eval_set_sha256": eval_set, "eval_reference_sha256": eval_reference}
+        if any((record.settings.get(k) or "") != (v or "") for k, v in evaluation_sets.items()):
+            raise ArtifactRejected(
+                f"run_id {record.run_id!r} already names a run with other evaluation sets; use another run_id"
+            )
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
         if fmt not in MODEL_FORMATS:
