@@ -74,6 +74,38 @@ def test_push_dedup_list_delete(agent, tmp_path: Path) -> None:
         assert err.value.code == "NOT_FOUND"
 
 
+def test_a_push_of_a_present_artifact_reads_its_manifest_as_a_new_push_does(agent, tmp_path: Path) -> None:
+    port, store = agent
+    folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = (folder / "model.onnx").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    def push_header(manifest_json: str) -> pb.PushResponse:
+        header = pb.PushHeader(sha256=sha, size_bytes=len(data), name="a", manifest_json=manifest_json)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return agent_pb2_grpc.EdgeAgentStub(channel).PushArtifact(
+                iter([pb.PushRequest(header=header)]), timeout=10, metadata=(("authorization", f"Bearer {TOKEN}"),)
+            )
+
+    with client_for(port) as client:
+        assert not client.push(folder).already_present
+    assert push_header(json.dumps(manifest)).already_present  # the header alone: one round trip
+    # Within the message limit but over the manifest cap: refused as it is for a new push, not parsed unbounded.
+    oversized = json.dumps({**manifest, "notes": "x" * (300 << 10)})
+    wrong_size = json.dumps({**manifest, "file": {**manifest["file"], "size_bytes": len(data) + 1}})
+    for manifest_json, fragment in (
+        (oversized, "manifest is larger than 262144 bytes"),
+        (wrong_size, "do not match the push header"),
+        (json.dumps({**manifest, "precision": "int8"}), "already on this device as a fp32 onnx artifact"),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            push_header(manifest_json)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in (err.value.details() or "")
+    audit_store(store, {sha: data})
+    assert _staging_files(store) == []
+
+
 def test_interrupted_push_resumes_without_resending(agent, tmp_path: Path) -> None:
     port, store = agent
     data = tiny_onnx_bytes(256)  # ~200 KB
