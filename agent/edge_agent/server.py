@@ -101,6 +101,11 @@ class BoundedHealthServicer(health.aio.HealthServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"a health watch lasts {self._lifetime:g} s; watch again")
 
 
+#: The most any setting given in MB may be (16 TiB): beyond any device's store or memory, and a number of bytes
+#: given by mistake for MB (e.g. --quota-mb 4294967296) is refused, not taken as petabytes.
+MAX_MB: Final = 1 << 24
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     listen: str = "127.0.0.1:50051"
@@ -150,17 +155,26 @@ class AgentConfig:
             ("max_streams_per_client", "--max-streams-per-client", self.max_streams_per_client),
             ("max_queue", "--max-queue", self.max_queue),
             ("keep_runs", "--keep-runs", self.keep_runs),
-            ("max_artifact_mb", "--max-artifact-mb", self.limits.max_artifact_bytes),
-            ("quota_mb", "--quota-mb", self.limits.quota_bytes),
         ):
             if value < 1:
                 raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
-        if self.memory_limit_bytes < 0:
-            raise ValueError(f"memory_limit_mb (--memory-limit-mb) must be 0 (none) or more, got {self.memory_limit_bytes >> 20}")
+        # Given in MB, held in bytes: checked and reported in MB, the unit the user gave them in.
+        for name, flag, value, least, allowed in (
+            ("max_artifact_mb", "--max-artifact-mb", self.limits.max_artifact_bytes, 1, "1"),
+            ("quota_mb", "--quota-mb", self.limits.quota_bytes, 1, "1"),
+            ("memory_limit_mb", "--memory-limit-mb", self.memory_limit_bytes, 0, "0 (no limit)"),
+        ):
+            if not least << 20 <= value <= MAX_MB << 20:
+                raise ValueError(f"{name} ({flag}) must be {allowed} to {MAX_MB} MB, got {_in_mb(value)}")
 
     @property
     def authenticated_by_certificate(self) -> bool:
         return self.client_ca is not None
+
+
+def _in_mb(value: int) -> str:
+    """Bytes as the MB figure they were given as (exact when whole, as from a flag or config key)."""
+    return str(value >> 20) if value % (1 << 20) == 0 else f"{value / (1 << 20):g}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_agent.cli import agent_config, build_parser
+from edge_agent.cli import agent_config, build_parser, main
+from edge_agent.result import EXIT_USAGE
 
 pytestmark = pytest.mark.unit
 
@@ -39,9 +40,9 @@ def test_the_example_file_and_keys_of_earlier_versions_are_read(tmp_path: Path) 
         ('max_queue = "lots"', "'max_queue' must be int"),
         ('store = ""', "'store' must be a path"),
         ("insecure = 1", "'insecure' must be bool"),
-        ("quota_mb = -5", "quota_mb (--quota-mb) must be at least 1"),
-        ("max_artifact_mb = 0", "max_artifact_mb (--max-artifact-mb) must be at least 1"),
-        ("memory_limit_mb = -1", "memory_limit_mb (--memory-limit-mb) must be 0"),
+        ("quota_mb = -5", "quota_mb (--quota-mb) must be 1 to 16777216 MB, got -5"),
+        ("max_artifact_mb = 0", "max_artifact_mb (--max-artifact-mb) must be 1 to 16777216 MB, got 0"),
+        ("memory_limit_mb = -1", "memory_limit_mb (--memory-limit-mb) must be 0 (no limit) to 16777216 MB, got -1"),
         ("keep_runs = 0", "keep_runs (--keep-runs) must be at least 1"),
         ("grace_secs = 3", "unknown config key(s) grace_secs"),
     ],
@@ -66,3 +67,19 @@ def test_values_that_would_break_the_daemon_later_are_refused_now(tmp_path: Path
     with pytest.raises(ValueError) as refused:
         _config(tmp_path, f'store = "{tmp_path / "s"}"\n{toml}\n')
     assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--max-artifact-mb", "-1"], "max_artifact_mb (--max-artifact-mb) must be 1 to 16777216 MB, got -1\n"),
+        (["--quota-mb", "-3"], "quota_mb (--quota-mb) must be 1 to 16777216 MB, got -3\n"),
+        (["--quota-mb", "4294967296"], "quota_mb (--quota-mb) must be 1 to 16777216 MB, got 4294967296\n"),  # bytes, by mistake
+        (["--memory-limit-mb", "-2"], "memory_limit_mb (--memory-limit-mb) must be 0 (no limit) to 16777216 MB, got -2\n"),
+    ],
+)
+def test_sizes_in_mb_are_reported_as_given_with_their_range(tmp_path: Path, capsys, flags: list[str], named: str) -> None:
+    # These used to say "got -1048576" under an MB label: the bytes the value had been converted to.
+    assert main(["check-config", "--store", str(tmp_path / "s"), *flags]) == EXIT_USAGE
+    assert capsys.readouterr().err == f"edge-agent: error: {named}"
+    assert main(["check-config", "--store", str(tmp_path / "s"), flags[0], "16777216"]) == 0
