@@ -101,6 +101,8 @@ class BoundedHealthServicer(health.aio.HealthServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"a health watch lasts {self._lifetime:g} s; watch again")
 
 
+#: Names the workers' interpreter when the ``worker_python`` key or flag does not (the emulated Pi's launchers set it).
+WORKER_PYTHON_ENV: Final = "EDGE_AGENT_WORKER_PYTHON"
 #: The most any setting given in MB may be (16 TiB): beyond any device's store or memory, and a number of bytes
 #: given by mistake for MB (e.g. --quota-mb 4294967296) is refused, not taken as petabytes.
 MAX_MB: Final = 1 << 24
@@ -123,7 +125,8 @@ class AgentConfig:
     idle_timeout: float = 30.0
     #: Open streams (pushes, benchmark streams) one client address may hold.
     max_streams_per_client: int = 32
-    #: The interpreter that runs benchmark workers (default: this one; an emulator's launcher under qemu).
+    #: The interpreter that runs benchmark workers (default: $EDGE_AGENT_WORKER_PYTHON, else this one; an
+    #: emulator's launcher under qemu). :meth:`worker_interpreter` resolves it, :meth:`check` validates it.
     worker_python: str | None = None
     #: Finished runs the results journal keeps (older ones are compacted away): bounds its file and memory.
     keep_runs: int = DEFAULT_KEEP_RUNS
@@ -149,8 +152,7 @@ class AgentConfig:
             raise ValueError(f"idle_timeout (--idle-timeout) must be more than 0 and at most 86400 s, got {self.idle_timeout}")
         if not 0 <= self.grace_seconds <= 86_400:
             raise ValueError(f"grace (--grace) must be 0 to 86400 s, got {self.grace_seconds}")
-        if self.worker_python is not None and shutil.which(self.worker_python) is None:
-            raise ValueError(f"worker_python {self.worker_python!r} is not an executable; give the path of a Python")
+        check_worker_python(*self.worker_interpreter())
         for name, flag, value in (
             ("max_streams_per_client", "--max-streams-per-client", self.max_streams_per_client),
             ("max_queue", "--max-queue", self.max_queue),
@@ -167,9 +169,33 @@ class AgentConfig:
             if not least << 20 <= value <= MAX_MB << 20:
                 raise ValueError(f"{name} ({flag}) must be {allowed} to {MAX_MB} MB, got {_in_mb(value)}")
 
+    def worker_interpreter(self) -> tuple[str, str]:
+        """The interpreter benchmark workers run with, and where it was given (the name errors use): the flag or
+        TOML key ``worker_python``, else the environment variable :data:`WORKER_PYTHON_ENV`, else this Python."""
+        if self.worker_python is not None:
+            return self.worker_python, "worker_python"
+        from_env = os.environ.get(WORKER_PYTHON_ENV)
+        if from_env is not None:
+            return from_env, WORKER_PYTHON_ENV
+        return sys.executable, "the agent's Python"
+
     @property
     def authenticated_by_certificate(self) -> bool:
         return self.client_ca is not None
+
+
+def check_worker_python(python: str, source: str) -> None:
+    """The workers' interpreter, wherever it was given (the ``worker_python`` key or flag, the environment
+    variable): a non-empty string naming an executable, found as the workers will be started.
+
+    Raises:
+        ValueError: naming ``source`` and the value.
+    """
+    if not isinstance(python, str) or not python.strip():
+        raise ValueError(f"{source} must be a non-empty string (the path of a Python), got {python!r}")
+    if shutil.which(python) is None:
+        unset = f", or unset {source}" if source == WORKER_PYTHON_ENV else ""
+        raise ValueError(f"{source} {python!r} is not an executable; give the path of a Python{unset}")
 
 
 def _in_mb(value: int) -> str:
@@ -318,7 +344,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="edge-agent-io")
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl", keep_runs=config.keep_runs)
-    worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
+    worker_python, _source = config.worker_interpreter()  # validated by config.check()
     limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
     slots = StreamSlots.for_calls(limits)
     health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), slots, limits.watch_lifetime, token)
