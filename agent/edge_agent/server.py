@@ -36,9 +36,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from edge_agent import __version__
 from edge_agent.auth import TokenAuthInterceptor, bearer_token, ensure_token, read_token, server_credentials, tokens_match
 from edge_agent.confine import landlock_abi
-from edge_agent.device import start_torch_probe
 from edge_agent.errors import QuotaExceeded, StoreLocked
 from edge_agent.files import write_durably
+from edge_agent.interpreter import RuntimeProbe
 from edge_agent.journal import DEFAULT_KEEP_RUNS, Journal
 from edge_agent.runs import RunManager
 from edge_agent.service import AgentService, ServiceLimits, StreamSlots
@@ -340,11 +340,13 @@ async def start_agent(config: AgentConfig) -> Agent:
 async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     loop = asyncio.get_running_loop()
     token, auth = resolve_token(config)
-    start_torch_probe()
     io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="edge-agent-io")
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl", keep_runs=config.keep_runs)
     worker_python, _source = config.worker_interpreter()  # validated by config.check()
+    # What the workers' interpreter has (device info, runs refused for a missing runtime), asked of it in the
+    # background so that the agent serves at once.
+    runtime_probe = RuntimeProbe(worker_python).start()
     limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
     slots = StreamSlots.for_calls(limits)
     health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), slots, limits.watch_lifetime, token)
@@ -362,6 +364,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
         worker_command=[worker_python, "-m", "edge_agent.worker"],
         on_degraded=on_degraded,
         private_paths=[str(p) for p in (config.token_file, config.tls_key, config.tls_cert, config.client_ca) if p],
+        runtime_probe=runtime_probe,
     )
     if runs.interrupted_at_start:
         count = len(runs.interrupted_at_start)
@@ -375,6 +378,8 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
             notes.append(f"results cannot be recorded, no run is accepted: {runs.degraded_reason}")
         if not abi:
             notes.append("benchmark workers run without filesystem confinement (no Landlock in this kernel)")
+        if runtime_probe.problem:
+            notes.append(runtime_probe.problem)
         return notes
 
     service = AgentService(

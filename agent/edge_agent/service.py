@@ -292,7 +292,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
     # ----- RPCs ----------------------------------------------------------------------------------------------
     @_boundary
     async def GetDeviceInfo(self, request: pb.GetDeviceInfoRequest, context: grpc.aio.ServicerContext) -> pb.DeviceInfo:
-        info = await self._blocking(device_info, self.device_id)
+        # Runtimes as the benchmark workers' interpreter has them (waits for its first answer only after start).
+        info = await self._blocking(functools.partial(device_info, self.device_id, probe=self.runs.runtime_probe))
         out = parse_into(pb.DeviceInfo(), info)
         out.warnings.extend(self.warnings())
         out.worker_confinement = self.confinement
