@@ -62,10 +62,12 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help="no token (unless --token-file) and plaintext allowed on any address: only on a network you trust",
     )
     parser.add_argument("--max-queue", type=int, help="runs allowed to wait (default 16)")
-    parser.add_argument("--max-artifact-mb", type=int, help="largest artifact accepted (default 512)")
-    parser.add_argument("--quota-mb", type=int, help="store quota (default 4096)")
+    parser.add_argument("--max-artifact-mb", type=int, help="largest artifact accepted, in MB (1 to 16777216; default 512)")
+    parser.add_argument("--quota-mb", type=int, help="store quota, in MB (1 to 16777216; default 4096)")
     parser.add_argument("--grace", type=float, help="seconds a running benchmark may finish on SIGTERM (default 30)")
-    parser.add_argument("--memory-limit-mb", type=int, help="address-space limit of each benchmark worker (default none)")
+    parser.add_argument(
+        "--memory-limit-mb", type=int, help="address-space limit of each benchmark worker, in MB (0 to 16777216; default 0: none)"
+    )
     parser.add_argument("--idle-timeout", type=float, help="seconds a silent client stream is kept open (default 30)")
     parser.add_argument("--max-streams-per-client", type=int, help="open streams one client address may hold (default 32)")
     parser.add_argument(

@@ -1,15 +1,13 @@
 """What the device is (static info) and what state it is in (temperature, frequency, throttling, load).
 
 Everything is read from /proc and /sys, so it costs no dependency; fields the OS does not expose are NaN or
-empty. The torch probe runs in a subprocess once (importing torch costs ~2 s and ~600 MB: never in the agent).
+empty. The runtimes are those of the benchmark workers' interpreter, asked of it in a subprocess
+(:class:`edge_agent.interpreter.RuntimeProbe`: importing torch costs ~2 s and ~600 MB, never in the agent).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
-import importlib.util
-import json
 import math
 import os
 import platform
@@ -17,12 +15,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.cpu import INT8_FLAGS, cpu_flags, cpu_model, suggested_target
+from edge_agent.interpreter import RuntimeInfo, RuntimeProbe
+
+__all__ = ["DeviceState", "RuntimeInfo", "cpu_busy_seconds", "device_info", "device_state"]
 
 
 @dataclass
@@ -36,14 +36,6 @@ class DeviceState:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-@dataclass
-class RuntimeInfo:
-    name: str
-    version: str
-    providers: list[str] = field(default_factory=list)
-    quantized_engines: list[str] = field(default_factory=list)
 
 
 def _read(path: str) -> str:
@@ -67,93 +59,6 @@ def _os_name() -> str:
         if line.startswith("PRETTY_NAME="):
             return line.split("=", 1)[1].strip('"')
     return platform.system()
-
-
-_torch_probe: RuntimeInfo | None = None
-_torch_probe_done = threading.Event()
-
-
-def start_torch_probe() -> None:
-    """Probe the runtimes in the background (at agent start), so GetDeviceInfo never waits for them."""
-    threading.Thread(target=_probe_runtimes, name="edge-agent-runtime-probe", daemon=True).start()
-
-
-_ort_providers: list[str] = []
-
-
-def _probe_runtimes() -> None:
-    _probe_onnxruntime()
-    _probe_torch()
-
-
-def _probe_onnxruntime() -> None:
-    """onnxruntime's execution providers, from a subprocess: the agent itself never imports a runtime."""
-    global _ort_providers
-    if importlib.util.find_spec("onnxruntime") is None:
-        return
-    code = "import json, onnxruntime; print(json.dumps(onnxruntime.get_available_providers()))"
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-        _ort_providers = [str(p) for p in json.loads(out.stdout.strip().splitlines()[-1])]
-    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-        _ort_providers = []
-
-
-def _probe_torch() -> None:
-    global _torch_probe
-    if importlib.util.find_spec("torch") is not None:
-        code = "import json, torch; print(json.dumps([torch.__version__, torch.backends.quantized.supported_engines]))"
-        try:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-            version, engines = json.loads(out.stdout.strip().splitlines()[-1])
-            _torch_probe = RuntimeInfo("torch", version, quantized_engines=[e for e in engines if e != "none"])
-        except (subprocess.SubprocessError, ValueError, IndexError, OSError):
-            _torch_probe = RuntimeInfo("torch", _dist_version("torch"))
-    _torch_probe_done.set()
-
-
-def torch_probe(wait: float = 0.0) -> RuntimeInfo | None:
-    """torch's version and quantized engines (None if torch is not installed).
-
-    Importing torch costs seconds, so it is probed once in a subprocess; until that finishes, the version from the
-    package metadata is reported without the engines.
-    """
-    if importlib.util.find_spec("torch") is None:
-        return None
-    if not _torch_probe_done.wait(wait):
-        return RuntimeInfo("torch", _dist_version("torch"))
-    return _torch_probe
-
-
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def runtimes(probe_torch: bool = True) -> list[RuntimeInfo]:
-    found = []
-    if importlib.util.find_spec("onnxruntime") is not None:
-        found.append(RuntimeInfo("onnxruntime", _dist_version("onnxruntime"), providers=list(_ort_providers)))
-    torch = torch_probe(wait=0.5) if probe_torch else None
-    if torch is not None:
-        found.append(torch)
-    if executorch_available():
-        # From the package metadata: the runtime imports torch, which costs seconds; its delegate is XNNPACK.
-        found.append(RuntimeInfo("executorch", _dist_version("executorch"), providers=["XnnpackBackend"]))
-    return found
-
-
-def torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
-
-
-def executorch_available() -> bool:
-    """Can this device run .pte artifacts? (Found without importing it: the runtime imports torch.)"""
-    from edge_agent.executorch_runner import executorch_available as available
-
-    return available()
 
 
 def _throttled() -> tuple[bool, str]:
@@ -206,7 +111,12 @@ def cpu_busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def device_info(device_id: str, probe_torch: bool = True) -> dict[str, object]:
+def device_info(device_id: str, probe_torch: bool = True, *, probe: RuntimeProbe | None = None) -> dict[str, object]:
+    """What the device is. Its runtimes and Python version are those of the benchmark workers' interpreter, asked
+    by ``probe`` (the agent's, started with it); without one, this Python is asked now."""
+    if probe is None:
+        probe = RuntimeProbe(sys.executable, probe_torch=probe_torch).start()
+    runtimes = probe.runtimes()
     arch = platform.machine()
     flags = sorted(cpu_flags() & set(INT8_FLAGS))
     mem = _meminfo()
@@ -221,8 +131,8 @@ def device_info(device_id: str, probe_torch: bool = True) -> dict[str, object]:
         "memory_available_bytes": mem.get("MemAvailable", 0),
         "os": _os_name(),
         "kernel": platform.release(),
-        "python_version": platform.python_version(),
-        "runtimes": [asdict(r) for r in runtimes(probe_torch)],
+        "python_version": probe.python_version or platform.python_version(),
+        "runtimes": [asdict(r) for r in runtimes],
         "board_model": _read("/proc/device-tree/model"),
         "state": device_state().to_dict(),
         "agent_version": __version__,

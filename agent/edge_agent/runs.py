@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent import evaluation
-from edge_agent.device import cpu_busy_seconds, device_state, executorch_available, torch_available
+from edge_agent.device import cpu_busy_seconds, device_state
 from edge_agent.errors import (
     ArtifactNotFound,
     ArtifactRejected,
@@ -53,6 +53,7 @@ from edge_agent.errors import (
     ShuttingDown,
 )
 from edge_agent.formats import MODEL_FORMATS
+from edge_agent.interpreter import RuntimeProbe, worker_environment
 from edge_agent.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.settings import BenchmarkSettings
 from edge_agent.store import NAME_PATTERN, ArtifactStore
@@ -80,29 +81,6 @@ OUT_OF_MEMORY_MARKERS = (
     "Failed to allocate memory",
     "BFCArena::AllocateRawInternal",
 )
-#: Environment variables a worker inherits (everything else is dropped: no secrets, no proxies, no paths to data).
-WORKER_ENV_KEEP = (
-    "PATH",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "LD_LIBRARY_PATH",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "OPENBLAS_CORETYPE",
-    "OPENBLAS_L2_SIZE",
-    "EDGE_AGENT_ENABLE_FAULTS",
-    "EDGE_AGENT_FAULT",
-)
-
-
-def worker_environment(tmp: str, threads: int) -> dict[str, str]:
-    """A scrubbed environment for the worker: only what running Python needs, HOME and TMPDIR in its scratch."""
-    env = {k: v for k, v in os.environ.items() if k in WORKER_ENV_KEEP or k.startswith("QEMU_")}
-    env.update({"HOME": tmp, "TMPDIR": tmp, "OMP_NUM_THREADS": str(threads)})
-    return env
-
-
 @dataclass
 class Event:
     run_id: str
@@ -128,6 +106,7 @@ class RunManager:
         worker_command: list[str] | None = None,
         on_degraded: Callable[[bool], None] | None = None,
         private_paths: list[str] | None = None,
+        runtime_probe: RuntimeProbe | None = None,
     ) -> None:
         self.store = store
         #: Kept out of the worker's reach (the store and the agent's secrets), whatever its Python path holds.
@@ -136,6 +115,8 @@ class RunManager:
         self.max_queue = max_queue
         self.memory_limit_bytes = memory_limit_bytes
         self.worker_command = worker_command or [sys.executable, "-m", "edge_agent.worker"]
+        #: What the workers' interpreter has (not the agent's own): runs whose runtime it lacks are refused.
+        self.runtime_probe = runtime_probe or RuntimeProbe(self.worker_command[0]).start()
         self.on_degraded = on_degraded
         self._lock = threading.Condition()
         self._pending: deque[str] = deque()
@@ -202,12 +183,13 @@ class RunManager:
         """
         if run_id and not NAME_PATTERN.fullmatch(run_id):
             raise ArtifactRejected(f"run_id must match {NAME_PATTERN.pattern}")
+        self.runtime_probe.wait()  # only just after start: which runtimes the workers have (never under the lock)
         with self._lock:
             if not self._accepting:
                 raise ShuttingDown("the agent is shutting down; submit the run again when it is back, or to another device")
             record = self.journal.get(run_id) if run_id else None
             if record is not None:
-                self._check_same_run(record, sha256, settings)
+                self._check_same_run(record, sha256, settings, eval_set=eval_set, eval_reference=eval_reference)
                 self._attach(record, sink)
                 return record.run_id
             if self.degraded:
@@ -249,8 +231,10 @@ class RunManager:
         return run_id
 
     @staticmethod
-    def _check_same_run(record: RunRecord, sha256: str, settings: BenchmarkSettings) -> None:
-        """A run id names one run: re-sending it must mean the same artifact and settings."""
+    def _check_same_run(
+        record: RunRecord, sha256: str, settings: BenchmarkSettings, *, eval_set: str = "", eval_reference: str = ""
+    ) -> None:
+        """A run id names one run: re-sending it must mean the same artifact, settings and evaluation sets."""
         if record.sha256 != sha256:
             raise ArtifactRejected(
                 f"run_id {record.run_id!r} already names a run of artifact {record.sha256[:16]}…; use another run_id"
@@ -258,6 +242,12 @@ class RunManager:
         asked = {k: v for k, v in settings.to_dict().items() if k != "runtime"}
         if any(record.settings.get(k) != v for k, v in asked.items()):
             raise ArtifactRejected(f"run_id {record.run_id!r} already names a run with other settings; use another run_id")
+        # Journaled with the settings at acceptance ("" for none; absent in records older than evaluation sets).
+        evaluation_sets = {"eval_set_sha256": eval_set, "eval_reference_sha256": eval_reference}
+        if any((record.settings.get(k) or "") != (v or "") for k, v in evaluation_sets.items()):
+            raise ArtifactRejected(
+                f"run_id {record.run_id!r} already names a run with other evaluation sets; use another run_id"
+            )
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
         if fmt not in MODEL_FORMATS:
@@ -266,9 +256,15 @@ class RunManager:
         runtime = _RUNTIME_NAMES.get(requested, expected)
         if runtime != expected:
             raise ArtifactRejected(f"an artifact of format {fmt} runs with {expected}, not {runtime}")
-        if runtime == "torchscript" and not torch_available():
+        # Asked of the workers' interpreter; when it could not answer, the run goes ahead and its worker says why.
+        if runtime == "onnxruntime" and self.runtime_probe.installed("onnxruntime") is False:
+            raise RuntimeUnavailable(
+                f"ONNX artifacts need onnxruntime, which the benchmark workers' Python ({self.worker_command[0]}) does "
+                "not have: install edge-opt[agent] for it"
+            )
+        if runtime == "torchscript" and self.runtime_probe.installed("torch") is False:
             raise RuntimeUnavailable("TorchScript needs torch, which this device does not have; push the ONNX artifact")
-        if runtime == "executorch" and not executorch_available():
+        if runtime == "executorch" and self.runtime_probe.installed("executorch") is False:
             raise RuntimeUnavailable(
                 "an executorch artifact (.pte) needs the ExecuTorch runtime, which this device does not have: "
                 "install edge-opt[agent,executorch] on it, or push the ONNX artifact"

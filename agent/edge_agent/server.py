@@ -36,9 +36,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from edge_agent import __version__
 from edge_agent.auth import TokenAuthInterceptor, bearer_token, ensure_token, read_token, server_credentials, tokens_match
 from edge_agent.confine import landlock_abi
-from edge_agent.device import start_torch_probe
 from edge_agent.errors import QuotaExceeded, StoreLocked
 from edge_agent.files import write_durably
+from edge_agent.interpreter import RuntimeProbe
 from edge_agent.journal import DEFAULT_KEEP_RUNS, Journal
 from edge_agent.runs import RunManager
 from edge_agent.service import AgentService, ServiceLimits, StreamSlots
@@ -101,6 +101,13 @@ class BoundedHealthServicer(health.aio.HealthServicer):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"a health watch lasts {self._lifetime:g} s; watch again")
 
 
+#: Names the workers' interpreter when the ``worker_python`` key or flag does not (the emulated Pi's launchers set it).
+WORKER_PYTHON_ENV: Final = "EDGE_AGENT_WORKER_PYTHON"
+#: The most any setting given in MB may be (16 TiB): beyond any device's store or memory, and a number of bytes
+#: given by mistake for MB (e.g. --quota-mb 4294967296) is refused, not taken as petabytes.
+MAX_MB: Final = 1 << 24
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     listen: str = "127.0.0.1:50051"
@@ -118,7 +125,8 @@ class AgentConfig:
     idle_timeout: float = 30.0
     #: Open streams (pushes, benchmark streams) one client address may hold.
     max_streams_per_client: int = 32
-    #: The interpreter that runs benchmark workers (default: this one; an emulator's launcher under qemu).
+    #: The interpreter that runs benchmark workers (default: $EDGE_AGENT_WORKER_PYTHON, else this one; an
+    #: emulator's launcher under qemu). :meth:`worker_interpreter` resolves it, :meth:`check` validates it.
     worker_python: str | None = None
     #: Finished runs the results journal keeps (older ones are compacted away): bounds its file and memory.
     keep_runs: int = DEFAULT_KEEP_RUNS
@@ -144,23 +152,55 @@ class AgentConfig:
             raise ValueError(f"idle_timeout (--idle-timeout) must be more than 0 and at most 86400 s, got {self.idle_timeout}")
         if not 0 <= self.grace_seconds <= 86_400:
             raise ValueError(f"grace (--grace) must be 0 to 86400 s, got {self.grace_seconds}")
-        if self.worker_python is not None and shutil.which(self.worker_python) is None:
-            raise ValueError(f"worker_python {self.worker_python!r} is not an executable; give the path of a Python")
+        check_worker_python(*self.worker_interpreter())
         for name, flag, value in (
             ("max_streams_per_client", "--max-streams-per-client", self.max_streams_per_client),
             ("max_queue", "--max-queue", self.max_queue),
             ("keep_runs", "--keep-runs", self.keep_runs),
-            ("max_artifact_mb", "--max-artifact-mb", self.limits.max_artifact_bytes),
-            ("quota_mb", "--quota-mb", self.limits.quota_bytes),
         ):
             if value < 1:
                 raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
-        if self.memory_limit_bytes < 0:
-            raise ValueError(f"memory_limit_mb (--memory-limit-mb) must be 0 (none) or more, got {self.memory_limit_bytes >> 20}")
+        # Given in MB, held in bytes: checked and reported in MB, the unit the user gave them in.
+        for name, flag, value, least, allowed in (
+            ("max_artifact_mb", "--max-artifact-mb", self.limits.max_artifact_bytes, 1, "1"),
+            ("quota_mb", "--quota-mb", self.limits.quota_bytes, 1, "1"),
+            ("memory_limit_mb", "--memory-limit-mb", self.memory_limit_bytes, 0, "0 (no limit)"),
+        ):
+            if not least << 20 <= value <= MAX_MB << 20:
+                raise ValueError(f"{name} ({flag}) must be {allowed} to {MAX_MB} MB, got {_in_mb(value)}")
+
+    def worker_interpreter(self) -> tuple[str, str]:
+        """The interpreter benchmark workers run with, and where it was given (the name errors use): the flag or
+        TOML key ``worker_python``, else the environment variable :data:`WORKER_PYTHON_ENV`, else this Python."""
+        if self.worker_python is not None:
+            return self.worker_python, "worker_python"
+        from_env = os.environ.get(WORKER_PYTHON_ENV)
+        if from_env is not None:
+            return from_env, WORKER_PYTHON_ENV
+        return sys.executable, "the agent's Python"
 
     @property
     def authenticated_by_certificate(self) -> bool:
         return self.client_ca is not None
+
+
+def check_worker_python(python: str, source: str) -> None:
+    """The workers' interpreter, wherever it was given (the ``worker_python`` key or flag, the environment
+    variable): a non-empty string naming an executable, found as the workers will be started.
+
+    Raises:
+        ValueError: naming ``source`` and the value.
+    """
+    if not isinstance(python, str) or not python.strip():
+        raise ValueError(f"{source} must be a non-empty string (the path of a Python), got {python!r}")
+    if shutil.which(python) is None:
+        unset = f", or unset {source}" if source == WORKER_PYTHON_ENV else ""
+        raise ValueError(f"{source} {python!r} is not an executable; give the path of a Python{unset}")
+
+
+def _in_mb(value: int) -> str:
+    """Bytes as the MB figure they were given as (exact when whole, as from a flag or config key)."""
+    return str(value >> 20) if value % (1 << 20) == 0 else f"{value / (1 << 20):g}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -300,11 +340,13 @@ async def start_agent(config: AgentConfig) -> Agent:
 async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
     loop = asyncio.get_running_loop()
     token, auth = resolve_token(config)
-    start_torch_probe()
     io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="edge-agent-io")
     store = ArtifactStore(config.store, config.limits)
     journal = Journal(config.store / "runs" / "journal.jsonl", keep_runs=config.keep_runs)
-    worker_python = config.worker_python or os.environ.get("EDGE_AGENT_WORKER_PYTHON") or sys.executable
+    worker_python, _source = config.worker_interpreter()  # validated by config.check()
+    # What the workers' interpreter has (device info, runs refused for a missing runtime), asked of it in the
+    # background so that the agent serves at once.
+    runtime_probe = RuntimeProbe(worker_python).start()
     limits = ServiceLimits(idle_timeout=config.idle_timeout, max_streams_per_client=config.max_streams_per_client)
     slots = StreamSlots.for_calls(limits)
     health_servicer = BoundedHealthServicer(StreamSlots.for_watches(limits), slots, limits.watch_lifetime, token)
@@ -322,6 +364,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
         worker_command=[worker_python, "-m", "edge_agent.worker"],
         on_degraded=on_degraded,
         private_paths=[str(p) for p in (config.token_file, config.tls_key, config.tls_cert, config.client_ca) if p],
+        runtime_probe=runtime_probe,
     )
     if runs.interrupted_at_start:
         count = len(runs.interrupted_at_start)
@@ -335,6 +378,8 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
             notes.append(f"results cannot be recorded, no run is accepted: {runs.degraded_reason}")
         if not abi:
             notes.append("benchmark workers run without filesystem confinement (no Landlock in this kernel)")
+        if runtime_probe.problem:
+            notes.append(runtime_probe.problem)
         return notes
 
     service = AgentService(

@@ -46,7 +46,7 @@ from edge_agent.errors import (
 from edge_agent.journal import RunRecord
 from edge_agent.runs import Event, RunManager
 from edge_agent.settings import BenchmarkSettings
-from edge_agent.store import ArtifactMeta, ArtifactStore, PushHeader, check_sha256, parse_manifest
+from edge_agent.store import ArtifactMeta, ArtifactStore, PushHeader, check_sha256
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
 from edge_agent.wire import parse_into, result_into, settings_into
@@ -292,7 +292,8 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
     # ----- RPCs ----------------------------------------------------------------------------------------------
     @_boundary
     async def GetDeviceInfo(self, request: pb.GetDeviceInfoRequest, context: grpc.aio.ServicerContext) -> pb.DeviceInfo:
-        info = await self._blocking(device_info, self.device_id)
+        # Runtimes as the benchmark workers' interpreter has them (waits for its first answer only after start).
+        info = await self._blocking(functools.partial(device_info, self.device_id, probe=self.runs.runtime_probe))
         out = parse_into(pb.DeviceInfo(), info)
         out.warnings.extend(self.warnings())
         out.worker_confinement = self.confinement
@@ -317,18 +318,11 @@ class AgentService(agent_pb2_grpc.EdgeAgentServicer):
             if not self.runs.accepting:
                 raise ShuttingDown("the agent is shutting down; push again when it is back, or to another device")
             h = first.header
-            existing = await self._blocking(self.store.get, check_sha256(h.sha256))
-            if existing is not None:
-                # The same bytes as another artifact kind would make the client believe it has pushed what it has
-                # not: the manifest is checked as for a new push, and its format and precision must agree.
-                claimed = parse_manifest(h.manifest_json)
-                if (claimed["format"], claimed["precision"]) != (existing.format, existing.precision):
-                    raise ArtifactRejected(
-                        f"{existing.sha256} is already on this device as a {existing.precision} {existing.format} "
-                        f"artifact; this push's manifest says {claimed['precision']} {claimed['format']}: fix the manifest"
-                    )
-                return pb.PushResponse(artifact=artifact_pb(existing), already_present=True)
             header = PushHeader(h.sha256, h.size_bytes, h.name, h.manifest_json, h.offset)
+            # On a thread, like every manifest read: it is parsed within the same bounds as a new push's.
+            existing = await self._blocking(self.store.already_present, header)
+            if existing is not None:
+                return pb.PushResponse(artifact=artifact_pb(existing), already_present=True)
             loop = asyncio.get_running_loop()
             # begin_push reserves the artifact (a second push of it is refused until this one is closed). If this
             # call is cancelled (client gone) while it runs on its thread, the reservation it makes is released

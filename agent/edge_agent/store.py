@@ -24,6 +24,9 @@ Upload state machine (one push = one PushArtifact stream)::
           and the staging file is removed; match → check the content (ONNX guard / TorchScript zip), assemble
           staging/commit-*/, fsync, rename to artifacts/<sha>/, fsync the directory. Only then is OK returned.
         ─ stream ends short (client gone): the bytes stay staged for resume.
+    PushArtifact of an artifact already committed: its manifest is read as a new push's (the size cap, the typed
+        parse, file.sha256/size_bytes against the header) and must name the stored format and precision; then
+        already_present, nothing written.
 
 Paths are derived only from the sha256; names are metadata and never touch the filesystem. Staging files are
 opened with O_NOFOLLOW so a planted symlink cannot redirect a write.
@@ -209,6 +212,23 @@ def _check_input(spec: dict[str, Any], fmt: str) -> None:
         raise ArtifactRejected(f"manifest input.dtype {str(dtype)[:40]!r} must be one of {list(INPUT_DTYPES)}: {fix}")
 
 
+def _read_manifest(header: PushHeader) -> tuple[str, str]:
+    """A push's manifest, read the one way every push is: at most ``MAX_MANIFEST_BYTES``, parsed with its types
+    checked (:func:`parse_manifest`), its ``file`` agreeing with the header. Returns its format and precision.
+
+    Raises:
+        ArtifactRejected: naming what is wrong.
+    """
+    if len(header.manifest_json.encode()) > MAX_MANIFEST_BYTES:
+        raise ArtifactRejected(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    manifest = parse_manifest(header.manifest_json)
+    file, fmt, precision = manifest["file"], manifest["format"], manifest["precision"]
+    size = file.get("size_bytes")
+    if file.get("sha256") != header.sha256 or type(size) is not int or size != header.size_bytes:
+        raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
+    return fmt, precision
+
+
 def _disk_error(exc: OSError, doing: str) -> Exception:
     """ENOSPC / EDQUOT become RESOURCE_EXHAUSTED for the client; other I/O errors stay OSErrors (INTERNAL)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -288,6 +308,27 @@ class ArtifactStore:
         return sum(m.size_bytes for m in committed) + staged + sum(self._active.values())
 
     # ----- push ----------------------------------------------------------------------------------------------
+    def already_present(self, header: PushHeader) -> ArtifactMeta | None:
+        """The committed artifact a push header names, or None when the device does not have it.
+
+        The push's manifest is read as for a new push (:func:`_read_manifest`: bounded, typed, agreeing with the
+        header), and its format and precision must be the stored artifact's: the same bytes claimed as another
+        artifact kind would make the client believe it has pushed what it has not.
+
+        Raises:
+            ArtifactRejected: a malformed sha256 or manifest, or a manifest that disagrees with the stored artifact.
+        """
+        existing = self.get(check_sha256(header.sha256))
+        if existing is None:
+            return None
+        fmt, precision = _read_manifest(header)
+        if (fmt, precision) != (existing.format, existing.precision):
+            raise ArtifactRejected(
+                f"{existing.sha256} is already on this device as a {existing.precision} {existing.format} "
+                f"artifact; this push's manifest says {precision} {fmt}: fix the manifest"
+            )
+        return existing
+
     def begin_push(self, header: PushHeader) -> Upload:
         """Validate a push header and reserve the upload; nothing is written until this passes.
 
@@ -331,14 +372,7 @@ class ArtifactStore:
             raise ArtifactRejected(f"offset {header.offset} is outside 0..{header.size_bytes}")
         if not NAME_PATTERN.fullmatch(header.name or ""):
             raise ArtifactRejected(f"name {header.name[:40]!r} must match {NAME_PATTERN.pattern} (it is metadata, never a path)")
-        if len(header.manifest_json.encode()) > MAX_MANIFEST_BYTES:
-            raise ArtifactRejected(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        manifest = parse_manifest(header.manifest_json)
-        file, fmt, precision = manifest["file"], manifest["format"], manifest["precision"]
-        size = file.get("size_bytes")
-        if file.get("sha256") != header.sha256 or type(size) is not int or size != header.size_bytes:
-            raise ArtifactRejected("manifest file.sha256 / file.size_bytes do not match the push header")
-        return fmt, precision
+        return _read_manifest(header)
 
     def _check_space(self, sha256: str, size: int, staged: int) -> None:
         """Called with the lock held: the push's whole declared size must fit beside everything else. Staged bytes

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import grpc
@@ -72,6 +74,38 @@ def test_push_dedup_list_delete(agent, tmp_path: Path) -> None:
         with pytest.raises(DeviceCallError) as err:
             client.delete(first.sha256)
         assert err.value.code == "NOT_FOUND"
+
+
+def test_a_push_of_a_present_artifact_reads_its_manifest_as_a_new_push_does(agent, tmp_path: Path) -> None:
+    port, store = agent
+    folder = write_artifact(tmp_path / "a", tiny_onnx_bytes())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = (folder / "model.onnx").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    def push_header(manifest_json: str) -> pb.PushResponse:
+        header = pb.PushHeader(sha256=sha, size_bytes=len(data), name="a", manifest_json=manifest_json)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return agent_pb2_grpc.EdgeAgentStub(channel).PushArtifact(
+                iter([pb.PushRequest(header=header)]), timeout=10, metadata=(("authorization", f"Bearer {TOKEN}"),)
+            )
+
+    with client_for(port) as client:
+        assert not client.push(folder).already_present
+    assert push_header(json.dumps(manifest)).already_present  # the header alone: one round trip
+    # Within the message limit but over the manifest cap: refused as it is for a new push, not parsed unbounded.
+    oversized = json.dumps({**manifest, "notes": "x" * (300 << 10)})
+    wrong_size = json.dumps({**manifest, "file": {**manifest["file"], "size_bytes": len(data) + 1}})
+    for manifest_json, fragment in (
+        (oversized, "manifest is larger than 262144 bytes"),
+        (wrong_size, "do not match the push header"),
+        (json.dumps({**manifest, "precision": "int8"}), "already on this device as a fp32 onnx artifact"),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            push_header(manifest_json)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in (err.value.details() or "")
+    audit_store(store, {sha: data})
+    assert _staging_files(store) == []
 
 
 def test_interrupted_push_resumes_without_resending(agent, tmp_path: Path) -> None:
@@ -217,6 +251,42 @@ def test_device_info(agent) -> None:
     assert info["arch"] and info["cpu_count"] >= 1 and info["memory_total_bytes"] > 0
     assert any(r["name"] == "onnxruntime" for r in info["runtimes"])
     assert info["suggested_target"] in ("x86_64", "x86_64-avx2", "arm64")
+
+
+def _workers_python(root: Path) -> str:
+    """A fresh venv (standard library only) with one runtime of its own: a stand-in onnxruntime 0.0.1 whose only
+    provider is ProbeTestExecutionProvider. The agent's interpreter has the real one, torch and executorch."""
+    venv.EnvBuilder(with_pip=False).create(root)
+    site = next((root / "lib").glob("python3*/site-packages"))
+    (site / "onnxruntime").mkdir()
+    (site / "onnxruntime" / "__init__.py").write_text(
+        "def get_available_providers():\n    return ['ProbeTestExecutionProvider']\n"
+    )
+    (site / "onnxruntime-0.0.1.dist-info").mkdir()
+    (site / "onnxruntime-0.0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime\nVersion: 0.0.1\n")
+    return str(root / "bin" / "python")
+
+
+def test_device_info_and_runs_follow_the_workers_python_not_the_agents(tmp_path: Path, token_file: Path) -> None:
+    assert all(importlib.util.find_spec(m) for m in ("onnxruntime", "torch", "executorch.runtime"))  # the agent's
+    python = _workers_python(tmp_path / "venv")
+    torchscript = write_artifact(tmp_path / "ts", b"PK\x03\x04" + bytes(60), fmt="torchscript", input_shape=["batch", 4])
+    pte = write_artifact(tmp_path / "pte", b"\0\0\0\0ET12" + bytes(60), fmt="executorch", input_shape=[1, 1, 28, 28])
+    config = AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store", token_file=token_file, worker_python=python)
+    with run_server(config) as (_, port), client_for(port) as client:
+        runtimes = [(r["name"], r["version"], r["providers"]) for r in client.info()["runtimes"]]
+        assert runtimes == [("onnxruntime", "0.0.1", ["ProbeTestExecutionProvider"])]
+        for artifact, named in ((torchscript, "TorchScript needs torch"), (pte, "needs the ExecuTorch runtime")):
+            sha = client.push(artifact).sha256
+            with pytest.raises(DeviceCallError) as refused:  # refused up front, not failed in a worker
+                list(client.bench(sha, FAST, reconnects=0))
+            assert refused.value.code == "FAILED_PRECONDITION" and named in refused.value.details
+    # A workers' interpreter that cannot answer: no runtime claimed for it, and device info says why.
+    config = AgentConfig(listen="127.0.0.1:0", store=tmp_path / "store2", token_file=token_file, worker_python="false")
+    with run_server(config) as (_, port), client_for(port) as client:
+        info = client.info()
+    assert info["runtimes"] == []
+    assert any("workers' Python false could not be asked which runtimes it has" in w for w in info["warnings"])
 
 
 def test_worker_over_its_memory_limit_is_oom_and_the_agent_stays_up(tmp_path: Path) -> None:

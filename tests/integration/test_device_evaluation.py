@@ -55,3 +55,33 @@ def test_bench_with_an_evaluation_set_reports_device_accuracy_and_agreement(agen
         with pytest.raises(DeviceCallError) as err:
             list(client.bench(sha, FAST, eval_set_sha256=sha))
         assert err.value.code == "INVALID_ARGUMENT"  # a model is not an evaluation set
+
+
+def test_a_run_id_resent_with_other_evaluation_sets_is_refused_not_attached(agent, tmp_path: Path) -> None:
+    model = tiny_onnx_bytes()
+    x = np.random.default_rng(5).standard_normal((20, 1, 28, 28)).astype(np.float32)
+    host = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    inputs = evalset.publish(tmp_path / "out", {"inputs": x, "labels": host.argmax(1).astype(np.int64)}, {})
+    reference = evalset.publish(tmp_path / "out", {"reference": host}, {})
+    other_reference = evalset.publish(tmp_path / "out", {"reference": host + 1.0}, {})
+    root = tmp_path / "out" / "evalsets"
+    with client_for(agent[0]) as client:
+        sha = client.push(write_artifact(tmp_path / "tiny", model)).sha256
+        for record in (inputs, reference, other_reference):
+            client.push(root / record["sha256"])
+        sets = {"eval_set_sha256": inputs["sha256"], "eval_reference_sha256": reference["sha256"]}
+        first = list(client.bench(sha, FAST, run_id="eval-run", **sets))[-1]
+        assert first["result"]["evaluation"]["samples"] == 20
+        replay = list(client.bench(sha, FAST, run_id="eval-run", **sets))  # the same run: its stored outcome
+        assert len(replay) == 1 and replay[0]["result"]["evaluation"] == first["result"]["evaluation"]
+        others = [
+            {},  # no evaluation at all
+            {"eval_set_sha256": inputs["sha256"]},  # the set without the host's reference
+            {**sets, "eval_reference_sha256": other_reference["sha256"]},  # another reference
+        ]
+        for other in others:
+            with pytest.raises(DeviceCallError) as refused:
+                list(client.bench(sha, FAST, run_id="eval-run", reconnects=0, **other))
+            assert refused.value.code == "INVALID_ARGUMENT", other
+            assert "already names a run with other evaluation sets; use another run_id" in refused.value.details
+        assert [r["run_id"] for r in client.list_runs()] == ["eval-run"]

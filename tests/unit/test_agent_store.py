@@ -124,6 +124,25 @@ def test_header_must_match_manifest(tmp_path: Path) -> None:
         store.begin_push(PushHeader(header.sha256, header.size_bytes, "m", "not json"))
 
 
+def test_a_present_artifact_is_found_only_through_the_same_manifest_checks(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    data = tiny_onnx_bytes()
+    header = _header(data)
+    assert store.already_present(header) is None  # not here yet: a new push
+    meta = _push(store, data)
+    assert store.already_present(header) == meta
+    manifest = json.loads(header.manifest_json)
+    for bad, match in (
+        ({**manifest, "notes": "x" * (300 << 10)}, "larger than"),
+        ({**manifest, "file": {**manifest["file"], "size_bytes": len(data) + 1}}, "do not match"),
+        ({**manifest, "format": "torchscript"}, "already on this device as a fp32 onnx"),
+    ):
+        with pytest.raises(ArtifactRejected, match=match):
+            store.already_present(PushHeader(header.sha256, header.size_bytes, "m", json.dumps(bad)))
+    with pytest.raises(ArtifactRejected, match="nests deeper"):
+        store.already_present(PushHeader(header.sha256, header.size_bytes, "m", "[" * 1000 + "]" * 1000))
+
+
 def test_symlink_planted_in_staging_is_not_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("precious")

@@ -134,7 +134,8 @@ class EdgeAgentServicer:
         stored outcome (or follows the run if it is still going). Every terminal outcome is journaled and
         fsynced on the device before it is streamed, so a dropped client gets it back with GetRun.
         Returns (before the first event): NOT_FOUND unknown artifact; INVALID_ARGUMENT settings out of range
-        (the message states the bounds); FAILED_PRECONDITION the artifact's runtime is not installed on the
+        (the message states the bounds), or a known run_id re-sent with another artifact, other settings or
+        other evaluation sets; FAILED_PRECONDITION the artifact's runtime is not installed on the
         device (e.g. TorchScript without torch, a .pte without executorch); RESOURCE_EXHAUSTED the queue is full, or the device's disk is too
         full to record results (health is NOT_SERVING until space returns); UNAVAILABLE the agent is stopping.
         A run still QUEUED when the agent is told to stop is never started: it ends INTERRUPTED.
