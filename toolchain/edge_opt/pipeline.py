@@ -297,7 +297,7 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
         mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
         if fmt is ArtifactFormat.EXECUTORCH:
             mode = HOST_KERNELS  # XNNPACK's kernels on this host: ExecuTorch has no semantics-only path here
-        progress.status(f"validating {label} on {len(ctx.eval_split)} test images ({mode})")
+        progress.status(f"validating {label} on {len(ctx.eval_split)} evaluation items ({mode})")
         batch = ctx.config.data.batch_size
         host_kernels: tuple[float, Parity] | None = None
         if mode == REFERENCE_SEMANTICS and fmt is ArtifactFormat.ONNX:

@@ -42,6 +42,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 EVAL_FOLDERS = ("val", "test")
 #: Items a factory may yield (the data is held in memory).
 MAX_FACTORY_ITEMS = 1_000_000
+#: Threads that decode image files (Pillow releases the GIL while decoding); None: min(8, cores).
+DECODE_THREADS: int | None = None
 
 
 @dataclass
@@ -159,7 +161,7 @@ def decode_images(files: list[Path], preprocessing: Preprocessing, what: str) ->
     """Decode image files in parallel into uint8 ``(N, H, W, C)`` at the model's size (resize, center-crop)."""
     if not files:
         return torch.zeros((0, preprocessing.height, preprocessing.width, preprocessing.channels), dtype=torch.uint8)
-    workers = min(8, os.cpu_count() or 1)
+    workers = DECODE_THREADS or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(
             progress.track(
