@@ -71,7 +71,7 @@ def test_pick_candidates_refused_by_their_gates_are_left_out_with_the_reason(tmp
     dependent = _config(
         data_root, model={"name": "edge_test_models:data_dependent"}, precisions=["fp32", "int8"], formats=["torchscript"]
     )
-    with pytest.raises(ExportError, match="every candidate was refused"):
+    with pytest.raises(ExportError, match="every artifact was refused"):
         run_export(dependent, tmp_path / "b", keep_going=True)
 
     typo = _config(

@@ -197,7 +197,8 @@ def run_export(
             )
         rows, refused = _build_all(ctx, precisions, formats, out_dir, keep_going=keep_going)
         if keep_going and not any(row.written for row in rows):
-            raise ExportError("every candidate was refused: " + "; ".join(f"{k}: {v}" for k, v in refused.items()))
+            reasons = "; ".join(f"{k}: {v}" for k, v in refused.items())
+            raise ExportError(f"every artifact was refused, nothing was written: {reasons}")
         if Precision.FP16 in precisions:
             notes.append("FP16 halves the size; CPUs without FP16 kernels run it no faster (often slower) than FP32")
         notes += _evaluation_notes(ctx, rows)
