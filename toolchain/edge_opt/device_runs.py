@@ -180,18 +180,20 @@ def device_check(artifact: Path, last: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def check_cells(check: dict[str, Any] | None) -> list[str]:
-    """device accuracy, host accuracy on the same items, top-1 agreement, largest output difference."""
+    """device accuracy, host accuracy on the same items, top-1 agreement, SQNR against the host's outputs, largest
+    output difference."""
     if not check or check.get("error"):
-        return ["-", "-", "-", "-"]
+        return ["-"] * len(_CHECK_COLUMNS)
     return [
         _percent(check.get("top1_accuracy")),
         _percent(check.get("host_accuracy")),
         "-" if check.get("agreement_with_host") is None else f"{check['agreement_with_host'] * 100:.1f}%",
+        "-" if check.get("sqnr_db") is None else f"{check['sqnr_db']:.1f}",
         "-" if check.get("max_abs_diff") is None else f"{check['max_abs_diff']:.2g}",
     ]
 
 
-_CHECK_COLUMNS = ("device acc", "host (same)", "agree", "max diff")
+_CHECK_COLUMNS = ("device acc", "host (same)", "agree", "SQNR dB", "max diff")
 
 
 def _percent(value: float | None) -> str:
@@ -227,16 +229,17 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
                 note,
             )
         elif "skipped" in row:
-            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *["-"] * 10, f"not run: {row['skipped']}")
+            blank = ["-"] * (len(_CHECK_COLUMNS) + 6)
+            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *blank, f"not run: {row['skipped']}")
         elif "error" in row:
             table.add_row(
                 row["artifact"],
                 _percent(row["host_accuracy"]),
-                *["-"] * 10,
+                *["-"] * (len(_CHECK_COLUMNS) + 6),
                 f"{row['error'].get('code')}: {row['error'].get('message')}",
             )
         else:
-            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *["-"] * 10, "pushed")
+            table.add_row(row["artifact"], _percent(row["host_accuracy"]), *["-"] * (len(_CHECK_COLUMNS) + 6), "pushed")
     return table
 
 
