@@ -219,3 +219,24 @@ def test_sweep_prunes_and_fine_tunes_on_the_users_data(user: dict, env: dict[str
     assert pruned["accuracy"] > 0.6 and pruned["size_bytes"] < 0.6 * by[(0.0, "fp32")]["size_bytes"]
     x, y = _folder_inputs(user["folder"] / "val", user["mean"], user["std"])
     assert _plain_accuracy(Path(pruned["path"]), x, y) == pytest.approx(pruned["accuracy"], abs=1.5 / len(y))
+
+
+def test_device_evaluates_unlabelled_data_by_fidelity(user: dict, env: dict[str, str], tmp_path: Path) -> None:
+    from agent_helpers import TOKEN, AgentProcess
+
+    with np.load(user["root"] / "val.npz") as val:
+        np.savez(tmp_path / "unlabelled.npz", x=val["x"][:300])
+    (tmp_path / "token").write_text(TOKEN)
+    with AgentProcess(tmp_path / "store", tmp_path / "token") as agent:
+        args = [
+            "--model", "usernets:encoder", "--data", str(tmp_path / "unlabelled.npz"), "--input-size", "32",
+            "--precision", "int8", "--format", "onnx", "--out", str(tmp_path / "out"), "--push", f"127.0.0.1:{agent.port}",
+            "--token-file", str(tmp_path / "token"), "--bench", "--device-iterations", "10", "--json", "-q",
+        ]  # fmt: skip
+        proc = run_cli(args, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = parse_json_result(proc.stdout)["data"]["device"]["runs"]
+    check = run["device_check"]
+    # The device ran the user's 60 held-out items (no labels: no accuracy) and reproduced the host's outputs.
+    assert check["samples"] == 60 and "top1_accuracy" not in check and check["host_accuracy"] is None
+    assert check["sqnr_db"] > 60 and check["flags"] == [], check
