@@ -8,12 +8,14 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import InvalidSettings
+from edge_agent.manifest import PRECISIONS
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS
 from edge_agent.result import EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
 from edge_agent.settings import BenchmarkSettings
@@ -184,10 +186,25 @@ def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
+def add_model_file_options(parser: argparse.ArgumentParser) -> None:
+    """Flags for model files given as they are (``.onnx``, ``.pte``) instead of artifact folders."""
+    parser.add_argument(
+        "--input-shape",
+        metavar="SHAPE",
+        help="for model files: the input's whole shape, e.g. 1x3x224x224, fixing the dimensions the file leaves dynamic; "
+        "its first size is the batch unless --batch-size is given",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        help="for model files: what the weights are, when the file does not show it (default: inferred from the file)",
+    )
+
+
 @dataclass
 class BenchTarget:
-    """One thing ``edge-agent bench`` benchmarks: an artifact folder, the settings of its run, and the
-    evaluation-set folders to run it with (none unless a caller adds them)."""
+    """One thing ``edge-agent bench`` benchmarks: an artifact folder (the user's, or one written for a model file),
+    the settings of its run, and the evaluation-set folders to run it with (none unless a caller adds them)."""
 
     #: What the user named (the result's ``artifact``) and its short name (the human line's).
     label: str
@@ -195,23 +212,71 @@ class BenchTarget:
     folder: Path
     format: str
     settings: dict[str, Any]
+    #: A model file given as it is (its folder was written here), not an artifact folder.
+    model_file: bool = False
     eval_set: Path | None = None
     eval_reference: Path | None = None
 
 
-def bench_targets(args: argparse.Namespace, settings: dict[str, Any]) -> list[BenchTarget]:
-    """Every artifact folder of ``edge-agent bench`` checked on the host (the manifest reader), before anything is
-    sent.
+def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: Path) -> list[BenchTarget]:
+    """Every argument of ``edge-agent bench`` checked on the host, before anything is sent: an artifact folder
+    through the manifest reader; a ``.onnx`` or ``.pte`` file read (:mod:`edge_agent.model_file`), its input
+    resolved with ``--input-shape`` / ``--batch-size``, and its artifact folder written under ``scratch``.
 
     Raises:
-        ValueError: a malformed artifact folder or a missing path (exit 1).
+        UsageError: an argument that is neither a folder nor a model file, a dynamic input without
+            ``--input-shape``, a shape or batch the file contradicts (exit 2).
+        ValueError: a malformed artifact folder, a file that is not a model this can run, a missing path (exit 1).
     """
     from edge_agent.manifest import read_artifact
+    from edge_agent.model_file import (
+        SUFFIXES,
+        InputShapeError,
+        format_of,
+        manifest_for,
+        parse_input_shape,
+        read_model_file,
+        resolve_input,
+        stage_model_file,
+    )
 
+    try:
+        given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
+    except InputShapeError as exc:
+        raise UsageError(str(exc)) from None
     targets = []
-    for path in args.artifacts:
-        artifact = read_artifact(path)
-        targets.append(BenchTarget(str(path), path.name, path, artifact.manifest["format"], settings))
+    misfits: list[str] = []  # model files --input-shape does not fit (they declare all their sizes)
+    for i, path in enumerate(args.artifacts):
+        if path.is_dir():
+            artifact = read_artifact(path)
+            targets.append(BenchTarget(str(path), path.name, path, artifact.manifest["format"], settings))
+            continue
+        if format_of(path) is None:
+            if not path.exists():
+                raise ValueError(f"{path}: no such file or folder")
+            raise UsageError(
+                f"{path}: edge-agent bench takes artifact folders (edge-export's) and model files ending in "
+                f"{' or '.join(SUFFIXES)}, not {path.suffix or 'a file without a suffix'}"
+            )
+        model = read_model_file(path)
+        try:
+            resolved = resolve_input(model, given, args.batch_size)
+            manifest = manifest_for(model, resolved, args.precision)
+        except InputShapeError as exc:
+            raise UsageError(str(exc)) from None
+        misfits += [resolved.input_shape_misfit] if resolved.input_shape_misfit else []
+        own = {**settings, "batch_size": resolved.batch_size} if resolved.batch_size else settings
+        try:
+            BenchmarkSettings.from_mapping(own)
+        except InvalidSettings as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        folder = stage_model_file(model, manifest, scratch / str(i))
+        targets.append(BenchTarget(str(path), path.name, folder, model.format, own, model_file=True))
+    files = [t for t in targets if t.model_file]
+    if (args.input_shape is not None or args.precision) and not files:
+        raise UsageError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
+    if misfits and len(misfits) == len(files):
+        raise UsageError(f"--input-shape fits none of the model files: {misfits[0]}")
     return targets
 
 
@@ -269,7 +334,9 @@ def _bench(args: argparse.Namespace, client: Any) -> int:
     if args.run_id and len(args.artifacts) > 1:
         raise UsageError("--run-id names one run: give one artifact")
     settings = bench_settings(args)
-    entries, device_error = _bench_all(args, client, bench_targets(args, settings))
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as scratch:
+        targets = bench_targets(args, settings, Path(scratch))
+        entries, device_error = _bench_all(args, client, targets)
     return _bench_outcome(args, entries, device_error)
 
 
