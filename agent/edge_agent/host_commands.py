@@ -130,6 +130,8 @@ def run_host_command(args: argparse.Namespace) -> int:
     from edge_agent.client import DeviceCallError
 
     try:
+        if args.command == "bench":
+            return _bench(args)  # its arguments are checked before a client exists
         with make_client(args) as client:
             return _dispatch_client(args, client)
     except DeviceCallError as exc:
@@ -181,8 +183,6 @@ def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
                 for o in outcomes
             ),
         )
-    elif args.command == "bench":
-        return _bench(args, client)
     return 0
 
 
@@ -330,13 +330,15 @@ def _progress_printer(name: str) -> Callable[[dict[str, Any]], None]:
     return show
 
 
-def _bench(args: argparse.Namespace, client: Any) -> int:
+def _bench(args: argparse.Namespace) -> int:
+    """``edge-agent bench``: every argument checked on the host (nothing is sent before), then each pushed and run."""
     if args.run_id and len(args.artifacts) > 1:
         raise UsageError("--run-id names one run: give one artifact")
     settings = bench_settings(args)
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as scratch:
         targets = bench_targets(args, settings, Path(scratch))
-        entries, device_error = _bench_all(args, client, targets)
+        with make_client(args) as client:
+            entries, device_error = _bench_all(args, client, targets)
     return _bench_outcome(args, entries, device_error)
 
 

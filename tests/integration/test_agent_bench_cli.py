@@ -203,11 +203,12 @@ def test_a_pte_file_is_benchmarked_as_it_is(agent, tiny_pte, token: Path, tmp_pa
     assert program_input(path.read_bytes()) == ([int(s) for s in meta.sizes()], "float32")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [entry] = json.loads(proc.stdout)["data"]
-    assert entry["result"]["runtime"] == "executorch"
+    assert entry["state"] == "RUN_STATE_SUCCEEDED" and entry["result"]["runtime"] == "executorch", entry
     manifest = _stored_manifest(store, entry["sha256"])
     assert (manifest["format"], manifest["precision"]) == ("executorch", "fp32")
     assert manifest["input"]["shape"] == ["batch", 1, 28, 28] and "--precision" in manifest["source"]["precision_from"]
-    assert too_big.returncode == 2 and "planned for batch 1" in _one_line(too_big.stderr)
+    assert too_big.returncode == 2, too_big.stdout + too_big.stderr
+    assert "planned for batch 1" in _one_line(too_big.stderr)
 
 
 def _write(path: Path, data: bytes) -> Path:
