@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.arguments import ArgumentParser
-from edge_agent.host_commands import add_bench_options, add_client_options, run_host_command
+from edge_agent.host_commands import add_bench_options, add_client_options, add_model_file_options, run_host_command
 from edge_agent.result import EXIT_ERROR, EXIT_USAGE
 
 EXAMPLES = """\
@@ -32,6 +32,8 @@ examples:
     edge-agent info --device pi.local:50051 --token-file t --tls-ca ca.pem
     edge-agent push artifacts/smallcnn-int8-onnx --device 127.0.0.1:50051 --token-file t
     edge-agent bench artifacts/smallcnn-int8-onnx --threads 1 --iterations 200 --device ... --json
+    edge-agent bench model.onnx --device ... --token-file t    any .onnx / .pte as it is (--input-shape 1x3x224x224
+                                                               fixes dynamic dimensions)
     edge-agent get RUN_ID --device ...        a past run from the device's journal
 """
 
@@ -96,9 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("artifacts", nargs="+", type=Path)
     add_client_options(push)
     bench = sub.add_parser("bench", help="push if needed, then benchmark on the device")
-    bench.add_argument("artifacts", nargs="+", type=Path)
+    bench.add_argument(
+        "artifacts", nargs="+", type=Path, metavar="ARTIFACT", help="artifact folders (edge-export's), model files (.onnx, .pte)"
+    )
     bench.add_argument("--run-id", help="idempotency key (one artifact only)")
     add_bench_options(bench)
+    add_model_file_options(bench)
     add_client_options(bench)
     runs = sub.add_parser("runs", help="runs in the device's journal")
     runs.add_argument("--after-seq", type=int, default=0)

@@ -7,7 +7,6 @@ which the device treats as idempotent, so a result is never lost and a run never
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge_agent.manifest import read_artifact
 from edge_agent.store import MAX_CHUNK_BYTES, iter_file_chunks
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
@@ -118,23 +118,18 @@ def _value(field: Any, value: Any) -> Any:
 
 
 def _local_artifact(folder: Path) -> tuple[Path, dict[str, Any], str]:
-    """The model file and manifest of an artifact folder.
+    """The model file and manifest of an artifact folder, read through the one checked reader
+    (:func:`edge_agent.manifest.read_artifact`: schema version, file record, the device's own checks).
 
     The manifest's sha256 is the artifact's identity; the device hashes every byte it receives and refuses a
     mismatch (DATA_LOSS), so the host does not re-hash the file here: a re-push of an artifact the device has
     costs one round trip, not a pass over the file. The size is checked, which catches a truncated file.
+
+    Raises:
+        ManifestError (a ValueError): one line naming the file and what is wrong.
     """
-    manifest_path = folder / "manifest.json"
-    try:
-        manifest_text = manifest_path.read_text(encoding="utf-8")
-        manifest = json.loads(manifest_text)
-        model = folder / manifest["file"]["name"]
-        size = model.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{folder} is not an artifact folder (manifest.json + model file): {exc}") from None
-    if size != manifest["file"]["size_bytes"]:
-        raise ValueError(f"{model} is {size} bytes but its manifest says {manifest['file']['size_bytes']}; re-export it")
-    return model, manifest, manifest_text
+    artifact = read_artifact(folder)
+    return artifact.model, artifact.manifest, artifact.text
 
 
 class AgentClient:

@@ -92,7 +92,66 @@ MAX_EXECUTION_PLANS = 64
 MAX_PLANNED_BUFFERS = 1024
 
 
-def planned_memory_bytes(program: bytes) -> int:
+class _FlatBuffer:
+    """Bounds-checked reads of a FlatBuffer (bytes, or a read-only memory map of a file): every offset the file
+    holds is checked before it is followed, so a corrupt or hostile program is an :class:`ExecutorchLoadError`."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def scalar(self, fmt: str, pos: int) -> Any:
+        if not 0 <= pos <= self.size - struct.calcsize(fmt):
+            raise ExecutorchLoadError("cannot load the program: its FlatBuffer points outside the file")
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
+    def u32(self, pos: int) -> int:
+        return int(self.scalar("<I", pos))
+
+    def i32(self, pos: int) -> int:
+        return int(self.scalar("<i", pos))
+
+    def table(self, pos: int) -> int:
+        """The table a uoffset at ``pos`` points to (a vector entry or a table field)."""
+        return pos + self.u32(pos)
+
+    def field(self, table: int, index: int) -> int | None:
+        """Where field ``index`` of the table at ``table`` is, or None when absent."""
+        vtable = table - self.i32(table)
+        size = int(self.scalar("<H", vtable))
+        slot = 4 + 2 * index
+        if slot + 2 > size or vtable + slot + 2 > self.size:
+            return None
+        offset = int(self.scalar("<H", vtable + slot))
+        return table + offset if offset else None
+
+    def vector(self, pos: int, item: int) -> tuple[int, int]:
+        """The first element and the length of the vector a field at ``pos`` points to."""
+        start = self.table(pos)
+        count = self.u32(start)
+        if start + 4 + count * item > self.size:
+            raise ExecutorchLoadError("cannot load the program: a vector in its FlatBuffer runs past the file")
+        return start + 4, count
+
+    def string(self, pos: int, limit: int = 256) -> str:
+        start, count = self.vector(pos, 1)
+        return bytes(self.data[start : start + min(count, limit)]).decode("utf-8", errors="replace")
+
+    def plans(self) -> tuple[int, int]:
+        """``Program.execution_plan``: the first entry and the number of plans (bounded)."""
+        plans = self.field(self.u32(0), 1)
+        if plans is None:
+            return 0, 0
+        base, count = self.vector(plans, 4)
+        if count > MAX_EXECUTION_PLANS:  # bounded work: entries may all point at one plan
+            raise ExecutorchLoadError(
+                f"the program has {count} execution plans; edge-opt runs programs with a few: re-export it with "
+                "edge-export --format executorch"
+            )
+        return base, count
+
+
+def planned_memory_bytes(program: Any) -> int:
     """The working memory a ``.pte`` plans for its methods (the sum of every execution plan's non-constant buffers,
     ``ExecutionPlan.non_const_buffer_sizes`` in ExecuTorch's ``program.fbs``), read from the FlatBuffer without
     loading it: the runtime allocates it when a method loads, sized by whatever the file says.
@@ -100,53 +159,73 @@ def planned_memory_bytes(program: bytes) -> int:
     Raises:
         ExecutorchLoadError: the bytes are not a readable program FlatBuffer.
     """
-
-    def u32(pos: int) -> int:
-        if not 0 <= pos <= len(program) - 4:
-            raise ExecutorchLoadError("cannot load the program: its FlatBuffer points outside the file")
-        return int(struct.unpack_from("<I", program, pos)[0])
-
-    def field(table: int, index: int) -> int | None:
-        """Where field ``index`` of the table at ``table`` is, or None when absent."""
-        vtable = table - struct.unpack_from("<i", program, table)[0] if 0 <= table <= len(program) - 4 else -1
-        if not 0 <= vtable <= len(program) - 4:
-            raise ExecutorchLoadError("cannot load the program: its FlatBuffer points outside the file")
-        size = struct.unpack_from("<H", program, vtable)[0]
-        slot = 4 + 2 * index
-        if slot + 2 > size or vtable + slot + 2 > len(program):
-            return None
-        offset = struct.unpack_from("<H", program, vtable + slot)[0]
-        return table + offset if offset else None
-
-    def vector(pos: int, item: int) -> tuple[int, int]:
-        start = pos + u32(pos)
-        count = u32(start)
-        if start + 4 + count * item > len(program):
-            raise ExecutorchLoadError("cannot load the program: a vector in its FlatBuffer runs past the file")
-        return start + 4, count
-
-    plans = field(u32(0), 1)  # Program.execution_plan
-    if plans is None:
-        return 0
+    fb = _FlatBuffer(program)
     total = 0
-    base, count = vector(plans, 4)
-    if count > MAX_EXECUTION_PLANS:  # bounded work: entries may all point at one plan
-        raise ExecutorchLoadError(
-            f"the program has {count} execution plans; edge-opt runs programs with a few: re-export it with "
-            "edge-export --format executorch"
-        )
+    base, count = fb.plans()
     for i in range(count):
-        entry = base + 4 * i
-        sizes = field(entry + u32(entry), 8)  # ExecutionPlan.non_const_buffer_sizes
+        sizes = fb.field(fb.table(base + 4 * i), 8)  # ExecutionPlan.non_const_buffer_sizes
         if sizes is None:
             continue
-        start, n = vector(sizes, 8)
+        start, n = fb.vector(sizes, 8)
         if n > MAX_PLANNED_BUFFERS:
             fix = "re-export it with edge-export --format executorch"
             raise ExecutorchLoadError(f"an execution plan lists {n} memory buffers; {fix}")
         # Entry 0 is reserved (the constants); the rest are the planned buffers.
         total += sum(max(0, struct.unpack_from("<q", program, start + 8 * j)[0]) for j in range(1, n))
     return total
+
+
+#: ``KernelTypes`` union tag of a ``Tensor`` in an ``EValue`` (FlatBuffers numbers a union's members from 1).
+_EVALUE_TENSOR = 5
+#: Dimensions of an input the signature reader accepts (edge-opt feeds (batch, ...) tensors).
+MAX_INPUT_RANK = 8
+
+
+def program_input(program: Any) -> tuple[list[int], str]:
+    """The ``forward`` method's one input (shape, dtype), read from the FlatBuffer without the ExecuTorch runtime
+    (the host reads a user's ``.pte`` with only the ``agent`` extra): the plan named ``forward``, its
+    ``inputs[0]`` in its ``values``, a ``Tensor`` with ``scalar_type`` and ``sizes``. The same checks as the
+    runtime's signature (:func:`_checked_signature`): one float input with a batch dimension.
+
+    Raises:
+        ExecutorchLoadError: not a readable program, or one whose input edge-opt cannot feed, naming why.
+    """
+    fb = _FlatBuffer(program)
+    base, count = fb.plans()
+    names = []
+    for i in range(count):
+        plan = fb.table(base + 4 * i)
+        name = fb.field(plan, 0)  # ExecutionPlan.name
+        names.append(fb.string(name) if name is not None else "")
+        if names[-1] == "forward":
+            break
+    else:
+        raise ExecutorchLoadError(f"the program has no 'forward' method (it has {sorted(names)[:8]})")
+    inputs, values = fb.field(plan, 3), fb.field(plan, 2)  # ExecutionPlan.inputs, .values
+    first, n_inputs = fb.vector(inputs, 4) if inputs is not None else (0, 0)
+    if n_inputs != 1:
+        raise ExecutorchLoadError(f"the program's forward takes {n_inputs} inputs; edge-opt runs one image tensor")
+    start, n_values = fb.vector(values, 4) if values is not None else (0, 0)
+    index = fb.i32(first)
+    if not 0 <= index < n_values:
+        raise ExecutorchLoadError("cannot load the program: its input names a value it does not have")
+    evalue = fb.table(start + 4 * index)
+    tag, value = fb.field(evalue, 0), fb.field(evalue, 1)  # EValue.val_type, EValue.val
+    if tag is None or value is None or int(fb.scalar("<B", tag)) != _EVALUE_TENSOR:
+        raise ExecutorchLoadError("the program's forward takes something that is not a tensor")
+    tensor = fb.table(value)
+    scalar, sizes = fb.field(tensor, 0), fb.field(tensor, 2)  # Tensor.scalar_type, Tensor.sizes
+    scalar_type = int(fb.scalar("<b", scalar)) if scalar is not None else 0
+    dtype = _SCALAR_TYPES.get(scalar_type)
+    if dtype is None:
+        raise ExecutorchLoadError(f"the program's input has scalar type {scalar_type}; edge-opt feeds float32 or float16")
+    dims, rank = fb.vector(sizes, 4) if sizes is not None else (0, 0)
+    if rank > MAX_INPUT_RANK:
+        raise ExecutorchLoadError(f"the program's input has {rank} dimensions; edge-opt feeds at most {MAX_INPUT_RANK}")
+    shape = [fb.i32(dims + 4 * j) for j in range(rank)]
+    if len(shape) < 2 or shape[0] < 1 or any(d < 1 for d in shape):
+        raise ExecutorchLoadError(f"the program's input has shape {shape}; edge-opt feeds (batch, ...) with batch >= 1")
+    return shape, dtype
 
 
 def load(model: bytes | str, threads: int = 0, max_planned_bytes: int = 0) -> PteProgram:

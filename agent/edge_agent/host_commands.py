@@ -8,10 +8,14 @@ import argparse
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import InvalidSettings
+from edge_agent.manifest import PRECISIONS
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS
 from edge_agent.result import EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
 from edge_agent.settings import BenchmarkSettings
@@ -126,6 +130,8 @@ def run_host_command(args: argparse.Namespace) -> int:
     from edge_agent.client import DeviceCallError
 
     try:
+        if args.command == "bench":
+            return _bench(args)  # its arguments are checked before a client exists
         with make_client(args) as client:
             return _dispatch_client(args, client)
     except DeviceCallError as exc:
@@ -177,37 +183,235 @@ def _dispatch_client(args: argparse.Namespace, client: Any) -> int:
                 for o in outcomes
             ),
         )
-    elif args.command == "bench":
-        return _bench(args, client)
     return 0
 
 
-def _bench(args: argparse.Namespace, client: Any) -> int:
+def add_model_file_options(parser: argparse.ArgumentParser) -> None:
+    """Flags for model files given as they are (``.onnx``, ``.pte``) instead of artifact folders."""
+    parser.add_argument(
+        "--input-shape",
+        metavar="SHAPE",
+        help="for model files: the input's whole shape, e.g. 1x3x224x224, fixing the dimensions the file leaves dynamic; "
+        "its first size is the batch unless --batch-size is given",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        help="for model files: what the weights are, when the file does not show it (default: inferred from the file)",
+    )
+
+
+@dataclass
+class BenchTarget:
+    """One thing ``edge-agent bench`` benchmarks: an artifact folder (the user's, or one written for a model file),
+    the settings of its run, and the evaluation-set folders to run it with (none unless a caller adds them)."""
+
+    #: What the user named (the result's ``artifact``) and its short name (the human line's).
+    label: str
+    name: str
+    folder: Path
+    format: str
+    settings: dict[str, Any]
+    #: A model file given as it is (its folder was written here), not an artifact folder.
+    model_file: bool = False
+    eval_set: Path | None = None
+    eval_reference: Path | None = None
+
+
+def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: Path) -> list[BenchTarget]:
+    """Every argument of ``edge-agent bench`` checked on the host, before anything is sent: an artifact folder
+    through the manifest reader; a ``.onnx`` or ``.pte`` file read (:mod:`edge_agent.model_file`), its input
+    resolved with ``--input-shape`` / ``--batch-size``, and its artifact folder written under ``scratch``.
+
+    Raises:
+        UsageError: an argument that is neither a folder nor a model file, a dynamic input without
+            ``--input-shape``, a shape or batch the file contradicts (exit 2).
+        ValueError: a malformed artifact folder, a file that is not a model this can run, a missing path (exit 1).
+    """
+    from edge_agent.manifest import read_artifact
+    from edge_agent.model_file import (
+        SUFFIXES,
+        InputShapeError,
+        format_of,
+        manifest_for,
+        parse_input_shape,
+        read_model_file,
+        resolve_input,
+        stage_model_file,
+    )
+
+    try:
+        given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
+    except InputShapeError as exc:
+        raise UsageError(str(exc)) from None
+    targets = []
+    misfits: list[str] = []  # model files --input-shape does not fit (they declare all their sizes)
+    for i, path in enumerate(args.artifacts):
+        if path.is_dir():
+            artifact = read_artifact(path)
+            targets.append(BenchTarget(str(path), path.name, path, artifact.manifest["format"], settings))
+            continue
+        if format_of(path) is None:
+            if not path.exists():
+                raise ValueError(f"{path}: no such file or folder")
+            raise UsageError(
+                f"{path}: edge-agent bench takes artifact folders (edge-export's) and model files ending in "
+                f"{' or '.join(SUFFIXES)}, not {path.suffix or 'a file without a suffix'}"
+            )
+        model = read_model_file(path)
+        try:
+            resolved = resolve_input(model, given, args.batch_size)
+            manifest = manifest_for(model, resolved, args.precision)
+        except InputShapeError as exc:
+            raise UsageError(str(exc)) from None
+        misfits += [resolved.input_shape_misfit] if resolved.input_shape_misfit else []
+        own = {**settings, "batch_size": resolved.batch_size} if resolved.batch_size else settings
+        try:
+            BenchmarkSettings.from_mapping(own)
+        except InvalidSettings as exc:
+            raise UsageError(f"{path}: {exc}") from None
+        folder = stage_model_file(model, manifest, scratch / str(i))
+        targets.append(BenchTarget(str(path), path.name, folder, model.format, own, model_file=True))
+    files = [t for t in targets if t.model_file]
+    if (args.input_shape is not None or args.precision) and not files:
+        raise UsageError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
+    if misfits and len(misfits) == len(files):
+        raise UsageError(f"--input-shape fits none of the model files: {misfits[0]}")
+    return targets
+
+
+def bench_artifact(
+    client: Any,
+    sha256: str,
+    settings: dict[str, Any],
+    *,
+    eval_set: Path | None = None,
+    eval_reference: Path | None = None,
+    run_id: str | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Benchmark an artifact already on the device, optionally evaluating it there on an evaluation set: the
+    folders ``edge_opt.evalset.publish`` writes (``evalset.npz`` + ``manifest.json``), inputs and labels in
+    ``eval_set``, the host's outputs in ``eval_reference``. They are pushed like artifacts (only what the device
+    lacks) and named to the run; its result then has an ``evaluation``. Returns the run's terminal event.
+
+    Raises:
+        DeviceCallError: the device refused a push or the run, or cannot be reached.
+        ValueError: an evaluation-set folder that is not one (or a reference without its set).
+    """
+    from edge_agent.evaluation import FORMAT
+    from edge_agent.manifest import read_artifact
+
+    shas: dict[str, str] = {}
+    if eval_reference is not None and eval_set is None:
+        raise ValueError(f"{eval_reference}: reference outputs need the evaluation set they were computed on")
+    for key, folder in (("eval_set_sha256", eval_set), ("eval_reference_sha256", eval_reference)):
+        if folder is None:
+            continue
+        if read_artifact(folder).manifest["format"] != FORMAT:
+            raise ValueError(f"{folder}: not an evaluation set (its manifest's format is not {FORMAT!r})")
+        shas[key] = client.push(folder).sha256
+    last: dict[str, Any] = {}
+    for event in client.bench(sha256, settings, run_id=run_id, **shas):
+        last = event
+        if on_event is not None:
+            on_event(event)
+    return last
+
+
+def _progress_printer(name: str) -> Callable[[dict[str, Any]], None]:
+    def show(event: dict[str, Any]) -> None:
+        if "progress" in event:
+            p = event["progress"]
+            print(f"\r{name}: {p['phase']} {p['done']}/{p['total']}   ", end="", file=sys.stderr, flush=True)
+        elif "queue_position" in event:
+            print(f"{name}: queued (position {event['queue_position']})", file=sys.stderr)
+
+    return show
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """``edge-agent bench``: every argument checked on the host (nothing is sent before), then each pushed and run."""
     if args.run_id and len(args.artifacts) > 1:
         raise UsageError("--run-id names one run: give one artifact")
     settings = bench_settings(args)
-    results = []
-    failed = False
-    for folder in args.artifacts:
-        pushed = client.push(folder)
-        last: dict[str, Any] = {}
-        for event in client.bench(pushed.sha256, settings, run_id=args.run_id):
-            last = event
-            if not args.json and "progress" in event:
-                p = event["progress"]
-                print(f"\r{folder.name}: {p['phase']} {p['done']}/{p['total']}   ", end="", file=sys.stderr, flush=True)
-            elif not args.json and "queue_position" in event:
-                print(f"{folder.name}: queued (position {event['queue_position']})", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as scratch:
+        targets = bench_targets(args, settings, Path(scratch))
+        with make_client(args) as client:
+            entries, device_error = _bench_all(args, client, targets)
+    return _bench_outcome(args, entries, device_error)
+
+
+def _bench_all(args: argparse.Namespace, client: Any, targets: list[BenchTarget]) -> tuple[list[dict[str, Any]], Any]:
+    """Push and run every target; each gets its result or its named failure. An artifact whose runtime the device
+    lacks is not pushed (``skipped``, with the reason); a refusal of one artifact's push or run is its ``error``
+    and the others still run; a failure of the device as a whole ends the work, naming the rest as not run.
+    Returns the entries and the device-wide failure, if any."""
+    from edge_agent.client import DeviceCallError
+    from edge_agent.formats import missing_runtime
+
+    entries: list[dict[str, Any]] = []
+    try:
+        runtimes = [r.get("name", "") for r in client.info().get("runtimes", [])]
+    except DeviceCallError as exc:
+        not_run = {"code": exc.code, "message": f"not run: {exc}"}
+        return [{"artifact": t.label, "state": "NOT_RUN", "error": not_run} for t in targets], exc
+    stopped: Any = None
+    for target in targets:
+        entry: dict[str, Any] = {"artifact": target.label}
+        if stopped is not None:
+            earlier = {"code": stopped.code, "message": f"not run: the device failed earlier: {stopped}"}
+            entry.update(state="NOT_RUN", error=earlier)
+        elif reason := missing_runtime(target.format, runtimes):
+            entry["skipped"] = reason
+        else:
+            try:
+                pushed = client.push(target.folder)
+                entry["sha256"] = pushed.sha256
+                show = None if args.json else _progress_printer(target.name)
+                entry.update(
+                    bench_artifact(
+                        client,
+                        pushed.sha256,
+                        target.settings,
+                        eval_set=target.eval_set,
+                        eval_reference=target.eval_reference,
+                        run_id=args.run_id,
+                        on_event=show,
+                    )
+                )
+            except DeviceCallError as exc:
+                state = "UNREACHABLE" if exc.device_wide else "REFUSED"
+                entry.update(state=state, error={"code": exc.code, "message": exc.details})
+                stopped = exc if exc.device_wide else None
+        entries.append(entry)
         if not args.json:
             print("\r", end="", file=sys.stderr)
-            print(format_result_line(folder.name, last))
-        failed |= "result" not in last
-        results.append({"artifact": str(folder), "sha256": pushed.sha256, **last})
-    code = EXIT_PARTIAL if failed else 0
+            print(f"{target.name}: not run: {entry['skipped']}" if "skipped" in entry else format_result_line(target.name, entry))
+    return entries, stopped
+
+
+def _bench_outcome(args: argparse.Namespace, entries: list[dict[str, Any]], device_error: Any) -> int:
+    """Exit 0 when every artifact the device can run ran and succeeded; 7 (the device's failure) when nothing ran
+    and the device refused or failed; else 8 (partial), each failure named. All entries go into the JSON."""
+    failed = [e for e in entries if "result" not in e and "skipped" not in e]
+    ran = any(str(e.get("state", "")).startswith("RUN_STATE_") for e in entries)
+    errors: list[ResultError] = []
+    for e in failed:
+        error = e.get("error") or {}
+        state = str(e.get("state", "FAILED")).removeprefix("RUN_STATE_")
+        errors.append({"code": error.get("code") or state, "message": f"{e['artifact']}: {error.get('message') or state}"})
+    if entries and all("skipped" in e for e in entries):
+        reasons = "; ".join(sorted({e["skipped"] for e in entries}))
+        errors.append({"code": "device-runtime", "message": f"the device can run none of these artifacts: {reasons}"})
+    if not errors:
+        code = 0
+    elif failed and not ran and any(e.get("state") in ("REFUSED", "UNREACHABLE", "NOT_RUN") for e in failed):
+        code = EXIT_DEVICE
+    else:
+        code = EXIT_PARTIAL
+    if code == EXIT_DEVICE:  # one line on stderr, as for any failure of the device
+        print(f"edge-agent: error: {device_error if device_error is not None else errors[0]['message']}", file=sys.stderr)
     if args.json:
-        failures = [(r["artifact"], r.get("error", {})) for r in results if "result" not in r]
-        errors = [{"code": e.get("code", "FAILED"), "message": f"{a}: {e.get('message', '')}"} for a, e in failures]
-        _print(args, results, "", code, errors)
+        _print(args, entries, "", code, errors)
     return code
-
-

@@ -60,16 +60,11 @@ from edge_agent.errors import (
     QuotaExceeded,
 )
 from edge_agent.files import fsync_dir
-from edge_agent.formats import MODEL_FORMATS
+from edge_agent.manifest import MAX_MANIFEST_BYTES, MODEL_FILES, parse_manifest
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_CHUNK_BYTES = 1 << 20
-MAX_MANIFEST_BYTES = 256 << 10
-#: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
-MAX_MANIFEST_DEPTH = 32
-PRECISIONS = frozenset({"fp32", "fp16", "int8"})
-MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, evaluation.FORMAT: evaluation.FILE_NAME}
 #: An ExecuTorch program is a FlatBuffer whose file identifier, at bytes 4..8, is "ET" and two digits (the schema).
 PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.
@@ -133,83 +128,6 @@ def check_content(path: Path, fmt: str) -> None:
         onnx_guard.check_model_file(str(path))
         return
     raise ArtifactRejected(f"this agent cannot check artifacts of format {fmt!r}; it takes {', '.join(MODEL_FILES)}")
-
-
-def _json_depth_ok(text: str, limit: int) -> bool:
-    """True when no JSON array or object nests deeper than ``limit`` (checked before json.loads recurses)."""
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
-def parse_manifest(text: str) -> dict[str, Any]:
-    """The pushed manifest's JSON, checked for the fields and types the agent relies on.
-
-    Raises:
-        ArtifactRejected: naming the field that is missing or of the wrong type.
-    """
-    if not _json_depth_ok(text, MAX_MANIFEST_DEPTH):
-        raise ArtifactRejected(f"manifest_json nests deeper than {MAX_MANIFEST_DEPTH} levels")
-    try:
-        manifest = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ArtifactRejected("manifest_json is not valid JSON; push the manifest.json edge-export wrote") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactRejected("manifest_json must be a JSON object (an edge-opt manifest)")
-    file, fmt, precision = manifest.get("file"), manifest.get("format"), manifest.get("precision")
-    if not isinstance(file, dict):
-        raise ArtifactRejected("manifest field 'file' must be an object with sha256 and size_bytes")
-    if not isinstance(fmt, str) or fmt not in MODEL_FILES:
-        raise ArtifactRejected(f"manifest field 'format' must be one of {sorted(MODEL_FILES)}, got {str(fmt)[:40]!r}")
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ArtifactRejected(f"manifest field 'precision' must be one of {sorted(PRECISIONS)}, got {str(precision)[:40]!r}")
-    for key in ("input", "target"):
-        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
-            raise ArtifactRejected(f"manifest field {key!r} must be an object")
-    _check_input(manifest.get("input") or {}, fmt)
-    return manifest
-
-
-#: The input dtypes a benchmark worker can feed.
-INPUT_DTYPES = ("float32", "float16")
-
-
-def _check_input(spec: dict[str, Any], fmt: str) -> None:
-    """The manifest's ``input``: a shape of a batch dimension (a name or a size) and positive sizes, a known dtype.
-    ONNX artifacts may leave the shape out (the model declares it); the others cannot."""
-    shape, dtype = spec.get("shape"), spec.get("dtype", "float32")
-    fix = "e.g. \"input\": {\"shape\": [\"batch\", 1, 28, 28], \"dtype\": \"float32\"}, as edge-export writes"
-    if shape is None:
-        if fmt in MODEL_FORMATS and fmt != "onnx":
-            raise ArtifactRejected(f"a {fmt} manifest needs input.shape (the model does not declare it): {fix}")
-    elif (
-        not isinstance(shape, list)
-        or not 1 <= len(shape) <= 8
-        or not ((isinstance(shape[0], str) and shape[0]) or (type(shape[0]) is int and shape[0] > 0))
-        or not all(type(d) is int and 0 < d <= 1 << 20 for d in shape[1:])
-    ):
-        raise ArtifactRejected(
-            f"manifest input.shape {str(shape)[:60]} must be a batch dimension (a name or a size) and up to 7 positive "
-            f"sizes: {fix}"
-        )
-    if dtype not in INPUT_DTYPES:
-        raise ArtifactRejected(f"manifest input.dtype {str(dtype)[:40]!r} must be one of {list(INPUT_DTYPES)}: {fix}")
 
 
 def _read_manifest(header: PushHeader) -> tuple[str, str]:

@@ -188,10 +188,23 @@ class Opened:
     evaluate: Callable[[Any], Any] | None = None
 
 
+def onnx_input_shape(model_shape: list[Any], manifest_shape: list[Any]) -> list[Any]:
+    """The shape an ONNX model is fed: the model's own, with the manifest's batch dimension, and the manifest's
+    sizes where the model leaves a dimension dynamic or declares no shape at all (a user's model file benchmarked
+    with ``--input-shape``). Where both give a size, the model's wins (a mismatch is the runtime's error)."""
+    if not manifest_shape:
+        return model_shape
+    if not model_shape:  # no declared rank
+        return manifest_shape
+    if len(model_shape) != len(manifest_shape):
+        return model_shape
+    fixed = [d if isinstance(d, int) and d > 0 else m for d, m in zip(model_shape[1:], manifest_shape[1:], strict=True)]
+    return [manifest_shape[0], *fixed]
+
+
 def _open_onnx(model: bytes, request: dict[str, Any]) -> Opened:
     session, name, shape, dtype, version = _onnx_runner(model, request["settings"])
-    manifest_shape = request["input"].get("shape") or []
-    declared = [manifest_shape[0], *shape[1:]] if len(shape) == len(manifest_shape) else shape
+    declared = onnx_input_shape(shape, request["input"].get("shape") or [])
 
     def call(x: Any) -> Any:
         return session.run(None, {name: x})[0]

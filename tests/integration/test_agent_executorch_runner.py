@@ -65,3 +65,32 @@ def test_the_memory_plan_is_read_before_loading_and_a_huge_one_is_refused(tiny_p
         load(huge, max_planned_bytes=8 << 30)
     with pytest.raises(ExecutorchLoadError, match=r"outside the file|runs past the file"):
         planned_memory_bytes(data[:64])
+
+
+def test_the_forward_input_is_read_from_the_flatbuffer_as_the_runtime_reads_it(tiny_pte: tuple[Path, torch.nn.Module]) -> None:
+    # The host reads a user's .pte without the ExecuTorch runtime (edge-agent bench model.pte): its reading of the
+    # forward method's input must be the runtime's, and a damaged file must be a refusal, never a crash.
+    from edge_agent.executorch_runner import program_input
+
+    data = tiny_pte[0].read_bytes()
+    program = load(data)
+    assert program_input(data) == (program.declared_shape, program.dtype) == ([1, 1, 28, 28], "float32")
+    rng = np.random.default_rng(0)
+    cuts = [*range(0, 200, 7), *rng.integers(0, len(data), 40).tolist()]
+    damaged = []
+    for _ in range(200):
+        copy = bytearray(data)
+        for pos in rng.integers(0, min(len(data), 4096), 4):
+            copy[pos] = int(rng.integers(0, 256))
+        damaged.append(bytes(copy))
+    refused = 0
+    for variant in [data[:cut] for cut in cuts] + damaged:
+        try:
+            shape, dtype = program_input(variant)
+        except ExecutorchLoadError:  # the only way it may fail: never IndexError, struct.error, a hang
+            refused += 1
+            continue
+        assert dtype in ("float32", "float16") and len(shape) >= 2 and all(d >= 1 for d in shape)
+    assert refused > len(cuts) // 2
+    with pytest.raises(ExecutorchLoadError):
+        program_input(data[:64])

@@ -13,12 +13,14 @@ Layout of an export folder::
 An artifact is built in ``OUT/.staging-*``, validated, fsynced and renamed into place in one step, so a folder
 that exists always holds a validated model and a manifest whose sha256 matches it. A failure or Ctrl-C removes the
 staging folder; an earlier artifact of the same name stays until the new one is complete.
+
+The manifest's schema version, its reader and the file hash are ``edge_agent.manifest``'s: one definition for the
+toolchain and the host SDK.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -29,18 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.files import fsync_dir
-
-#: Bump on any incompatible change to the manifest; readers check it.
-MANIFEST_SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+from edge_agent.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, read_artifact, sha256_file  # noqa: F401 - re-exported
 
 
 def _umask() -> int:
@@ -118,29 +109,11 @@ def runtime_versions() -> dict[str, str]:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check an artifact folder's manifest (schema version and model-file sha256).
+    """Read and check an artifact folder's manifest (schema version, file record and the model file's sha256),
+    through the reader the host SDK uses too (:func:`edge_agent.manifest.read_artifact`).
 
     Raises:
-        ValueError: missing manifest, unknown schema version, or a model file that does not match.
+        ValueError: missing manifest, unknown schema version, or a model file that does not match; the message
+            names the file.
     """
-    path = folder / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable manifest ({exc}); re-export the artifact") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: not an artifact manifest (a JSON object); re-export the artifact")
-    if manifest.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-        raise ValueError(
-            f"{path}: manifest schema {manifest.get('schema_version')!r} is not {MANIFEST_SCHEMA_VERSION}; "
-            "re-export with this edge-opt version"
-        )
-    file = manifest.get("file")
-    if not isinstance(file, dict) or not isinstance(file.get("name"), str) or not isinstance(file.get("sha256"), str):
-        raise ValueError(f"{path}: no file name and sha256 in the manifest; re-export the artifact")
-    if Path(file["name"]).name != file["name"]:
-        raise ValueError(f"{path}: file name {file['name'][:80]!r} is not a name in the folder; re-export the artifact")
-    model = folder / file["name"]
-    if not model.is_file() or sha256_file(model) != manifest["file"]["sha256"]:
-        raise ValueError(f"{model}: missing or its sha256 does not match the manifest; re-export the artifact")
-    return manifest
+    return read_artifact(folder, verify_sha256=True, device_fields=False).manifest
