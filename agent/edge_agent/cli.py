@@ -20,7 +20,13 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.arguments import ArgumentParser
-from edge_agent.host_commands import add_bench_options, add_client_options, add_model_file_options, run_host_command
+from edge_agent.host_commands import (
+    add_bench_options,
+    add_client_options,
+    add_data_options,
+    add_model_file_options,
+    run_host_command,
+)
 from edge_agent.result import EXIT_ERROR, EXIT_USAGE
 
 EXAMPLES = """\
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--run-id", help="idempotency key (one artifact only)")
     add_bench_options(bench)
     add_model_file_options(bench)
+    add_data_options(bench)
     add_client_options(bench)
     runs = sub.add_parser("runs", help="runs in the device's journal")
     runs.add_argument("--after-seq", type=int, default=0)

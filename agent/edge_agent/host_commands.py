@@ -17,7 +17,7 @@ from typing import Any
 from edge_agent.errors import InvalidSettings
 from edge_agent.manifest import PRECISIONS
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS
-from edge_agent.result import EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
+from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
 from edge_agent.settings import BenchmarkSettings
 
 
@@ -49,6 +49,10 @@ def add_bench_options(parser: argparse.ArgumentParser, *, keep_samples: bool = T
         parser.add_argument(
             "--keep-samples", action="store_true", help="return the latency samples (at most 20,000, evenly spaced)"
         )
+
+
+class DataProblem(ValueError):
+    """The data given with ``--data`` cannot be read or does not fit the model (exit 3, as the toolchain's)."""
 
 
 class UsageError(ValueError):
@@ -138,6 +142,8 @@ def run_host_command(args: argparse.Namespace) -> int:
         return _fail(args, EXIT_DEVICE, exc.code, str(exc))
     except UsageError as exc:
         return _fail(args, EXIT_USAGE, "USAGE", str(exc))
+    except DataProblem as exc:
+        return _fail(args, EXIT_DATA, "data", str(exc))
     except (ValueError, OSError) as exc:
         return _fail(args, EXIT_ERROR, "ERROR", str(exc))
 
@@ -199,6 +205,88 @@ def add_model_file_options(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRECISIONS),
         help="for model files: what the weights are, when the file does not show it (default: inferred from the file)",
     )
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--data``: evaluate on the device with the user's own data (read and preprocessed here; needs the toolchain)."""
+    group = parser.add_argument_group(
+        "evaluation on the device with your data (needs the toolchain extra: the data is read with torchvision's habits)"
+    )
+    group.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="an image folder (class subfolders; its val/ or test/ when it has train/), an .npz (x, y) or "
+        "package.module:function: the device evaluates each artifact on it (top-1 with labels; agreement and SQNR "
+        "against this host's outputs)",
+    )
+    group.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="normalisation mean for a model file (default 0)")
+    group.add_argument("--std", type=_floats, metavar="S[,S,S]", help="normalisation std for a model file (default 1)")
+    group.add_argument("--resize", type=_sizes, metavar="N|HxW", help="resize first (N: shorter side), then center-crop")
+    group.add_argument("--eval-samples", type=int, metavar="N", help="items evaluated on the device (default 1000)")
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError:
+        example = "e.g. 0.485,0.456,0.406"
+        raise argparse.ArgumentTypeError(f"invalid {value!r}; use one number or one per channel, {example}") from None
+
+
+def _sizes(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.lower().replace("x", ",").split(",") if v)
+    except ValueError:
+        sizes = ()
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"invalid size {value!r}; use N (the shorter side) or HxW, e.g. 256")
+    return sizes
+
+
+def attach_evaluation(args: argparse.Namespace, targets: list[BenchTarget], scratch: Path) -> None:
+    """With ``--data``: each target's evaluation set (the data preprocessed for its input) and this host's outputs
+    on it, as folders under ``scratch``.
+
+    Raises:
+        UsageError: the toolchain is not installed, or data flags without ``--data``.
+        ValueError: the data cannot be read or does not fit the model (exit 1, the message names it).
+    """
+    flags = [f for f in ("mean", "std", "resize", "eval_samples") if getattr(args, f, None) is not None]
+    if not getattr(args, "data", None):
+        if flags:
+            raise UsageError(f"--{flags[0].replace('_', '-')} is for --data (evaluation with your data): give --data")
+        return
+    try:
+        from edge_opt.data.device_sets import DEFAULT_SAMPLES, device_sets, host_runner, manifest_preprocessing
+        from edge_opt.errors import ToolchainError
+    except ImportError:
+        raise UsageError(
+            "--data reads and preprocesses your data with the toolchain: install it beside the agent "
+            "(pip install 'edge-opt[toolchain]'), or leave --data out"
+        ) from None
+    from edge_agent.manifest import read_artifact
+
+    for i, target in enumerate(targets):
+        artifact = read_artifact(target.folder)
+        spec = artifact.manifest.get("input") or {}
+        shape = [target.settings.get("batch_size") or 1, *list(spec.get("shape") or [])[1:]]
+        dtype = spec.get("dtype", "float32")
+        try:
+            run = host_runner(artifact.model, target.format, dtype)
+            sets = device_sets(
+                args.data,
+                shape,
+                scratch / f"eval-{i}",
+                manifest_preprocessing=None if target.model_file else manifest_preprocessing(target.folder),
+                mean=args.mean,
+                std=args.std,
+                resize=args.resize,
+                samples=args.eval_samples or DEFAULT_SAMPLES,
+                run=run,
+            )
+        except ToolchainError as exc:
+            raise DataProblem(f"{target.label}: {exc}") from None
+        target.eval_set, target.eval_reference = sets.inputs, sets.reference
 
 
 @dataclass
@@ -337,6 +425,7 @@ def _bench(args: argparse.Namespace) -> int:
     settings = bench_settings(args)
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as scratch:
         targets = bench_targets(args, settings, Path(scratch))
+        attach_evaluation(args, targets, Path(scratch))
         with make_client(args) as client:
             entries, device_error = _bench_all(args, client, targets)
     return _bench_outcome(args, entries, device_error)

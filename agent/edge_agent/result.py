@@ -23,6 +23,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: A usage mistake (flags, config): nothing was done.
 EXIT_USAGE = 2
+#: The data (the user's, or the built-in dataset) cannot be found, read or fed to the model.
+EXIT_DATA = 3
 #: The device could not be reached or refused the call (authentication, a setting it does not accept).
 EXIT_DEVICE = 7
 #: The command did its work but part of it failed (a benchmark run on a device, some devices of a fleet

@@ -240,3 +240,42 @@ def test_device_evaluates_unlabelled_data_by_fidelity(user: dict, env: dict[str,
     # The device ran the user's 60 held-out items (no labels: no accuracy) and reproduced the host's outputs.
     assert check["samples"] == 60 and "top1_accuracy" not in check and check["host_accuracy"] is None
     assert check["sqnr_db"] > 60 and check["flags"] == [], check
+
+
+def test_agent_bench_evaluates_a_plain_onnx_file_on_the_users_data(user: dict, env: dict[str, str], tmp_path: Path) -> None:
+    # setup: the user's model as a plain torch.onnx.export file (no edge-export), and a real agent
+    import usernets
+    from agent_helpers import TOKEN, AgentProcess
+
+    model = usernets.build(10)
+    model.load_state_dict(torch.load(user["root"] / "weights.pt", weights_only=True))
+    model.eval()
+    onnx_path = tmp_path / "mine.onnx"
+    torch.onnx.export(
+        model, (torch.zeros(1, 3, SIZE, SIZE),), str(onnx_path), input_names=["images"], output_names=["scores"],
+        dynamic_axes={"images": {0: "n"}, "scores": {0: "n"}}, dynamo=False,
+    )  # fmt: skip
+    x, y = _folder_inputs(user["folder"] / "val", user["mean"], user["std"])
+    expected = _plain_accuracy_onnx(onnx_path, x, y)
+    (tmp_path / "token").write_text(TOKEN)
+    # execute
+    with AgentProcess(tmp_path / "store", tmp_path / "token") as agent:
+        args = [
+            "bench", str(onnx_path), "--device", f"127.0.0.1:{agent.port}", "--token-file", str(tmp_path / "token"),
+            "--iterations", "10", "--data", str(user["folder"]), "--mean", ",".join(map(str, user["mean"])),
+            "--std", ",".join(map(str, user["std"])), "--json",
+        ]  # fmt: skip
+        proc = run_cli(args, env, module="edge_agent.cli")
+    # assert: benchmarked as it is, and evaluated on the device on the user's 1,000 val images
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [entry] = parse_json_result(proc.stdout)["data"]
+    evaluation = entry["result"]["evaluation"]
+    assert entry["state"] == "RUN_STATE_SUCCEEDED" and evaluation["samples"] == VAL and not evaluation["error"]
+    assert evaluation["top1_accuracy"] == pytest.approx(expected, abs=1.5 / VAL) and expected > 0.6
+    assert evaluation["agreement_with_host"] == 1.0 and evaluation["sqnr_db"] > 100
+
+
+def _plain_accuracy_onnx(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = np.concatenate([session.run(None, {"images": x[i : i + 100]})[0] for i in range(0, len(x), 100)])
+    return float((out.argmax(1) == y).mean())

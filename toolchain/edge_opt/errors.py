@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from edge_agent.result import EXIT_DEVICE
+from edge_agent.result import EXIT_DATA, EXIT_DEVICE
 
 
 class ToolchainError(Exception):
@@ -28,7 +28,7 @@ class ConfigError(ToolchainError):
 class DataError(ToolchainError):
     """The dataset cannot be found, downloaded or read."""
 
-    exit_code = 3
+    exit_code = EXIT_DATA
     code = "data"
 
 
