@@ -143,10 +143,19 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", help="smallcnn, a torchvision name (mobilenet_v2, resnet18, ...) or package.module:factory")
     parser.add_argument("--checkpoint", type=Path, help="state_dict to load (default: train SmallCNN once, cached)")
-    parser.add_argument("--input-size", type=_size, metavar="HxW", help="model input size (default 28x28; needed with --data for models other than smallcnn)")
+    parser.add_argument(
+        "--input-size", type=_size, metavar="HxW",
+        help="model input size (default 28x28; needed with --data for models other than smallcnn)",
+    )
     parser.add_argument("--channels", type=int, choices=(1, 3), help="input channels (default: what the model takes)")
-    parser.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="input normalisation mean (default: 0.2860 on the built-in data; none on yours)")
-    parser.add_argument("--std", type=_floats, metavar="S[,S,S]", help="input normalisation std (default: 0.3530 on the built-in data; none on yours)")
+    parser.add_argument(
+        "--mean", type=_floats, metavar="M[,M,M]",
+        help="input normalisation mean (default: 0.2860 on the built-in data; none on yours)",
+    )
+    parser.add_argument(
+        "--std", type=_floats, metavar="S[,S,S]",
+        help="input normalisation std (default: 0.3530 on the built-in data; none on yours)",
+    )
     parser.add_argument("--num-classes", type=int, metavar="N", help="the model's classes (default: the data's; 10)")
     data = parser.add_argument_group(
         "data (default: Fashion-MNIST, built in)",
@@ -178,7 +187,10 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, metavar="N", help="calibration and evaluation batch size")
     parser.add_argument("--data-dir", type=Path, help="folder holding FashionMNIST/raw (or set EDGE_OPT_DATA_DIR)")
     parser.add_argument("--no-download", action="store_true", help="never try to download Fashion-MNIST")
-    parser.add_argument("--eval-samples", type=int, metavar="N", help="evaluation items used (default: all; Fashion-MNIST: 10,000)")
+    parser.add_argument(
+        "--eval-samples", type=int, metavar="N",
+        help="evaluation items used (default: all; Fashion-MNIST: 10,000)",
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="threads for host latency (default 1)")
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default ./artifacts)")
     if device:
