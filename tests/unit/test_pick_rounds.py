@@ -157,4 +157,4 @@ def test_a_busy_device_stops_redoing_and_says_its_rounds_were_disturbed(tmp_path
     fast = next(c for c in data["pick"]["candidates"] if c["name"] == "fast")
     assert fast["rounds"] == 3 and fast["rounds_disturbed"] == 3  # used, and counted
     assert data["disturbance"]["used"] == 6
-    assert data["disturbance"]["warnings"] == ["other processes used 1.30 CPU cores on average during the run"]
+    assert data["disturbance"]["warnings"] == ["other processes used 1.3 CPU cores on average during the run (6 runs)"]

@@ -31,7 +31,9 @@ the winner's folder.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -296,15 +298,33 @@ def _disturbance(state: _State) -> dict[str, Any]:
     clean = {f: sum(not r.disturbed for r in state.runs[f]) for f in state.alive()}
     excluded = sum(sum(r.disturbed for r in state.runs[f]) for f in state.alive() if clean[f] >= MIN_CLEAN_ROUNDS)
     used = sum(sum(r.disturbed for r in state.runs[f]) for f in state.alive() if clean[f] < MIN_CLEAN_ROUNDS)
-    warnings = sorted({w for r in runs for w in r.warnings})
     return {
         "runs": len(runs),
         "redone": sum(r.redone for r in runs),
         "excluded": excluded,
         "used": used,
         "redos_stopped": state.redos_stopped,
-        "warnings": warnings[:8],
+        "warnings": _warning_kinds([w for r in runs for w in r.warnings]),
     }
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+
+
+def _warning_kinds(warnings: list[str]) -> list[str]:
+    """The device's warnings, one line per kind with the range of its figure: 'other processes used 1.3–1.5 CPU
+    cores on average during the run (24 runs)'."""
+    kinds: dict[str, list[float]] = {}
+    for warning in warnings:
+        found = _NUMBER.search(warning)
+        key = _NUMBER.sub("{}", warning, count=1)
+        kinds.setdefault(key, []).append(float(found.group()) if found else math.nan)
+    out = []
+    for key, values in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        finite = [v for v in values if math.isfinite(v)]
+        figure = "" if not finite else f"{min(finite):g}" if min(finite) == max(finite) else f"{min(finite):g}–{max(finite):g}"
+        out.append(f"{key.replace('{}', figure, 1)} ({len(values)} run{'s' if len(values) > 1 else ''})")
+    return out
 
 
 def _stop_text(stop: str, done: int, max_rounds: int, max_seconds: float, gap: float, result: Pick) -> str:

@@ -12,15 +12,18 @@ interval on the logarithms of the round medians (latency noise is multiplicative
 widened by 1.2533 (the median's standard error against the mean's) from three rounds on:
 ``median · exp(± t(df) · s · 1.2533 / √k)``. The spread ``s`` is the candidate's own, with k − 1 degrees of
 freedom, but never narrower than a *floor*: the pooled spread of every candidate measured on the same device in
-the same rounds (:func:`pooled_spread`), or the device's history (:func:`history_spread`). One round and no floor:
-no interval can be given (0–∞), which ties with everything.
+the same rounds (:func:`pooled_spread`), or the device's history (:func:`history_spread`); each spread brings its
+own degrees of freedom. One round and no floor: no interval can be given (0–∞), which ties with everything;
+:data:`GAP_ONLY` says explicitly that no spread is known and the tie gap alone decides. Not order statistics nor a
+bootstrap over rounds: with three rounds neither reaches 95% (the min–max of three covers the median three times
+in four), and three rounds are what a clear winner should need.
 
 **Separated.** A slower candidate is separated from a faster one when its interval lies entirely above the
 faster's *and* its median is more than the tie gap slower; otherwise they tie. A tie is **settled** when both
 intervals together span less than the gap: more rounds could not separate them.
 
 **A change between two runs** (``edge-fleet compare``): the candidate run against the baseline run of the same
-artifact on the same device. With at least ``min_history`` past runs of that artifact there, the threshold is
+artifact on the same device. With at least :data:`MIN_HISTORY` past runs of that artifact there, the threshold is
 what two single runs differ by at 95% given the device's own run-to-run spread (``t · s · √2``; the spread from
 successive differences, so that an earlier step change does not count as noise): that may tighten or widen
 ``min_effect``, which is the threshold without such history. Never below :data:`MIN_CHANGE`.
