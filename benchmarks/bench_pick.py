@@ -3,9 +3,13 @@
 Builds the candidates through the real pipeline (FP32, FP16, INT8 × TorchScript and ONNX, FP32 and INT8 ExecuTorch:
 each validated, as ``edge-export`` writes them; a build the gates refuse is reported and skipped), then times each
 with its own runtime and torch eager FP32 in one process, in interleaved rounds (every round runs every candidate,
-in a rotated order), and hands the raw samples to :func:`edge_opt.pick.pick`. Prints the CPU and its flags, the
-table with the winner marked, the ratios to torch eager FP32 and to ONNX Runtime FP32, and the physical limit: the
-model's multiply-adds ÷ what one core retires per second for the instruction set.
+in a rotated order), and hands each candidate's round medians to :func:`edge_opt.pick.pick`. Prints the CPU and
+its flags, the table with the winner marked, the ratios to torch eager FP32 and to ONNX Runtime FP32, and the
+physical limit: the model's multiply-adds ÷ what one core retires per second for the instruction set.
+
+The rounds here share one process, so their spread leaves out what varies between worker processes (memory
+placement, core, frequency): the intervals are narrower than a device pick's. ``edge-export --pick`` runs each
+round in a fresh worker; ``benchmarks/bench_pick_validate.py`` checks that pick against fresh-process timings.
 
     python benchmarks/bench_pick.py [--rounds 7] [--iterations 30] [--out DIR] [--json FILE]
 
@@ -34,9 +38,9 @@ from edge_opt.errors import ToolchainError
 from edge_opt.evaluate import OrtRunner, TorchRunner
 from edge_opt.executorch_export import PteRunner
 from edge_opt.export import load_torchscript
-from edge_opt.fleet.stats import median_ci
 from edge_opt.pick import Candidate, pick
 from edge_opt.pipeline import run_export
+from edge_opt.round_stats import estimate
 from edge_opt.targets import cpu_flags, resolve_target
 from rich.console import Console
 from rich.table import Table
@@ -183,35 +187,37 @@ def main() -> None:
         load = os.getloadavg()[0]
         samples = time_interleaved(runners, args.rounds, args.iterations)
         load = max(load, os.getloadavg()[0])
-    flat = {n: [v for rnd in rounds for v in rnd] for n, rounds in samples.items()}
+    medians = {n: [statistics.median(r) for r in rounds] for n, rounds in samples.items()}
     candidates = [
-        Candidate(n, flat[n], info["accuracy"], info["size_bytes"]) for n, (_, info) in built.items()
+        Candidate(n, medians[n], info["accuracy"], info["size_bytes"], calls=sum(map(len, samples[n])))
+        for n, (_, info) in built.items()
     ]
     budget = None if args.budget is None else args.budget / 100
     result = pick(candidates, reference_accuracy=reference, max_accuracy_drop=budget)
-    eager_p50 = statistics.median(flat["torch eager fp32 (reference)"])
-    ort_p50 = statistics.median(flat["fp32-onnx"]) if "fp32-onnx" in flat else float("nan")
+    figures = {n: estimate(m, result.spread) for n, m in medians.items()}
+    eager_p50 = figures["torch eager fp32 (reference)"].median
+    ort_p50 = figures["fp32-onnx"].median if "fp32-onnx" in figures else float("nan")
 
     table = Table(title=f"MobileNetV2 {SIZE}×{SIZE}, batch 1, 1 thread, {args.rounds} interleaved rounds × {args.iterations}")
-    for col in ("candidate", "p50 ms", "95% interval", "median of round medians", "× eager FP32", "× ORT FP32", "size MB",
-                "pick"):
+    for col in ("candidate", "median of round medians, ms", "95% interval (rounds)", "width", "× eager FP32", "× ORT FP32",
+                "size MB", "pick"):
         table.add_column(col, justify="left" if col in ("candidate", "pick") else "right")
     verdict = {v.candidate.name: v for v in result.verdicts}
-    for name in sorted(flat, key=lambda n: statistics.median(flat[n])):
-        lo, mid, hi = median_ci(flat[name])
-        rounds_mid = statistics.median(statistics.median(r) for r in samples[name])
+    for name in sorted(figures, key=lambda n: figures[n].median):
+        e = figures[name]
         v = verdict.get(name)
         mark = "★ " + v.status if v and v.status == "winner" else (v.status if v else "")
         size = f"{built[name][1]['size_bytes'] / 1e6:.2f}" if name in built else "-"
-        table.add_row(name, f"{mid:.2f}", f"{lo:.2f}–{hi:.2f}", f"{rounds_mid:.2f}", f"{eager_p50 / mid:.2f}×",
-                      f"{ort_p50 / mid:.2f}×", size, mark)
+        table.add_row(name, f"{e.median:.2f}", f"{e.low:.2f}–{e.high:.2f}", f"{e.width * 100:.0f}%",
+                      f"{eager_p50 / e.median:.2f}×", f"{ort_p50 / e.median:.2f}×", size, mark)
     console.print(table)
     winner = result.winner
     fastest = result.fastest
     if winner and fastest:
-        gap = statistics.median(winner.samples_ms) / statistics.median(fastest.samples_ms) - 1
-        console.print(f"pick: {winner.name} ({verdict[winner.name].reason}); fastest measured: {fastest.name}; "
-                      f"the pick is {gap * 100:.1f}% from the fastest; {eager_p50 / winner.p50_ms:.2f}× torch eager FP32")
+        w, f = figures[winner.name].median, figures[fastest.name].median
+        console.print(f"pick: {winner.name} ({verdict[winner.name].reason}; {result.summary()}); fastest measured: "
+                      f"{fastest.name}; the pick is {(w / f - 1) * 100:.1f}% from the fastest; {eager_p50 / w:.2f}× torch "
+                      "eager FP32")
     macs = multiply_adds()
     ghz = cpu_ghz()
     console.print(f"physical limit: {macs / 1e6:.0f} M multiply-adds per image at {ghz:.2f} GHz, one core:")
@@ -219,7 +225,8 @@ def main() -> None:
         floor_ms = macs / (per_cycle * ghz * 1e9) * 1000
         line = f"  {isa}: {floor_ms:.3f} ms"
         if winner:
-            line += f" → the pick runs at {floor_ms / winner.p50_ms * 100:.0f}% of it ({winner.p50_ms / floor_ms:.0f}× the floor)"
+            w = figures[winner.name].median
+            line += f" → the pick runs at {floor_ms / w * 100:.0f}% of it ({w / floor_ms:.0f}× the floor)"
         console.print(line)
     console.print(f"load average during the run: up to {load:.1f} on {os.cpu_count()} CPUs (shared machine: ratios, not ms)")
     if args.json:

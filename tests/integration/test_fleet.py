@@ -77,6 +77,12 @@ def test_devices_lists_unreachable_with_reason(tmp_path: Path, cli_env: dict[str
         by_name = {d["name"]: d for d in result["data"]["devices"]}
         assert by_name["dev-0"]["reachable"] and by_name["dev-0"]["info"]["cpu_count"] >= 1
         assert not by_name["ghost"]["reachable"] and "UNAVAILABLE" in by_name["ghost"]["reason"]
+        # the table lists every device; -q (before or after the command) only the unreachable one
+        table = run_cli(["devices", "--inventory", str(inventory), "--timeout", "5"], cli_env, module=FLEET)
+        assert "dev-0" in table.stdout and "ghost" in table.stdout
+        for argv in (["-q", "devices", "--inventory", str(inventory)], ["devices", "--inventory", str(inventory), "-q"]):
+            quiet = run_cli([*argv, "--timeout", "5"], cli_env, module=FLEET)
+            assert quiet.returncode == 8 and "ghost" in quiet.stdout and "dev-0" not in quiet.stdout, quiet.stdout
     finally:
         fleet.close()
 

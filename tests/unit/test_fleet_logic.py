@@ -1,41 +1,101 @@
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 from edge_opt.errors import ConfigError
 from edge_opt.fleet.inventory import load_inventory
-from edge_opt.fleet.stats import compare_run, median_ci, outlier_devices
+from edge_opt.fleet.outliers import outlier_devices
 from edge_opt.fleet.store import database_url, json_safe
 
 pytestmark = pytest.mark.unit
 
 
-def test_median_ci_brackets_the_median_and_narrows_with_n() -> None:
+def _store(tmp_path: Path, history: dict[str, list[float]], candidate: dict[str, float], disturbed: tuple[str, ...] = ()) -> str:
+    """A results store in which each device ran artifact ``a`` once per past collection (``h00``, ``h01``, ...;
+    the last is the baseline) and once in collection ``new``: the medians given."""
+    from edge_opt.fleet.store import open_store, record_artifact, record_collection, record_device, record_run
+    from sqlalchemy.orm import Session
+
+    db = str(tmp_path / "results.sqlite")
+    manifest = {"precision": "fp32", "format": "onnx", "model": {"name": "tiny"}, "host_metrics": {"accuracy": 0.9},
+                "file": {"sha256": "a" * 64, "size_bytes": 1000}}
+    settings = {"threads": 1, "batch_size": 1, "keep_samples": True}
+    rounds = max(len(v) for v in history.values())
+    with Session(open_store(db)) as session, session.begin():
+        record_artifact(session, manifest, "a-onnx")
+        for device in history:
+            record_device(session, device, "127.0.0.1:1", [], {"cpu_model": device})
+        for i in range(rounds + 1):
+            name = f"h{i:02d}" if i < rounds else "new"
+            record_collection(session, name, settings)
+            for device, values in history.items():
+                first = rounds - len(values)  # a shorter history fills the latest past collections
+                if name != "new" and i < first:
+                    continue
+                p50 = candidate[device] if name == "new" else values[i - first]
+                busy = name == "new" and device in disturbed
+                run = {"run_id": f"{name}-{device}", "sha256": "a" * 64, "state": "SUCCEEDED",
+                       "result": {"latency": {"p50_ms": p50}, "disturbed": busy}}
+                record_run(session, name, device, run, settings, {"cpu_model": device})
+    return db
+
+
+def _fleet(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from edge_opt.fleet.cli import main
+
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_compare_threshold_from_the_devices_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # setup: a quiet device with a long history, a noisy one, and one with no history (baseline only)
     rng = random.Random(0)
-    small = [rng.gauss(10, 1) for _ in range(30)]
-    large = [rng.gauss(10, 1) for _ in range(3000)]
-    lo_s, mid_s, hi_s = median_ci(small)
-    lo_l, mid_l, hi_l = median_ci(large)
-    assert lo_s <= mid_s <= hi_s and lo_l <= mid_l <= hi_l
-    assert hi_l - lo_l < (hi_s - lo_s) / 3
-    assert 9.9 < mid_l < 10.1
+    history = {
+        "quiet": [rng.gauss(1.0, 0.004) for _ in range(20)],
+        "noisy": [rng.lognormvariate(0.0, 0.15) for _ in range(20)],
+        "fresh": [1.0],
+    }
+    baseline = {d: v[-1] for d, v in history.items()}
+    db = _store(tmp_path, history, {"quiet": baseline["quiet"] * 1.03, "noisy": baseline["noisy"] * 1.2,
+                                    "fresh": 1.06}, disturbed=("fresh",))
+    # execute
+    code, out, _ = _fleet(["compare", "h19", "new", "--db", db, "--json"], capsys)
+    # assert: 3% is a regression on the quiet device, 20% is within the noisy one's noise, 6% beyond the default 5%
+    data = json.loads(out)["data"]
+    verdicts = {v["device"]: v for v in data["verdicts"]}
+    assert code == 9 and data["regressions"] == 2
+    assert verdicts["quiet"]["verdict"] == "regression" and verdicts["quiet"]["threshold_basis"] == "history: tightened"
+    assert verdicts["quiet"]["threshold"] < 0.03 and verdicts["quiet"]["history_runs"] == 20
+    assert verdicts["noisy"]["verdict"] == "same" and verdicts["noisy"]["threshold_basis"] == "history: widened"
+    assert verdicts["fresh"]["verdict"] == "regression" and verdicts["fresh"]["threshold_basis"] == "default"
+    assert verdicts["fresh"]["disturbed"] == ["candidate"] and data["disturbed"] == 1
+    assert data["thresholds"] == {"default": 1, "history: tightened": 1, "history: widened": 1}
+    # the table says which threshold each row used
+    code, out, _ = _fleet(["compare", "h19", "new", "--db", db], capsys)
+    assert "(history: tighter)" in out and "(history: wider)" in out and "disturbed candidate run" in out
+    assert "1 tightened and 1 widened by the device's history" in out
+    # --no-history: --min-effect everywhere
+    code, out, _ = _fleet(["compare", "h19", "new", "--db", db, "--json", "--no-history"], capsys)
+    assert {v["device"]: v["verdict"] for v in json.loads(out)["data"]["verdicts"]}["noisy"] == "regression"
 
 
-def _run(center: float, n: int = 200, seed: int = 0) -> dict:
-    rng = random.Random(seed)
-    samples = [rng.gauss(center, center * 0.02) for _ in range(n)]
-    return {"samples_ms": samples, "p50_ms": sorted(samples)[n // 2]}
-
-
-def test_compare_rule() -> None:
-    assert compare_run(_run(1.0), _run(1.3, seed=1))[0] == "regression"
-    assert compare_run(_run(1.0), _run(0.7, seed=1))[0] == "improvement"
-    assert compare_run(_run(1.0), _run(1.01, seed=1))[0] == "same"  # below the minimum effect
-    assert compare_run(_run(1.0, n=3), _run(1.08, n=3, seed=1))[0] == "same"  # too few samples to tell
-    no_samples = compare_run({"p50_ms": 1.0}, {"p50_ms": 1.2})
-    assert no_samples[0] == "regression" and no_samples[1] == pytest.approx(0.2)
+def test_quiet_and_verbose_in_any_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = _store(tmp_path, {"quiet": [1.0] * 6, "steady": [1.0] * 6}, {"quiet": 1.5, "steady": 1.0})
+    code, loud, _ = _fleet(["compare", "h05", "new", "--db", db], capsys)
+    assert code == 9 and "steady" in loud and "quiet" in loud and "thresholds:" in loud
+    for argv in (["-q", "compare", "h05", "new", "--db", db], ["compare", "h05", "new", "--db", db, "-q"]):
+        code, out, _ = _fleet(argv, capsys)
+        assert code == 9 and "quiet" in out and "steady" not in out and "thresholds:" not in out  # regressions only
+    # -v: a usage mistake shows its traceback, before or after the command
+    code, _, err = _fleet(["compare", "h05", "nope", "--db", db], capsys)
+    assert code == 2 and "no collection 'nope'" in err and "Traceback" not in err
+    for argv in (["-v", "compare", "h05", "nope", "--db", db], ["compare", "h05", "nope", "--db", db, "-v"]):
+        code, _, err = _fleet(argv, capsys)
+        assert code == 2 and "Traceback" in err and "no collection 'nope'" in err
 
 
 def test_outlier_devices_are_compared_with_their_peers() -> None:

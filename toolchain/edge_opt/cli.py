@@ -101,14 +101,18 @@ def _fraction(value: str) -> float:
     return fraction
 
 
-def _rounds(value: str) -> int:
+def _rounds(value: str) -> tuple[int, int]:
+    """``N`` (exactly N rounds) or ``N-M`` (N rounds, then more while the pick is undecided, up to M)."""
+    first, _, last = value.partition("-")
     try:
-        rounds = int(value)
+        low, high = int(first), int(last or first)
     except ValueError:
-        rounds = 0
-    if not 1 <= rounds <= 100:
-        raise argparse.ArgumentTypeError(f"invalid {value!r}: a whole number of rounds from 1 to 100, e.g. 3")
-    return rounds
+        low = high = 0
+    if not 1 <= low <= high <= 100:
+        raise argparse.ArgumentTypeError(
+            f"invalid {value!r}: N or N-M rounds, 1 <= N <= M <= 100, e.g. 3 (exactly 3) or 3-12 (3, up to 12 if undecided)"
+        )
+    return low, high
 
 
 def _points(value: str) -> float:
@@ -216,7 +220,29 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
         "device in interleaved rounds and name the fastest within the accuracy budget (OUT/recommended)",
     )
     device.add_argument(
-        "--pick-rounds", type=_rounds, default=3, metavar="N", help="interleaved rounds per candidate (default 3)"
+        "--pick-rounds",
+        type=_rounds,
+        default=(3, 12),
+        metavar="N[-M]",
+        help="rounds (a fresh worker per candidate each): N always, then more for the candidates tied with the fastest "
+        "while the pick is undecided, up to M (default 3-12)",
+    )
+
+    def seconds(value: str) -> float:
+        try:
+            budget = float(value)
+        except ValueError:
+            budget = float("nan")
+        if not 1 <= budget <= 86_400:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"invalid {value!r}: seconds from 1 to 86400, e.g. 600")
+        return budget
+
+    device.add_argument(
+        "--pick-seconds",
+        type=seconds,
+        default=600.0,
+        metavar="S",
+        help="no round past N starts that would end after S seconds of rounds (default 600)",
     )
     device.add_argument(
         "--max-accuracy-drop", type=_points, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
@@ -354,10 +380,12 @@ def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> di
                 folders,
                 report.out_dir,
                 reference_accuracy=report.reference_accuracy,
-                rounds=args.pick_rounds,
+                rounds=args.pick_rounds[0],
+                max_rounds=args.pick_rounds[1],
+                max_seconds=args.pick_seconds,
                 settings=settings,
                 max_accuracy_drop=args.max_accuracy_drop / 100,
-                on_round=lambda r, n: progress.status(f"pick: round {r}/{n} on {args.push}"),
+                on_round=lambda _, message: progress.status(f"pick on {args.push}: {message}"),
                 refused=report.refused,
             )
     except DeviceCallError as exc:

@@ -3,7 +3,10 @@
     edge-fleet devices  --inventory fleet.yaml [--device NAME] [--tag TAG]
     edge-fleet bench    --inventory fleet.yaml ARTIFACT_DIR|EXPORT_DIR ... [--collection NAME] [--db results.sqlite]
     edge-fleet report   --collection NAME [--csv F] [--json-out F] [--html F]
-    edge-fleet compare  BASELINE CANDIDATE [--min-effect 0.05]
+    edge-fleet compare  BASELINE CANDIDATE [--min-effect 0.05] [--no-history]
+
+-q prints only what needs attention (unreachable devices, regressions, failures; no progress), -v adds
+tracebacks and every library warning; both go before or after the command.
 
 The results store is ``--db`` (or ``$EDGE_FLEET_DB``): a SQLite file (default ``edge-fleet.sqlite``) or a
 ``postgresql://`` URL shared by several hosts.
@@ -12,6 +15,7 @@ The results store is ``--db`` (or ``$EDGE_FLEET_DB``): a SQLite file (default ``
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -40,7 +44,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="SQLite file or postgresql:// URL (default edge-fleet.sqlite, or $EDGE_FLEET_DB)",
     )
     parser.add_argument("--json", action="store_true", help="versioned JSON result on stdout")
-    parser.add_argument("-q", "--quiet", action="store_true")
+    _verbosity(parser, default=argparse.SUPPRESS)  # the main parser's value stands unless given after the command
+
+
+def _verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="print only what needs attention: unreachable devices, regressions, failures (no progress, no full tables)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="show tracebacks and all library warnings"
+    )
 
 
 def _selection(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +69,7 @@ def _selection(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="edge-fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
     devices = sub.add_parser("devices", help="check every device concurrently")
     _selection(devices)
@@ -79,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="regressions and improvements beyond the noise, and outlier devices")
     compare.add_argument("baseline")
     compare.add_argument("candidate")
-    compare.add_argument("--min-effect", type=float, default=0.05, help="smallest change that counts (default 5%%)")
+    compare.add_argument(
+        "--min-effect",
+        type=float,
+        default=0.05,
+        help="the change that counts where a device has fewer than 5 past runs of the artifact (default 5%%); with "
+        "them, their run-to-run spread sets it (tighter or wider, the output says which)",
+    )
+    compare.add_argument("--no-history", action="store_true", help="always --min-effect, whatever the history")
     _common(compare)
     return parser
 
@@ -143,6 +168,8 @@ def cmd_devices(args: argparse.Namespace, console: Console) -> Outcome:
     for col in ("device", "address", "reachable", "arch", "CPU", "INT8 features", "runtimes", "agent", "temp °C", "reason"):
         table.add_column(col)
     for r in results:
+        if args.quiet and r["reachable"]:
+            continue
         info = r.get("info") or {}
         runtimes = ", ".join(f"{x['name']} {x['version']}" for x in info.get("runtimes", []))
         temp = (info.get("state") or {}).get("temperature_c")
@@ -158,7 +185,7 @@ def cmd_devices(args: argparse.Namespace, console: Console) -> Outcome:
             "" if not isinstance(temp, float) or temp != temp else f"{temp:.0f}",
             r.get("reason", ""),
         )
-    if not args.json:
+    if not args.json and table.rows:
         console.print(table)
     errors: list[ResultError] = [
         {"code": "unreachable", "message": f"{r['name']}: {r.get('reason', '')}"} for r in results if not r["reachable"]
@@ -259,17 +286,25 @@ def cmd_report(args: argparse.Namespace, console: Console) -> Outcome:
             writer(rows, path)
     if args.html:
         rep.write_html(rows, args.html, name)
-    if not args.json:
+    if not args.json and not args.quiet:
         console.print(rep.terminal_table(rows, f"collection {name}"))
-    slim = [{k: v for k, v in r.items() if k not in ("samples_ms", "device_info")} for r in rows]
+    slim = [{k: v for k, v in r.items() if k not in ("samples_ms", "device_info", "history_ms")} for r in rows]
     return Outcome({"collection": name, "rows": slim})
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
-    from edge_opt.fleet import report as rep
-    from edge_opt.fleet.stats import compare_run, outlier_devices
-    from edge_opt.fleet.store import collections, open_store
+    """Every run of the candidate collection against the baseline's run of the same bytes on the same device.
 
+    The rule is :func:`edge_opt.round_stats.compare`: the threshold is ``--min-effect`` unless the device has at
+    least MIN_HISTORY past runs of the artifact, whose run-to-run spread then sets it (tighter or wider).
+    """
+    from edge_opt.fleet import report as rep
+    from edge_opt.fleet.outliers import outlier_devices
+    from edge_opt.fleet.store import collections, open_store
+    from edge_opt.round_stats import compare, history_spread
+
+    if not 0 < args.min_effect < 10:
+        raise ConfigError(f"--min-effect {args.min_effect}: a fraction above 0, e.g. 0.05 for 5%")
     engine = open_store(args.db)
     with Session(engine) as session:
         known = collections(session)
@@ -287,44 +322,33 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
         if b is None:
             unmatched.append({"device": r["device"], "artifact": r["artifact"], "sha256": r["sha256"]})
             continue
-        verdict, change, b_ci, c_ci = compare_run(b, r, args.min_effect)
+        spread = None if args.no_history else history_spread([r["history_ms"]], "past runs of the artifact on the device")
+        change = compare(b["p50_ms"], r["p50_ms"], spread, args.min_effect)
         verdicts.append(
             {
                 "device": r["device"],
                 "artifact": r["artifact"],
                 "baseline_p50_ms": b["p50_ms"],
                 "candidate_p50_ms": r["p50_ms"],
-                "change": change,
-                "verdict": verdict,
-                "baseline_ci_ms": b_ci,
-                "candidate_ci_ms": c_ci,
+                "change": change.change,
+                "verdict": change.verdict,
+                "threshold": change.threshold,
+                "threshold_basis": change.basis,
+                "threshold_note": change.note,
+                "history_runs": len(r["history_ms"]),
+                "history_disturbed": r["history_disturbed"],
+                "disturbed": [which for which, run in (("baseline", b), ("candidate", r)) if run.get("disturbed")],
             }
         )
     outliers = outlier_devices(cand_rows)
-    table = Table(title=f"{args.candidate} against {args.baseline}", title_justify="left")
-    for col in ("device", "artifact", "baseline p50", "candidate p50", "change", "verdict"):
-        table.add_column(col)
-    for v in verdicts:
-        color = {"regression": "red", "improvement": "green"}.get(v["verdict"], "white")
-        table.add_row(
-            v["device"],
-            v["artifact"],
-            f"{v['baseline_p50_ms']:.3f}",
-            f"{v['candidate_p50_ms']:.3f}",
-            f"{v['change'] * 100:+.1f}%",
-            f"[{color}]{v['verdict']}[/{color}]",
-        )
-    if not args.json:
-        console.print(table)
-        for device, ratio in outliers.items():
-            console.print(f"[yellow]outlier device[/yellow] {device}: {ratio:.1f}× slower than its peers in {args.candidate}")
     regressions = sum(v["verdict"] == "regression" for v in verdicts)
-    if regressions and not args.json:
-        console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
-    data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions, "unmatched": unmatched}
-    if unmatched and not args.json:
-        note = f"{len(unmatched)} run(s) of {args.candidate} have no baseline in {args.baseline} (other bytes or devices)"
-        console.print(f"[yellow]{note}[/yellow]")
+    bases = {basis: sum(v["threshold_basis"] == basis for v in verdicts) for basis in ("default", "history: tightened",
+                                                                                      "history: widened")}
+    disturbed = sum(bool(v["disturbed"]) for v in verdicts)
+    if not args.json:
+        _print_compare(console, args, verdicts, outliers, bases, disturbed, unmatched)
+    data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions, "unmatched": unmatched,
+            "thresholds": bases, "disturbed": disturbed}
     if regressions:
         return Outcome(data, EXIT_REGRESSION)
     if not verdicts:
@@ -337,15 +361,71 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     return Outcome(data, 0)
 
 
+def _print_compare(
+    console: Console,
+    args: argparse.Namespace,
+    verdicts: list[dict[str, Any]],
+    outliers: dict[str, float],
+    bases: dict[str, int],
+    disturbed: int,
+    unmatched: list[dict[str, str]],
+) -> None:
+    """The compare table (with -q: the regressions only), then outliers, thresholds and what was not compared."""
+    table = Table(title=f"{args.candidate} against {args.baseline}", title_justify="left")
+    for col in ("device", "artifact", "baseline p50", "candidate p50", "change", "threshold", "verdict", "note"):
+        table.add_column(col)
+    for v in verdicts:
+        if args.quiet and v["verdict"] != "regression":
+            continue
+        color = {"regression": "red", "improvement": "green"}.get(v["verdict"], "white")
+        basis = {"default": "", "history: tightened": " (history: tighter)", "history: widened": " (history: wider)"}
+        note = f"disturbed {' and '.join(v['disturbed'])} run" if v["disturbed"] else ""
+        table.add_row(
+            v["device"],
+            v["artifact"],
+            f"{v['baseline_p50_ms']:.3f}",
+            f"{v['candidate_p50_ms']:.3f}",
+            f"{v['change'] * 100:+.1f}%",
+            f"±{v['threshold'] * 100:.1f}%{basis[v['threshold_basis']]}",
+            f"[{color}]{v['verdict']}[/{color}]",
+            note,
+        )
+    if table.rows:
+        console.print(table)
+    for device, ratio in outliers.items():
+        console.print(f"[yellow]outlier device[/yellow] {device}: {ratio:.1f}× slower than its peers in {args.candidate}")
+    regressions = sum(v["verdict"] == "regression" for v in verdicts)
+    if regressions:
+        console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
+    if args.quiet:
+        return
+    console.print(
+        f"thresholds: {bases['default']} --min-effect {args.min_effect * 100:g}% (too little history), "
+        f"{bases['history: tightened']} tightened and {bases['history: widened']} widened by the device's history"
+    )
+    if disturbed:
+        console.print(f"[yellow]{disturbed} comparison(s) involve a run the device reported disturbed[/yellow] (see note)")
+    if unmatched:
+        note = f"{len(unmatched)} run(s) of {args.candidate} have no baseline in {args.baseline} (other bytes or devices)"
+        console.print(f"[yellow]{note}[/yellow]")
+
+
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from edge_opt import progress, quiet
+
+    quiet.show_all_warnings(args.verbose)
+    progress.set_enabled(not args.quiet)
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
 
     command = COMMANDS[args.command]
-    return run_command("edge-fleet", f"fleet {args.command}", lambda: command(args, console), json_output=args.json)
+    return run_command(
+        "edge-fleet", f"fleet {args.command}", lambda: command(args, console), json_output=args.json, verbose=args.verbose
+    )
 
 
 if __name__ == "__main__":

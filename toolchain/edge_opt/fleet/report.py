@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edge_opt import evalset
 from edge_opt.fleet import store
-from edge_opt.fleet.stats import outlier_devices
+from edge_opt.fleet.outliers import outlier_devices
 
 COLUMNS = (
     "device",
@@ -47,7 +48,12 @@ COLUMNS = (
 
 
 def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
-    """One row per device × artifact: the latest successful run, else the latest attempt."""
+    """One row per device × artifact: the latest successful run, else the latest attempt.
+
+    ``history_ms`` holds the medians of the device's other successful, undisturbed runs of the same artifact with
+    the same threads and batch size, in any collection, oldest first (``history_disturbed``: how many disturbed
+    ones were left out): what :mod:`edge_opt.round_stats` learns the device's run-to-run spread from.
+    """
     artifacts = {a.sha256: a for a in session.query(store.Artifact).all()}
     best: dict[tuple[str, str], store.Run] = {}
     for run in store.runs_of(session, collection):
@@ -59,6 +65,7 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
             or ((run.state == "SUCCEEDED") == (current.state == "SUCCEEDED") and run.id > current.id)
         ):
             best[key] = run
+    history = _history(session, list(best.values()))
     rows = []
     for (device, sha), run in sorted(best.items()):
         artifact = artifacts.get(sha)
@@ -84,9 +91,40 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
                 "run_id": run.run_id,
                 "samples_ms": run.samples_ms or [],
                 "device_info": run.device_info,
+                "history_ms": history[run.id][0],
+                "history_disturbed": history[run.id][1],
             }
         )
     return rows
+
+
+def _shape(settings: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The settings that change what a run measures: threads and batch size."""
+    settings = settings or {}
+    return settings.get("threads"), settings.get("batch_size")
+
+
+def _history(session: Session, runs: list[store.Run]) -> dict[int, tuple[list[float], int]]:
+    """Per run id: the medians of the other successful undisturbed runs like it (see collection_rows), and how
+    many disturbed ones were left out."""
+    if not runs:
+        return {}
+    keys = {(r.device, r.sha256, _shape(r.settings)) for r in runs}
+    query = (
+        select(store.Run.id, store.Run.device, store.Run.sha256, store.Run.settings, store.Run.p50_ms, store.Run.disturbed)
+        .where(store.Run.state == "SUCCEEDED", store.Run.p50_ms.is_not(None), store.Run.device.in_({k[0] for k in keys}))
+        .order_by(store.Run.id)
+    )
+    past: dict[tuple[str, str, tuple[Any, Any]], list[tuple[int, float, bool]]] = defaultdict(list)
+    for run_id, device, sha, settings, p50, disturbed in session.execute(query):
+        key = (device, sha, _shape(settings))
+        if key in keys:
+            past[key].append((run_id, p50, bool(disturbed)))
+    out = {}
+    for r in runs:
+        others = [(p50, disturbed) for run_id, p50, disturbed in past[(r.device, r.sha256, _shape(r.settings))] if run_id != r.id]
+        out[r.id] = ([p50 for p50, disturbed in others if not disturbed], sum(disturbed for _, disturbed in others))
+    return out
 
 
 def _device_check(run: store.Run, artifact: store.Artifact | None) -> dict[str, Any]:
@@ -293,13 +331,14 @@ def write_html(rows: list[dict[str, Any]], path: Path, collection: str) -> None:
 
     winners = winners_table(device_winners(rows))
     if winners:
-        body.append("<table><tr><th class='l'>device</th><th class='l'>model</th><th class='l'>pick</th><th>p50 ms</th>"
-                    "<th class='l'>fastest measured</th><th>in budget / candidates</th></tr>")
+        heads = ("device", "model", "pick", "p50 ms", "fastest measured", "decision", "noise between runs", "in budget")
+        body.append("<table><tr>" + "".join(f"<th class='{'' if h in ('p50 ms', 'in budget') else 'l'}'>{h}</th>" for h in heads)
+                    + "</tr>")
         for w in winners:
-            cells = [w["device"], w["model"], w["winner"] or "-", _f(w["winner_p50_ms"]), w["fastest"] or "-",
-                     f"{w['in_budget']}/{w['candidates']}"]
+            cells = [w["device"], w["model"], w["winner"] or "-", _f(w["winner_p50_ms"]), w["fastest"] or "-", w["decision"],
+                     w["spread"], f"{w['in_budget']}/{w['candidates']}"]
             body.append("<tr>" + "".join(
-                f"<td class='{'' if i in (3, 5) else 'l'}'>{html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
+                f"<td class='{'' if i in (3, 7) else 'l'}'>{html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
         body.append("</table>")
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>edge-opt fleet — {html.escape(collection)}</title>"
