@@ -279,3 +279,27 @@ def _plain_accuracy_onnx(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = np.concatenate([session.run(None, {"images": x[i : i + 100]})[0] for i in range(0, len(x), 100)])
     return float((out.argmax(1) == y).mean())
+
+
+def test_pick_without_labels_keeps_a_fidelity_floor(user: dict, env: dict[str, str], tmp_path: Path) -> None:
+    from agent_helpers import TOKEN, AgentProcess
+
+    with np.load(user["root"] / "val.npz") as val:
+        np.savez(tmp_path / "unlabelled.npz", x=val["x"][:200])
+    (tmp_path / "token").write_text(TOKEN)
+    with AgentProcess(tmp_path / "store", tmp_path / "token") as agent:
+        args = [
+            "--model", "usernets:encoder", "--data", str(tmp_path / "unlabelled.npz"), "--input-size", "32",
+            "--precision", "fp32,int8", "--format", "onnx", "--out", str(tmp_path / "out"), "--push", f"127.0.0.1:{agent.port}",
+            "--token-file", str(tmp_path / "token"), "--pick", "--pick-rounds", "1", "--device-iterations", "10",
+            "--min-sqnr", "60", "--json", "-q",
+        ]  # fmt: skip
+        proc = run_cli(args, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = parse_json_result(proc.stdout)["data"]
+    int8 = next(a for a in data["artifacts"] if a["precision"] == "int8")
+    assert int8["score"] < 60  # INT8 is a close approximation, not 60 dB close: the floor leaves it out
+    pick = data["pick"]
+    assert pick["pick"]["winner"].endswith("fp32-onnx"), pick
+    [(name, why)] = [(k, v) for k, v in pick["skipped"].items() if "int8" in k]
+    assert "SQNR" in why and "--min-sqnr" in why

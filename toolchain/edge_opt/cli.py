@@ -115,6 +115,16 @@ def _rounds(value: str) -> tuple[int, int]:
     return low, high
 
 
+def _decibels(value: str) -> float:
+    try:
+        decibels = float(value)
+    except ValueError:
+        decibels = float("nan")
+    if not 0 <= decibels <= 200:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: an SQNR in dB from 0 to 200, e.g. 30")
+    return decibels
+
+
 def _points(value: str) -> float:
     try:
         points = float(value)
@@ -247,6 +257,14 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     device.add_argument(
         "--max-accuracy-drop", type=_points, default=0.5, metavar="POINTS", help="the pick's budget below FP32 (default 0.5)"
     )
+    device.add_argument(
+        "--min-sqnr",
+        type=_decibels,
+        default=30.0,
+        metavar="DB",
+        help="the pick's floor when the data has no labels (or the model no class scores): a candidate's outputs "
+        "must be at least this SQNR against FP32's, in dB (default 30)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -372,21 +390,30 @@ def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> di
     from edge_opt.device_runs import credentials
     from edge_opt.errors import DeviceError
 
-    folders = [row.path for row in report.rows if row.path is not None]
+    # Data without labels (or a model without class scores): the budget is a fidelity floor, SQNR against FP32.
+    fidelity = report.metric != "top1"
+    left_out = {
+        row.path.name: f"its outputs are {row.score:.1f} dB from FP32's (SQNR), below the pick's floor of "
+        f"{args.min_sqnr:g} dB (--min-sqnr)"
+        for row in report.rows
+        if fidelity and row.path is not None and not row.score >= args.min_sqnr
+    }
+    folders = [row.path for row in report.rows if row.path is not None and row.path.name not in left_out]
     try:
         with AgentClient(args.push, credentials(args.token_file, args.tls_ca)) as client:
             return pick_on_device(
                 client,
                 folders,
                 report.out_dir,
-                reference_accuracy=report.reference_accuracy,
+                reference_accuracy=None if fidelity else report.reference_accuracy,
                 rounds=args.pick_rounds[0],
                 max_rounds=args.pick_rounds[1],
                 max_seconds=args.pick_seconds,
                 settings=settings,
-                max_accuracy_drop=args.max_accuracy_drop / 100,
+                max_accuracy_drop=None if fidelity else args.max_accuracy_drop / 100,
                 on_round=lambda _, message: progress.status(f"pick on {args.push}: {message}"),
                 refused=report.refused,
+                left_out=left_out,
             )
     except DeviceCallError as exc:
         raise DeviceError(f"device {exc}") from None

@@ -99,6 +99,7 @@ def pick_on_device(
     max_tie_gap: float = DEFAULT_MAX_TIE_GAP,
     on_round: Callable[[int, str], None] | None = None,
     refused: dict[str, str] | None = None,
+    left_out: dict[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Time ``folders`` on the device behind ``client`` (an ``AgentClient``) and record the pick in ``out_dir``.
@@ -106,7 +107,8 @@ def pick_on_device(
     ``rounds`` rounds always run; up to ``max_rounds`` (at least ``rounds``) and ``max_seconds`` while the pick is
     not decided. A candidate is left out, with its reason, when it was refused at export (``refused``) or the
     device lacks its runtime (``skipped``), or when its push or a run of it fails on the device (``failed``); the
-    others are still compared.
+    others are still compared. ``left_out`` names candidates the caller left out of ``folders`` and why (a
+    fidelity floor): they join ``skipped`` as given.
 
     Returns:
         ``{"device": info, "pick": Pick.to_dict(), "rounds": n, "stop": {...}, "disturbance": {...},
@@ -118,7 +120,7 @@ def pick_on_device(
     info = client.info()
     have = [r.get("name", "") for r in info.get("runtimes", [])]
     manifests = {folder: read_manifest(folder) for folder in folders}
-    skipped = {name: f"refused at export: {why}" for name, why in (refused or {}).items()}
+    skipped = {name: f"refused at export: {why}" for name, why in (refused or {}).items()} | dict(left_out or {})
     state = _State({})
     shas: dict[Path, str] = {}
     eval_shas: dict[Path, dict[str, str]] = {}
