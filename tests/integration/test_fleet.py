@@ -334,3 +334,26 @@ def test_an_artifact_the_device_refuses_fails_alone_and_the_rest_still_run(
     assert by_artifact["b-small-onnx"]["state"] == "RUN_STATE_SUCCEEDED"
     assert compare_code == 8 and compared["errors"][0]["code"] == "nothing-compared"
     assert [u["artifact"] for u in compared["data"]["unmatched"]] == ["b-small-onnx"]
+
+
+def test_bench_takes_model_files_as_they_are(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    # setup: a plain .onnx file (no manifest, no edge-export) and two devices
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(tiny_onnx_bytes(256))
+    fleet = Fleet(tmp_path, 2)
+    try:
+        fleet.start()
+        db = tmp_path / "fleet.db"
+        # execute
+        code, result = fleet_cli(
+            ["bench", str(model), "--inventory", str(fleet.inventory()), "--db", str(db), "--iterations", "10"], cli_env
+        )
+        bad, refused = fleet_cli(
+            ["bench", str(model), "--inventory", str(fleet.inventory()), "--db", str(db), "--input-shape", "2x9"], cli_env
+        )
+    finally:
+        fleet.close()
+    # assert: the file ran on every device and its results are kept; a shape it cannot take is a usage error
+    assert code == 0, result
+    assert {(d, s) for d, _, s in _runs(db)} == {("dev-0", "SUCCEEDED"), ("dev-1", "SUCCEEDED")}
+    assert bad == 2 and "input-shape" in refused["errors"][0]["message"], refused

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.arguments import ArgumentParser
-from edge_agent.host_commands import UsageError, add_bench_options, bench_settings
+from edge_agent.host_commands import UsageError, add_bench_options, add_model_file_options, bench_settings
+from edge_agent.model_file import format_of, stage_model_file
 from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
 from edge_agent.settings import BenchmarkSettings
 from rich.console import Console
@@ -76,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(devices)
     bench = sub.add_parser("bench", help="push and benchmark artifacts on the selected devices")
     _selection(bench)
-    bench.add_argument("artifacts", nargs="*", type=Path, help="artifact folders, or export folders holding them")
+    bench.add_argument(
+        "artifacts", nargs="*", type=Path, help="artifact folders, export folders holding them, or model files (.onnx, .pte)"
+    )
     bench.add_argument(
         "--export-config",
         type=Path,
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--export-out", type=Path, default=Path("fleet-artifacts"), help="where --export-config writes")
     bench.add_argument("--collection", help="name of this collection (re-use it to complete a partial run)")
     add_bench_options(bench, keep_samples=False)  # the agent's settings and defaults; samples are always kept
+    add_model_file_options(bench)
     bench.add_argument("--parallel", type=int, help="devices benchmarked at once (default: all)")
     _common(bench)
     report = sub.add_parser("report", help="one collection: table, CSV, JSON, HTML")
@@ -107,6 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-history", action="store_true", help="always --min-effect, whatever the history")
     _common(compare)
     return parser
+
+
+def staged_model_files(files: list[Path], args: argparse.Namespace, settings: dict[str, Any], scratch: Path) -> list[Path]:
+    """A user's ``.onnx`` / ``.pte`` files as they are: each read on the host and given the manifest a device needs,
+    as ``edge-agent bench FILE`` does (``--input-shape`` fixes dynamic dimensions, ``--precision`` states the weights').
+
+    Raises:
+        ConfigError: a dynamic input without ``--input-shape``, a malformed shape or a file that is not a model.
+    """
+    from edge_agent.model_file import InputShapeError, manifest_for, parse_input_shape, read_model_file, resolve_input
+
+    if (args.input_shape is not None or args.precision) and not files:
+        raise ConfigError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
+    folders, misfits = [], []
+    try:
+        given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
+        for i, path in enumerate(files):
+            model = read_model_file(path)
+            resolved = resolve_input(model, given, settings.get("batch_size") if args.batch_size else None)
+            misfits += [resolved.input_shape_misfit] if resolved.input_shape_misfit else []
+            folders.append(stage_model_file(model, manifest_for(model, resolved, args.precision), scratch / str(i)))
+    except (InputShapeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    if files and len(misfits) == len(files):
+        raise ConfigError(f"--input-shape fits none of the model files: {misfits[0]}")
+    return folders
 
 
 def artifact_folders(paths: list[Path]) -> list[Path]:
@@ -210,18 +241,24 @@ def collection_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> Outcome:
+    with tempfile.TemporaryDirectory(prefix="edge-fleet-files-") as scratch:  # model files' manifests, while they run
+        return _bench(args, console, Path(scratch))
+
+
+def _bench(args: argparse.Namespace, console: Console, scratch: Path) -> Outcome:
     from edge_opt.fleet.collect import Collector, load_artifacts
     from edge_opt.fleet.inventory import load_inventory
     from edge_opt.fleet.store import open_store
 
     settings = collection_settings(args)
     devices = load_inventory(args.inventory).select(args.device, args.tag)
-    folders = list(args.artifacts)
+    files = [p for p in args.artifacts if format_of(p) is not None and p.is_file()]
+    folders = [p for p in args.artifacts if p not in files]
     if args.export_config:
         folders += exported_folders(args.export_config, args.export_out, quiet=args.quiet or args.json)
-    if not folders:
-        raise ConfigError("nothing to benchmark: give artifact or export folders, or --export-config CONFIG")
-    artifacts = load_artifacts(artifact_folders(folders))
+    if not folders and not files:
+        raise ConfigError("nothing to benchmark: give artifact or export folders, model files, or --export-config CONFIG")
+    artifacts = load_artifacts(artifact_folders(folders) + staged_model_files(files, args, settings, scratch))
     collection = args.collection or datetime.now(UTC).strftime("c%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", collection):
         raise ConfigError(f"collection name {collection!r} must match [A-Za-z0-9._-]{{1,64}}")
