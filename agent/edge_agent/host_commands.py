@@ -5,7 +5,6 @@ They need no torch, so any machine with the ``agent`` extra can drive a device."
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 from edge_agent.errors import InvalidSettings
 from edge_agent.manifest import PRECISIONS
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS
-from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
+from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope, json_text
 from edge_agent.settings import BenchmarkSettings
 
 
@@ -96,7 +95,7 @@ def make_client(args: argparse.Namespace) -> Any:
 
 
 def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[ResultError]) -> str:
-    return json.dumps(envelope(args.command, payload, errors, exit_code), indent=2)
+    return json_text(envelope(args.command, payload, errors, exit_code))
 
 
 def _print(args: argparse.Namespace, payload: Any, human: str, exit_code: int = 0, errors: list | None = None) -> None:
