@@ -335,6 +335,8 @@ def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: P
     misfits: list[str] = []  # model files --input-shape does not fit (they declare all their sizes)
     for i, path in enumerate(args.artifacts):
         if path.is_dir():
+            if format_of(path) is not None and not (path / "manifest.json").exists():
+                raise ValueError(f"{path}: a folder, not a {path.suffix} file (nor an artifact folder: it has no manifest.json)")
             artifact = read_artifact(path)
             targets.append(BenchTarget(str(path), path.name, path, artifact.manifest["format"], settings))
             continue
