@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+#: What a worker's error says when it outgrew its address-space limit (Python, C++, glibc, ONNX Runtime's arena).
+OUT_OF_MEMORY_MARKERS = (
+    "MemoryError",
+    "bad_alloc",
+    "failed to map segment",
+    "Cannot allocate memory",
+    "Failed to allocate memory",
+    "BFCArena::AllocateRawInternal",
+)
+
 
 class AgentError(Exception):
     """Base of every error a client can cause; its message is safe to return (no paths, no secrets)."""

@@ -18,7 +18,9 @@ process and with the same session, so it cannot disturb the latency figures.
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,12 @@ MAX_UNCOMPRESSED_BYTES = 256 << 20
 MAX_COMPRESSION_RATIO = 200
 #: Images per call when the worker evaluates (bounds the worker's extra memory to one batch of outputs).
 EVAL_BATCH = 100
+#: What reading a damaged member raises (a bad CRC, a broken deflate stream, a member cut short).
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
 def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, tuple[int, ...]]:
     """dtype string and shape from an ``.npy`` member's header, reading only its first bytes."""
-    import numpy as np
     from numpy.lib import format as npformat
 
     with archive.open(info) as fh:
@@ -51,11 +54,11 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, t
             version = npformat.read_magic(fh)
             reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
             shape, fortran, dtype = reader(fh)
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, *_DAMAGED) as exc:
             raise ArtifactRejected(f"evaluation set member {info.filename} is not a valid .npy array: {exc}") from None
-    if fortran or dtype.hasobject:
-        raise ArtifactRejected(f"evaluation set member {info.filename} must be a C-ordered numeric array")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if fortran or dtype.hasobject or any(d < 0 for d in shape):
+        raise ArtifactRejected(f"evaluation set member {info.filename} must be a C-ordered numeric array of sizes >= 0")
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: a product of huge sizes cannot wrap around
     if info.file_size < expected:
         raise ArtifactRejected(f"evaluation set member {info.filename} is shorter than its header says")
     return dtype.str, tuple(int(d) for d in shape)
@@ -129,6 +132,24 @@ def worker_paths(store: Any, settings: dict[str, Any]) -> dict[str, str]:
     return paths
 
 
+def fixed_batches(call: Callable[[Any], Any], batch: int) -> Callable[[Any], Any]:
+    """``call`` for a model that takes exactly ``batch`` items (an ONNX file with a fixed batch), over any number of
+    items: ``batch`` at a time, the last slice padded with zeros and the padding's outputs dropped."""
+    import numpy as np
+
+    def sliced(x: Any) -> Any:
+        outputs = []
+        for start in range(0, len(x), batch):
+            part = x[start : start + batch]
+            items = len(part)
+            if items < batch:
+                part = np.concatenate([part, np.zeros((batch - items, *part.shape[1:]), part.dtype)])
+            outputs.append(np.asarray(call(np.ascontiguousarray(part)))[:items])
+        return np.concatenate(outputs)
+
+    return sliced
+
+
 def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item_shape: list[int]) -> dict[str, Any]:
     """Run the model on the evaluation set; accuracy, agreement with the host and the largest output difference.
 
@@ -146,12 +167,14 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
         if paths.get("eval_reference"):
             with np.load(paths["eval_reference"], allow_pickle=False) as data:
                 reference = np.asarray(data["reference"], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        return {**out, "error": f"cannot read the evaluation set: {exc}"}
+    except (OSError, KeyError, ValueError, MemoryError, *_DAMAGED) as exc:
+        return {**out, "error": f"cannot read the evaluation set: {type(exc).__name__}: {exc}"}
     if list(inputs.shape[1:]) != list(item_shape):
         return {**out, "error": f"evaluation inputs have shape {list(inputs.shape[1:])}, the model takes {item_shape}"}
     if reference is not None and reference.shape[0] != inputs.shape[0]:
         return {**out, "error": "the reference outputs do not match the evaluation set's size"}
+    if reference is not None and not np.isfinite(reference).all():
+        return {**out, "error": "the reference outputs hold NaN or infinite values: compute them again on the host"}
     n = int(inputs.shape[0])
     correct = agree = 0
     max_diff = signal = noise = 0.0
@@ -162,6 +185,12 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
         except Exception as exc:  # the model cannot run on these items: the timing stands, the evaluation says why
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             return {**out, "error": f"the model failed on evaluation items {start}..: {type(exc).__name__}: {first}"}
+        items = min(EVAL_BATCH, n - start)
+        if y.shape[0] != items or y.shape[1] == 0:
+            rows = f"{y.shape[0]} rows of {y.shape[1]} outputs for {items} evaluation items"
+            return {**out, "error": f"the model gives {rows}; evaluation needs one row of outputs per item"}
+        if not np.isfinite(y).all():
+            return {**out, "error": f"the model's outputs on evaluation items {start}.. hold NaN or infinite values"}
         predicted = y.argmax(axis=1)
         if labels is not None:
             correct += int((predicted == labels[start : start + EVAL_BATCH]).sum())

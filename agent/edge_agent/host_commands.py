@@ -5,7 +5,6 @@ They need no torch, so any machine with the ``agent`` extra can drive a device."
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 from edge_agent.errors import InvalidSettings
 from edge_agent.manifest import PRECISIONS
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS
-from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope
+from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope, json_text
 from edge_agent.settings import BenchmarkSettings
 
 
@@ -96,7 +95,7 @@ def make_client(args: argparse.Namespace) -> Any:
 
 
 def _envelope(args: argparse.Namespace, payload: Any, exit_code: int, errors: list[ResultError]) -> str:
-    return json.dumps(envelope(args.command, payload, errors, exit_code), indent=2)
+    return json_text(envelope(args.command, payload, errors, exit_code))
 
 
 def _print(args: argparse.Namespace, payload: Any, human: str, exit_code: int = 0, errors: list | None = None) -> None:
@@ -123,11 +122,27 @@ def format_result_line(name: str, event: dict[str, Any]) -> str:
             f"{name}: p50 {lat['p50_ms']:.3f} ms  p90 {lat['p90_ms']:.3f}  p99 {lat['p99_ms']:.3f}  "
             f"mean {lat['mean_ms']:.3f}±{lat['std_ms']:.3f}  n={lat['count']}  {lat['throughput_per_s']:.1f}/s  "
             f"load {r['load_seconds']:.2f}s  first {r['first_inference_ms']:.2f} ms  "
-            f"peak RSS {int(r['peak_rss_bytes']) / 2**20:.0f} MiB{flag}"
+            f"peak RSS {int(r['peak_rss_bytes']) / 2**20:.0f} MiB{flag}{_evaluation_text(r.get('evaluation'))}"
         )
     err = event.get("error", {})
     state = str(event.get("state", "FAILED")).removeprefix("RUN_STATE_")
     return f"{name}: {state} {err.get('code', '')}: {err.get('message', '')}"
+
+
+def _evaluation_text(evaluation: dict[str, Any] | None) -> str:
+    """What the device's evaluation on the data said, for the human line ('' without one)."""
+    if not evaluation:
+        return ""
+    if evaluation.get("error"):
+        return f"  EVALUATION FAILED: {evaluation['error']}"
+    parts = [f"n={evaluation.get('samples', 0)}"]
+    if evaluation.get("top1_accuracy") is not None:
+        parts.append(f"top-1 {evaluation['top1_accuracy'] * 100:.2f}%")
+    if evaluation.get("has_reference"):
+        parts.append(f"agree {evaluation.get('agreement_with_host', 0) * 100:.1f}%")
+        if evaluation.get("sqnr_db") is not None:
+            parts.append(f"SQNR {evaluation['sqnr_db']:.1f} dB")
+    return "  evaluated: " + "  ".join(parts)
 
 
 def run_host_command(args: argparse.Namespace) -> int:
@@ -256,6 +271,8 @@ def attach_evaluation(args: argparse.Namespace, targets: list[BenchTarget], scra
         if flags:
             raise UsageError(f"--{flags[0].replace('_', '-')} is for --data (evaluation with your data): give --data")
         return
+    if args.eval_samples is not None and args.eval_samples < 1:
+        raise UsageError(f"--eval-samples {args.eval_samples}: give the number of items to evaluate, at least 1 (default 1000)")
     try:
         from edge_opt.data.device_sets import DEFAULT_SAMPLES, device_sets, host_runner, manifest_preprocessing
         from edge_opt.errors import ToolchainError
@@ -273,6 +290,11 @@ def attach_evaluation(args: argparse.Namespace, targets: list[BenchTarget], scra
         dtype = spec.get("dtype", "float32")
         try:
             run = host_runner(artifact.model, target.format, dtype)
+        except Exception as exc:  # the runtime refused the file: a model this host cannot compute the reference of
+            first = " ".join(str(exc).split())[:300] or type(exc).__name__
+            why = f"this host cannot run the model to compute its outputs on the data: {first}"
+            raise ValueError(f"{target.label}: {why}") from None
+        try:
             sets = device_sets(
                 args.data,
                 shape,
@@ -336,6 +358,8 @@ def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: P
     misfits: list[str] = []  # model files --input-shape does not fit (they declare all their sizes)
     for i, path in enumerate(args.artifacts):
         if path.is_dir():
+            if format_of(path) is not None and not (path / "manifest.json").exists():
+                raise ValueError(f"{path}: a folder, not a {path.suffix} file (nor an artifact folder: it has no manifest.json)")
             artifact = read_artifact(path)
             targets.append(BenchTarget(str(path), path.name, path, artifact.manifest["format"], settings))
             continue
@@ -490,6 +514,10 @@ def _bench_outcome(args: argparse.Namespace, entries: list[dict[str, Any]], devi
         error = e.get("error") or {}
         state = str(e.get("state", "FAILED")).removeprefix("RUN_STATE_")
         errors.append({"code": error.get("code") or state, "message": f"{e['artifact']}: {error.get('message') or state}"})
+    for e in entries:  # timed, but the device could not evaluate it on the data (--data): named, exit 8
+        problem = ((e.get("result") or {}).get("evaluation") or {}).get("error")
+        if problem:
+            errors.append({"code": "evaluation", "message": f"{e['artifact']}: the device's evaluation failed: {problem}"})
     if entries and all("skipped" in e for e in entries):
         reasons = "; ".join(sorted({e["skipped"] for e in entries}))
         errors.append({"code": "device-runtime", "message": f"the device can run none of these artifacts: {reasons}"})

@@ -199,7 +199,7 @@ def _file_name(path: Path, file: Any) -> str:
     if not isinstance(file, dict) or not isinstance(file.get("name"), str) or not isinstance(file.get("sha256"), str):
         raise ManifestError(f"{path}: no file name and sha256 in the manifest; {_FIX}")
     name = file["name"]
-    if not name or Path(name).name != name or name in (".", ".."):
+    if not name or Path(name).name != name or name in (".", "..") or "\x00" in name:
         raise ManifestError(f"{path}: file name {name[:80]!r} is not a name in the folder; {_FIX}")
     if not SHA256_PATTERN.fullmatch(file["sha256"]):
         raise ManifestError(f"{path}: file.sha256 {file['sha256'][:80]!r} is not 64 lowercase hex characters; {_FIX}")

@@ -99,6 +99,8 @@ def read_model_file(path: Path) -> ModelFile:
     if fmt is None:
         raise ModelFileError(f"{path}: not a model file edge-agent bench takes as it is ({', '.join(SUFFIXES)})")
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise ModelFileError(f"{path}: a symbolic link that leads nowhere (a loop, or its target is missing)")
         raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     real = path.resolve()  # the guard opens without following links: a link to a model is read where it points
     try:
@@ -148,6 +150,11 @@ class _Graph:
 
 def _text(src: Any, pos: int, length: int, what: str) -> str:
     return onnx_guard._text(src, pos, length, what)
+
+
+def _printable(text: str) -> str:
+    """A name from the file as messages may show it: one line, no terminal control sequences."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _read_onnx(path: Path) -> ModelFile:
@@ -217,17 +224,24 @@ def _value_info(src: Any, name: str, start: int, end: int) -> ModelInput:
             elem_type = p
         elif n == 2 and w == 2:
             shape = [_dim(src, p2, p2 + ln2) for n2, w2, p2, ln2 in _fields(src, p, p + ln) if (n2, w2) == (1, 2)]
+    if shape is not None and not shape:
+        raise ArtifactRejected(f"the model's input {name!r} is a scalar; edge-agent bench feeds (batch, ...) tensors")
     if shape is not None and len(shape) > MAX_RANK:
         raise ArtifactRejected(f"the model's input {name!r} has {len(shape)} dimensions; edge-agent bench feeds up to {MAX_RANK}")
+    for i, d in enumerate(shape or []):
+        if isinstance(d, int) and not 0 < d <= MAX_DIM:  # fixed by the file: ONNX Runtime takes exactly that size
+            raise ArtifactRejected(
+                f"the model's input {name!r} fixes dimension {i} to {d}; edge-agent bench feeds sizes from 1 to {MAX_DIM}"
+            )
     return ModelInput(name, shape, ONNX_TYPES.get(elem_type, f"ONNX type {elem_type}"))
 
 
 def _dim(src: Any, start: int, end: int) -> Dim:
     for n, w, p, ln in _fields(src, start, end):
         if n == 1 and w == 0:
-            return p if 0 < p <= MAX_DIM else None  # 0, negative (two's complement) or huge: not a size to feed
+            return p if p < 1 << 63 else None  # negative (two's complement): unknown, as ONNX Runtime reads it
         if n == 2 and w == 2 and ln:
-            return _text(src, p, ln, "Dimension.dim_param")[:64]
+            return _printable(_text(src, p, ln, "Dimension.dim_param")[:64])
     return None
 
 
@@ -256,6 +270,8 @@ def _read_pte(path: Path) -> ModelFile:
             raise ExecutorchLoadError("not an ExecuTorch program (.pte): its FlatBuffer identifier is not ET and two digits")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as program:
             shape, dtype = program_input(program)
+    if any(d > MAX_DIM for d in shape[1:]):
+        raise ExecutorchLoadError(f"the program's input has shape {shape}; edge-agent bench feeds sizes from 1 to {MAX_DIM}")
     model_input = ModelInput("input", list(shape), dtype)
     if dtype == "float16":
         return ModelFile(path, "executorch", model_input, "fp16", "inferred: the input is float16")
@@ -273,12 +289,13 @@ def parse_input_shape(text: str) -> list[int]:
         InputShapeError: naming what is wrong and an example.
     """
     fix = "give the input's sizes separated by x, e.g. --input-shape 1x3x224x224"
+    shown = text if len(text) <= 60 else f"{text[:56]}..."
     parts = [p.strip() for p in re.split(r"[x,X]", text.strip().strip("[]()"))]
     if not text.strip() or not all(p.isdigit() and p.isascii() for p in parts):
-        raise InputShapeError(f"--input-shape {text!r} is not a shape: {fix}")
-    dims = [int(p) for p in parts]
+        raise InputShapeError(f"--input-shape {shown!r} is not a shape: {fix}")
+    dims = [int(p) if len(p) <= 9 else MAX_DIM + 1 for p in parts]  # int() refuses thousands of digits
     if not 1 <= len(dims) <= MAX_RANK or not all(0 < d <= MAX_DIM for d in dims):
-        raise InputShapeError(f"--input-shape {text!r}: at most {MAX_RANK} sizes from 1 to {MAX_DIM}: {fix}")
+        raise InputShapeError(f"--input-shape {shown!r}: at most {MAX_RANK} sizes from 1 to {MAX_DIM}: {fix}")
     return dims
 
 

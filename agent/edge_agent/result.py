@@ -8,10 +8,16 @@ toolchain's edge-export, edge-sweep and edge-fleet through :mod:`edge_opt.comman
 ``regression`` (exit 9): ``edge-fleet compare`` found one. Both are additions a version-1 consumer reads as "not
 ok", so the version stays 1. Consumers (CI, the fleet collector) read this, never the tables;
 ``tests/unit/test_result_contract.py`` pins it.
+
+The envelope is printed as strict JSON (RFC 8259, :func:`json_text`): a number that is not finite (NaN for what a
+device cannot measure, such as the temperature of a machine without a sensor; an infinite output of a model) is
+``null``, so that any JSON parser reads it.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, TypedDict
 
 RESULT_VERSION = "1"
@@ -58,3 +64,18 @@ def envelope(command: str, data: Any, errors: list[ResultError], exit_code: int)
         "data": data,
         "errors": errors,
     }
+
+
+def json_text(result: ResultEnvelope) -> str:
+    """The envelope as strict JSON: non-finite numbers become ``null`` (Python's json would write NaN/Infinity)."""
+    return json.dumps(_finite(result), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

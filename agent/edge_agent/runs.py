@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from edge_agent import evaluation
 from edge_agent.device import cpu_busy_seconds, device_state
 from edge_agent.errors import (
+    OUT_OF_MEMORY_MARKERS,
     ArtifactNotFound,
     ArtifactRejected,
     InvalidSettings,
@@ -72,15 +73,6 @@ DISTURBED_TEMPERATURE_C = 80.0
 MAX_WORKER_MESSAGE_BYTES = 64 << 20
 #: How often a degraded manager checks whether the journal can be written again.
 RECOVERY_SECONDS = 2.0
-#: What a worker's error says when it outgrew its address-space limit (Python, C++, glibc, ONNX Runtime's arena).
-OUT_OF_MEMORY_MARKERS = (
-    "MemoryError",
-    "bad_alloc",
-    "failed to map segment",
-    "Cannot allocate memory",
-    "Failed to allocate memory",
-    "BFCArena::AllocateRawInternal",
-)
 @dataclass
 class Event:
     run_id: str

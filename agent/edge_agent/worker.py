@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.confine import Confinement, confine
-from edge_agent.errors import ArtifactRejected
+from edge_agent.errors import OUT_OF_MEMORY_MARKERS, ArtifactRejected
+from edge_agent.evaluation import fixed_batches
 from edge_agent.onnx_session import OPTIMIZATION_LEVELS, input_spec, open_session
 from edge_agent.timing import measure
 
@@ -209,7 +210,9 @@ def _open_onnx(model: bytes, request: dict[str, Any]) -> Opened:
     def call(x: Any) -> Any:
         return session.run(None, {name: x})[0]
 
-    return Opened(call, declared, dtype, version)
+    # A file that fixes its batch takes exactly that many items: the evaluation feeds it that many at a time.
+    fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else 0
+    return Opened(call, declared, dtype, version, evaluate=fixed_batches(call, fixed) if fixed else None)
 
 
 def _open_executorch(model: bytes, request: dict[str, Any]) -> Opened:
@@ -306,7 +309,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(dims).astype(dtype)
     t0 = time.perf_counter()
-    call(x)
+    _first_call(call, x, dims)
     first_ms = (time.perf_counter() - t0) * 1000
     fixed = np.random.default_rng(1234).standard_normal([1, *dims[1:]]).astype(dtype)
     output_sample = np.asarray(call(fixed), dtype=np.float64).ravel()[:1000].tolist()
@@ -362,6 +365,21 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if evaluation is not None:
         result["evaluation"] = evaluation
     return result
+
+
+def _first_call(call: Callable[[Any], Any], x: Any, dims: list[int]) -> None:
+    """The first inference, whose failure names the model and its input in one line (a runtime's own message spans
+    several, and the last alone says little)."""
+    try:
+        call(x)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if any(marker in text for marker in OUT_OF_MEMORY_MARKERS):
+            raise  # the memory limit, not the model: the agent names it with the limit
+        shown = text[:400] or type(exc).__name__
+        raise WorkerError("MODEL_INVALID", f"the model fails on an input of shape {dims} ({x.dtype}): {shown}") from None
 
 
 def _fault_active(name: str) -> bool:

@@ -355,6 +355,29 @@ def refused_at_push_or_benchmark() -> dict[str, bytes]:
     return {"huge_input_dims": huge_input_dims_model(), "huge_initializer_dims": m_huge_initializer_dims().SerializeToString()}
 
 
+def _one_input(dims: list) -> bytes:
+    """A well-formed model (the agent takes it at push) whose one input declares ``dims``."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "one_input",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+    )
+    return _model(graph).SerializeToString()
+
+
+def host_refused_models() -> dict[str, tuple[bytes, int, str]]:
+    """Well-formed models whose input ``edge-agent bench FILE`` cannot feed: each is refused on the host, before
+    anything is sent, in one line (exit code, words the line names). The control characters in a dimension's name
+    must not reach the terminal (a second line, an escape sequence)."""
+    return {
+        "host_scalar_input": (_one_input([]), 1, "is a scalar"),
+        "host_zero_batch": (_one_input([0, 4]), 1, "fixes dimension 0 to 0"),
+        "host_huge_fixed_dim": (_one_input([1, 2**40]), 1, f"fixes dimension 1 to {2**40}"),
+        "host_control_chars_in_dim_name": (_one_input([1, "h\n\x1b[31mred"]), 2, "dynamic dimensions (h??[31mred)"),
+    }
+
+
 def corpus_bytes() -> dict[str, bytes]:
     return {name: build().SerializeToString() for name, build in CORPUS.items()}
 
@@ -362,7 +385,8 @@ def corpus_bytes() -> dict[str, bytes]:
 def write_corpus(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, data in {**hostile_models(), **refused_at_push_or_benchmark()}.items():
+    host = {name: data for name, (data, _, _) in host_refused_models().items()}
+    for name, data in {**hostile_models(), **refused_at_push_or_benchmark(), **host}.items():
         path = folder / f"{name}.onnx"
         path.write_bytes(data)
         paths.append(path)

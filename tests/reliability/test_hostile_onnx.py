@@ -10,7 +10,7 @@ import grpc
 import pytest
 from edge_agent.v1 import agent_pb2 as pb
 
-from reliability.hostile_onnx import hostile_models, refused_at_push_or_benchmark, write_corpus
+from reliability.hostile_onnx import host_refused_models, hostile_models, refused_at_push_or_benchmark, write_corpus
 from reliability.reliability_harness import NEVER, Agent, auth, channel, nothing_lost, push_raw, run_to_end, stub
 
 MODELS = hostile_models()
@@ -72,5 +72,5 @@ def test_huge_dims_are_refused_at_push_or_at_benchmark(agent: Agent, name: str) 
 
 def test_the_corpus_is_written_and_the_agent_survives_it(agent: Agent, tmp_path: Path) -> None:
     paths = write_corpus(tmp_path / "malicious_onnx")
-    assert len(paths) == len(MODELS) + len(refused_at_push_or_benchmark())
+    assert len(paths) == len(MODELS) + len(refused_at_push_or_benchmark()) + len(host_refused_models())
     nothing_lost(agent.port, agent.store, {})

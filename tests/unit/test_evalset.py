@@ -117,3 +117,76 @@ def test_unlabelled_sets_measure_fidelity_not_accuracy(tmp_path: Path) -> None:
     expected = 10 * np.log10(np.square(noisy.astype(np.float64)).sum() / np.square(noisy - host).astype(np.float64).sum())
     assert out["sqnr_db"] == pytest.approx(expected, abs=0.05)
     assert exact["sqnr_db"] == evaluation.SQNR_IDENTICAL_DB
+
+
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _header(shape: tuple) -> bytes:
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": shape}).encode()
+    text += b" " * ((64 - (10 + len(text) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + bytes(64)
+
+
+def test_headers_that_lie_or_a_broken_stream_are_refused_not_an_internal_error(tmp_path: Path) -> None:
+    # a product of sizes that wraps around 2^64 in int64 (0 bytes "expected"), a negative size
+    for shape in [(1, 1 << 32, 1 << 32), (20, 3, 1 << 30, 1 << 30), (1, -3, 4, 4)]:
+        with pytest.raises(ArtifactRejected, match=r"inputs\.npy"):
+            evaluation.check_file(_write(tmp_path / "lie.npz", _zip({"inputs.npy": _header(shape)})))
+    # a deflate stream damaged where the .npy header is: zlib's error, not the agent's INTERNAL
+    x, _ = _inputs(20)
+    member = io.BytesIO()
+    np.lib.format.write_array(member, x)
+    data = bytearray(_zip({"inputs.npy": member.getvalue()}, zipfile.ZIP_DEFLATED))
+    start = data.index(b"inputs.npy") + len("inputs.npy")
+    data[start + 2 : start + 40] = b"\xff" * 38
+    with pytest.raises(ArtifactRejected, match=r"not a valid \.npy array"):
+        evaluation.check_file(_write(tmp_path / "broken.npz", bytes(data)))
+
+
+def test_evaluate_names_what_it_cannot_evaluate_and_never_raises(tmp_path: Path) -> None:
+    # setup: a labelled set with a reference; models that give a row count other than the items, no outputs,
+    # NaN; a set whose data no longer matches its CRC; a reference of NaN
+    x, labels = _inputs(30)
+    inputs = str(_write(tmp_path / "i.npz", evalset.npz_bytes({"inputs": x, "labels": labels})))
+    ref = str(_write(tmp_path / "r.npz", evalset.npz_bytes({"reference": np.ones((30, 10), np.float32)})))
+    nan_ref = str(_write(tmp_path / "n.npz", evalset.npz_bytes({"reference": np.full((30, 10), np.nan, np.float32)})))
+    big, big_labels = _inputs(300)
+    damaged = bytearray(evalset.npz_bytes({"inputs": big, "labels": big_labels}))
+    damaged[len(damaged) // 2] ^= 0xFF
+    damaged_path = str(_write(tmp_path / "d.npz", bytes(damaged)))
+    cases = {
+        "two rows": (lambda v: np.ones((2, 10), np.float32), {"eval_set": inputs}, "one row of outputs per item"),
+        "double rows": (lambda v: np.ones((2 * len(v), 10), np.float32), {"eval_set": inputs, "eval_reference": ref}, "per item"),
+        "no outputs": (lambda v: np.ones((len(v), 0), np.float32), {"eval_set": inputs}, "one row of outputs per item"),
+        "NaN outputs": (lambda v: np.full((len(v), 10), np.nan, np.float32), {"eval_set": inputs}, "NaN or infinite"),
+        "NaN reference": (
+            lambda v: np.ones((len(v), 10), np.float32),
+            {"eval_set": inputs, "eval_reference": nan_ref},
+            "reference",
+        ),
+        "bad CRC": (lambda v: np.ones((len(v), 10), np.float32), {"eval_set": damaged_path}, "cannot read the evaluation set"),
+    }
+    for name, (call, paths, words) in cases.items():
+        # execute
+        out = evaluation.evaluate(call, paths, "float32", [1, 28, 28])
+        # assert: one line naming the problem, no figures from outputs that cannot be compared
+        assert words in out.get("error", ""), (name, out)
+        assert "top1_accuracy" not in out and "\n" not in out["error"], (name, out)
+
+
+def test_fixed_batches_feed_exactly_the_batch_a_model_takes() -> None:
+    seen = []
+
+    def call(x: np.ndarray) -> np.ndarray:
+        seen.append(len(x))
+        return x.reshape(len(x), -1) * 2
+
+    x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    out = evaluation.fixed_batches(call, 3)(x)
+    assert seen == [3, 3, 3] and np.array_equal(out, x * 2)

@@ -35,6 +35,7 @@ def _edit(folder: Path, change) -> Path:
         (lambda m: m.update(file="model.onnx"), "no file name and sha256"),
         (lambda m: m["file"].update(sha256="ABC"), "file.sha256"),
         (lambda m: m["file"].update(name="../model.onnx"), "is not a name in the folder"),
+        (lambda m: m["file"].update(name="model\x00.onnx"), "is not a name in the folder"),
         (lambda m: m.update(format="tflite"), "manifest field 'format'"),
         (lambda m: m.update(precision="int4"), "manifest field 'precision'"),
         (lambda m: m["input"].update(shape=["batch", 0, 28]), "manifest input.shape"),

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
-from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, envelope
+from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, envelope, json_text
 
 pytestmark = pytest.mark.unit
 
@@ -15,3 +18,15 @@ def test_envelope_keys_are_pinned() -> None:
     assert envelope("fleet bench", {}, [], EXIT_PARTIAL)["status"] == "partial"
     assert envelope("fleet compare", {}, [], EXIT_REGRESSION)["status"] == "regression"
     assert (EXIT_PARTIAL, EXIT_REGRESSION) == (8, 9)
+
+
+def test_the_envelope_is_strict_json_whatever_numbers_it_holds() -> None:
+    # a device without a temperature sensor reports NaN; a model's outputs can be infinite
+    data = [{"state_before": {"temperature_c": math.nan}, "output_sample": [1.5, -math.inf, math.inf]}]
+    text = json_text(envelope("bench", data, [], 0))
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    parsed = json.loads(text, parse_constant=refuse)
+    assert parsed["data"] == [{"state_before": {"temperature_c": None}, "output_sample": [1.5, None, None]}]

@@ -6,11 +6,10 @@ agent's host commands.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING
 
-from edge_agent.result import ResultEnvelope
+from edge_agent.result import ResultEnvelope, json_text
 from rich.console import Console
 from rich.table import Table
 
@@ -20,7 +19,7 @@ if TYPE_CHECKING:  # the pipeline imports torch: commands that only print result
     from edge_opt.pipeline import ExportReport
 
 def print_json(result: ResultEnvelope) -> None:
-    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json_text(result) + "\n")
     sys.stdout.flush()
 
 

@@ -58,9 +58,15 @@ def preprocessing_for(
         raise DataError(f"--data feeds images of 1 or 3 channels; this model takes {channels}")
     if manifest_preprocessing and mean is None and std is None and resize is None:
         p = manifest_preprocessing
-        resize_to = tuple(p["resize_to"]) if p.get("resize_to") else None
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items() if k in ("mean", "std", "scale")}
-        return Preprocessing(height, width, channels, resize_to=resize_to, source=stored, **values)
+        try:
+            resize_to = tuple(p["resize_to"]) if p.get("resize_to") else None
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items() if k in ("mean", "std", "scale")}
+            return Preprocessing(height, width, channels, resize_to=resize_to, source=stored, **values)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"the artifact's manifest records a preprocessing this host cannot apply ({exc}): re-export the artifact, "
+                "or give --mean / --std / --resize"
+            ) from None
     normalisation: dict[str, Any] = {"mean": 0.0, "std": 1.0}
     for key, value in (("mean", mean), ("std", std)):
         if value is not None:
@@ -97,7 +103,13 @@ def device_sets(
     p = preprocessing_for(shape, manifest_preprocessing, mean=mean, std=std, resize=resize, stored=opened.stored)
     order = torch.randperm(len(opened), generator=torch.Generator().manual_seed(seed + 1))
     index = order if opened.files is not None else torch.arange(len(opened))
-    n = evalset.samples_for(samples, len(opened), 4 * p.channels * p.height * p.width)
+    item_bytes = 4 * p.channels * p.height * p.width
+    n = evalset.samples_for(samples, len(opened), item_bytes)
+    if n == 0:
+        raise DataError(
+            f"one input of this model is {item_bytes / 2**20:.0f} MiB, more than an evaluation set may hold "
+            f"({evalset.MAX_INPUT_BYTES >> 20} MiB): give a smaller input shape"
+        )
     split = opened.materialise(index[:n], p, "evaluation")
     if split.images.is_floating_point() and p.source != PREPROCESSED:
         raise DataError("the data holds float inputs: they are taken as already preprocessed")
@@ -109,7 +121,11 @@ def device_sets(
     record = evalset.publish(out, arrays, description)
     reference = None
     if run is not None:
-        outputs = np.concatenate([np.asarray(run(inputs[i : i + 64]), dtype=np.float32) for i in range(0, n, 64)])
+        try:
+            outputs = np.concatenate([np.asarray(run(inputs[i : i + 64]), dtype=np.float32) for i in range(0, n, 64)])
+        except Exception as exc:  # the runtime's own error (a shape, a type the model refuses on this data)
+            first = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise DataError(f"the model fails on this data on this host: {first}") from None
         ref = evalset.publish(out, {"reference": outputs.reshape(n, -1)}, {"artifact": "host outputs"})
         reference = out / evalset.FOLDER / ref["sha256"]
         if split.labels is not None and outputs.ndim == 2 and int(split.labels.max()) >= outputs.shape[1]:
@@ -123,11 +139,18 @@ def device_sets(
 def host_runner(model: Path, fmt: str, dtype: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """The model file run on this host with its own runtime; None when that runtime is not installed here."""
     if fmt == "onnx":
+        from edge_agent.evaluation import fixed_batches
         from edge_agent.onnx_session import input_spec, open_session
 
         session = open_session(str(model))
-        name = input_spec(session)[0]
-        return lambda x: session.run(None, {name: x.astype(dtype, copy=False)})[0]
+        name, shape, _ = input_spec(session)
+
+        def call(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: x.astype(dtype, copy=False)})[0]
+
+        # A file that fixes its batch takes exactly that many items, as the device feeds it.
+        fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else 0
+        return fixed_batches(call, fixed) if fixed else call
     if fmt == "executorch":
         from edge_agent.executorch_runner import executorch_available, load
 

@@ -13,7 +13,9 @@ with ``mean`` / ``std`` per channel. A consumer of an artifact reproduces them f
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from numbers import Real
 from typing import Any
 
 import torch
@@ -51,6 +53,17 @@ class Preprocessing:
     source: str = GREY_28
 
     def __post_init__(self) -> None:
+        for name in ("mean", "std", "scale"):  # NaN, infinities or a zero std would make every input NaN or inf
+            value = getattr(self, name)
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            if not values or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ValueError(f"{name} {str(value)[:40]} is not a finite number (one, or one per channel)")
+            if name != "mean" and min(values) <= 0:
+                raise ValueError(f"{name} {str(value)[:40]} must be positive: the pixels are scaled and divided by it")
+        if self.resize_to is not None and (
+            not 1 <= len(self.resize_to) <= 2 or not all(type(v) is int and v > 0 for v in self.resize_to)
+        ):
+            raise ValueError(f"resize {str(self.resize_to)[:40]} is not one or two positive sizes (N or HxW)")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (tuple, list)) and len(value) not in (1, self.channels):

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +47,10 @@ EVAL_FOLDERS = ("val", "test")
 MAX_FACTORY_ITEMS = 1_000_000
 #: Threads that decode image files (Pillow releases the GIL while decoding); None: min(8, cores).
 DECODE_THREADS: int | None = None
+#: An ``.npz`` member larger than this (uncompressed) may not be compressed better than ``MAX_NPZ_RATIO``: a zip
+#: bomb (a few MB of zeros that decompress to gigabytes) is refused before numpy allocates it.
+NPZ_RATIO_FROM_BYTES = 256 << 20
+MAX_NPZ_RATIO = 200
 
 
 @dataclass
@@ -136,6 +143,14 @@ def _takes_split(factory: Any) -> bool:
 
 
 def open_image_folder(root: Path) -> Source:
+    try:
+        return _open_image_folder(root)
+    except OSError as exc:  # a symbolic link loop, an unreadable entry
+        what = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
+        raise DataError(f"cannot read image folder {root} ({what}): fix or remove that entry") from None
+
+
+def _open_image_folder(root: Path) -> Source:
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())  # torchvision's find_classes
     if not classes:
         raise DataError(
@@ -161,8 +176,13 @@ def decode_images(files: list[Path], preprocessing: Preprocessing, what: str) ->
     """Decode image files in parallel into uint8 ``(N, H, W, C)`` at the model's size (resize, center-crop)."""
     if not files:
         return torch.zeros((0, preprocessing.height, preprocessing.width, preprocessing.channels), dtype=torch.uint8)
+    from PIL import Image
+
     workers = DECODE_THREADS or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # Pillow only warns about an image over its decompression-bomb threshold (up to twice that) and decodes it: a
+    # small PNG declaring 13000x13000 takes a gigabyte. Here that is an error, for the decoding threads' lifetime.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=workers) as pool:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         decoded = list(
             progress.track(
                 pool.map(lambda p: decode_image(p, preprocessing), files), f"decoding {len(files):,} {what} images", len(files)
@@ -179,10 +199,19 @@ def decode_image(path: Path, preprocessing: Preprocessing) -> np.ndarray:
     try:
         with Image.open(path) as image:
             converted = image.convert("L" if preprocessing.channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read image {path} ({reason}): replace or remove the file") from None
     return fit_image(converted, preprocessing)
+
+
+def _check_pixels(height: int, width: int, what: str, fix: str) -> None:
+    """Refuse an image size over Pillow's decompression-bomb threshold (a resize to it would allocate it all)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and height * width > limit:
+        raise DataError(f"{what} is {height}x{width} ({height * width:,} pixels), more than {limit:,}: {fix}")
 
 
 def fit_image(image: Any, preprocessing: Preprocessing) -> np.ndarray:
@@ -190,6 +219,7 @@ def fit_image(image: Any, preprocessing: Preprocessing) -> np.ndarray:
 
     h, w = preprocessing.height, preprocessing.width
     target = resized_size(image.height, image.width, preprocessing.resize_to or (h, w))
+    _check_pixels(*target, f"an image of {image.height}x{image.width} resized", "give a smaller --resize or input size")
     if (image.height, image.width) != target:
         image = image.resize((target[1], target[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
@@ -228,6 +258,7 @@ def open_npz(path: Path) -> Source:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read {path} as .npz ({exc}): save it with numpy.savez(path, x=..., y=...)") from None
     with archive:
+        _check_members(archive.zip, path)
         names = list(archive.files)
         if "x" not in names:
             raise DataError(
@@ -238,8 +269,10 @@ def open_npz(path: Path) -> Source:
             x = np.asarray(archive["x"])
             y = np.asarray(archive["y"]) if "y" in names else None
             classes = np.asarray(archive["classes"]) if "classes" in names else None
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise DataError(f"cannot read the arrays of {path} ({exc}); object arrays are never unpickled") from None
+        except MemoryError:
+            raise DataError(f"the arrays of {path} do not fit in this host's memory: use a smaller .npz") from None
     images, stored = _images_from_array(x, f"{path} x")
     labels = _labels(y, len(images), f"{path} y") if y is not None else None
     names_of = None
@@ -248,6 +281,51 @@ def open_npz(path: Path) -> Source:
             raise DataError(f"{path} classes must be a 1-D array of strings (one name per class)")
         names_of = tuple(str(c) for c in classes)
     return Source("npz", str(path), labels, names_of, images=images, stored=stored)
+
+
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """Before numpy allocates anything: each member's header declares no more bytes than the member holds, a large
+    member is not compressed implausibly well (a zip bomb), and the arrays fit in the memory this host has free."""
+    from numpy.lib import format as npformat
+
+    total = 0
+    for info in archive.infolist():
+        total += info.file_size
+        what = f"{path} member {info.filename}"
+        if info.file_size > max(NPZ_RATIO_FROM_BYTES, MAX_NPZ_RATIO * info.compress_size):
+            raise DataError(
+                f"{what} decompresses to {info.file_size / 2**30:.1f} GiB from {info.compress_size / 2**20:.1f} MiB, a "
+                f"ratio over {MAX_NPZ_RATIO} (a zip bomb?): save real data with numpy.savez"
+            )
+        if not info.filename.endswith(".npy"):
+            continue
+        try:
+            with archive.open(info) as fh:
+                version = npformat.read_magic(fh)
+                reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+                shape, _, dtype = reader(fh)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise DataError(f"cannot read {what} as a .npy array ({exc}): save it with numpy.savez") from None
+        if not dtype.hasobject and math.prod(shape) * dtype.itemsize > info.file_size:
+            raise DataError(f"{what} declares shape {list(shape)[:8]} of {dtype} but holds {info.file_size} bytes: save it again")
+    available = _available_memory()
+    if available and total > available:
+        raise DataError(
+            f"{path} holds {total / 2**30:.1f} GiB of arrays, more than the {available / 2**30:.1f} GiB of memory this "
+            "host has free: use a subset, or an image folder"
+        )
+
+
+def _available_memory() -> int:
+    """MemAvailable in bytes (0 where /proc/meminfo does not say)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:  # noqa: PTH123
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _images_from_array(x: np.ndarray, what: str) -> tuple[torch.Tensor, str]:
