@@ -198,6 +198,7 @@ def qat_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
         ax.annotate("written" if d["written"] == "qat" else "", (x + 0.2, d["qat"]), fontsize=6, ha="center",
                     xytext=(0, -9 if d["qat"] < 0 else 3), textcoords="offset points")  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(-0.5, color="tab:red", linewidth=0.8, linestyle="--", label="−0.5 (the default budget)")
     ax.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
     ax.set(ylabel="INT8 accuracy − FP32 (points)", title="INT8 by PTQ and by QAT, against FP32")
     ax.grid(True, axis="y", alpha=0.3)
