@@ -35,6 +35,21 @@ class Fp16OverflowNet(TinyNet):
         return super().forward(x) * 1e6
 
 
+class ValueBranchNet(TinyNet):
+    """Branches in Python on a tensor's value (the same side for every real image): tracing by example records it
+    right, FX symbolic tracing (quantization-aware training's) cannot trace it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        if bool(x.abs().max() >= 0):
+            return logits
+        return -logits
+
+
+def value_branch(num_classes: int = 10) -> nn.Module:
+    return ValueBranchNet(num_classes)
+
+
 def fp16_overflow(num_classes: int = 10) -> nn.Module:
     return Fp16OverflowNet(num_classes)
 

@@ -27,6 +27,9 @@ examples:
   edge-export --precision int8 --format all          INT8 TorchScript (FX), ONNX (ONNX Runtime), ExecuTorch (PT2E)
   edge-export --precision int8 --target arm64        INT8 for a Raspberry Pi (qnnpack, S8S8 ONNX)
   edge-export --precision int8 --prune 0.5           half the channels removed, fine-tuned, then INT8
+  edge-export --precision int8 --qat                 INT8 by PTQ and by quantization-aware training; the better written
+  edge-export --precision int8 --qat on-need --max-accuracy-drop 0.5
+                                                     QAT only for the artifacts whose PTQ loses more than 0.5 points
   edge-export --model mobilenet_v2 --input-size 96 --precision int8 --format onnx --eval-samples 1000
   edge-export --model mypkg.nets:build --checkpoint weights.pt --precision int8
   edge-export --model mypkg.nets:build --checkpoint w.pt --data photos/ --input-size 224 --resize 256 \
@@ -135,6 +138,26 @@ def _points(value: str) -> float:
     return points
 
 
+def _qat_epochs(value: str) -> int:
+    try:
+        epochs = int(value)
+    except ValueError:
+        epochs = 0
+    if not 1 <= epochs <= 50:
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: a whole number of QAT epochs from 1 to 50, e.g. 2")
+    return epochs
+
+
+def _qat_learning_rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate <= 0.01:  # also refuses nan; QAT fine-tunes trained weights: larger rates undo the training
+        raise argparse.ArgumentTypeError(f"invalid {value!r}: a QAT learning rate above 0 and at most 0.01, e.g. 1e-4")
+    return rate
+
+
 def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     """edge-export's flags; ``device=False`` leaves out the device group (edge-sweep shares the rest)."""
     parser = ArgumentParser(
@@ -196,6 +219,22 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
         metavar="MODULE",
         help="keep this layer in float in INT8 (repeatable; see edge-sweep --sensitivity)",
     )
+    qat = parser.add_argument_group(
+        "quantization-aware training (INT8; needs labelled data)",
+        "fine-tune with fake quantization in the loop on the training split (FX for TorchScript and ONNX, PT2E for "
+        "ExecuTorch); PTQ is built too, and the more accurate of the two on the evaluation split is written",
+    )
+    qat.add_argument(
+        "--qat", nargs="?", const="always", choices=["always", "on-need", "off"], metavar="always|on-need",
+        help="QAT for every INT8 artifact (--qat), or only for those whose PTQ drop exceeds --max-accuracy-drop "
+        "(--qat on-need)",
+    )  # fmt: skip
+    qat.add_argument("--qat-epochs", type=_qat_epochs, metavar="N", help="QAT epochs over the training split (1-50, default 2)")
+    qat.add_argument("--qat-lr", type=_qat_learning_rate, metavar="LR", help="QAT learning rate (Adam; up to 0.01, default 1e-4)")
+    if not device:  # edge-export has it in the device group (the pick's budget): one flag, one budget
+        qat.add_argument(
+            "--max-accuracy-drop", type=_points, metavar="POINTS", help="--qat on-need's budget below FP32 (default 0.5)"
+        )
     parser.add_argument("--prune", type=float, metavar="AMOUNT", help="prune this fraction (e.g. 0.5) before quantizing")
     parser.add_argument("--prune-method", choices=["structured", "unstructured"], help="default structured (layers shrink)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="calibration and evaluation batch size")
@@ -209,6 +248,8 @@ def build_parser(*, device: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder (default ./artifacts)")
     if device:
         _add_device_options(parser)
+        # One budget for the pick and QAT on need: unset, it comes from the config (quantization.qat.max_accuracy_drop).
+        parser.set_defaults(max_accuracy_drop=None)
     parser.add_argument("--json", action="store_true", help="print a versioned JSON result on stdout instead of a table")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and all library warnings")
@@ -297,10 +338,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "data.root": args.data_dir,
         "data.eval_samples": args.eval_samples,
         "benchmark.threads": args.threads,
+        "quantization.qat.mode": args.qat,
+        "quantization.qat.epochs": args.qat_epochs,
+        "quantization.qat.learning_rate": args.qat_lr,
+        "quantization.qat.max_accuracy_drop": args.max_accuracy_drop,
     }
     if args.no_download:
         overrides["data.download"] = False
-    return with_overrides(config, overrides)
+    if args.qat not in (None, "off") and args.precision is not None and "int8" not in args.precision:
+        raise ConfigError(f"--qat trains INT8 models, and --precision {','.join(args.precision)} has no int8: add int8")
+    config = with_overrides(config, overrides)
+    if args.max_accuracy_drop is None:
+        args.max_accuracy_drop = config.quantization.qat.max_accuracy_drop  # the pick's budget: the same one
+    return config
 
 
 def _run(args: argparse.Namespace) -> Outcome:

@@ -131,6 +131,33 @@ class TrainSection(_Section):
     seed: int = 0
 
 
+class QatMode(enum.StrEnum):
+    """When quantization-aware training runs (:mod:`edge_opt.qat`)."""
+
+    OFF = "off"
+    ALWAYS = "always"  # PTQ and QAT for every INT8 artifact; the better one on the evaluation split is written
+    ON_NEED = "on-need"  # PTQ first; QAT only for the artifacts whose drop exceeds max_accuracy_drop
+
+
+class QatSection(_Section):
+    """Quantization-aware training: fine-tuning with fake quantization on the training split (labels needed)."""
+
+    mode: QatMode = QatMode.OFF
+    epochs: int = Field(2, ge=1, le=50)
+    learning_rate: float = Field(1e-4, gt=0, le=0.01)
+    #: Fractions of the training after which BatchNorm statistics, then observers (scales, zero points), stop moving.
+    freeze_batchnorm_after: float = Field(0.5, ge=0.0, le=1.0)
+    freeze_observers_after: float = Field(0.75, ge=0.0, le=1.0)
+    #: The accuracy budget below FP32, in points (--max-accuracy-drop; the pick's budget too).
+    max_accuracy_drop: float = Field(0.5, ge=0.0, le=100.0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` / ``on`` as a boolean: take it as meant."""
+        return {False: "off", True: "always"}.get(v, v) if isinstance(v, bool) else v
+
+
 class QuantizationSection(_Section):
     fx_observer: FxObserver = FxObserver.DEFAULT
     ort_calibration: OrtCalibration = OrtCalibration.MINMAX
@@ -140,6 +167,7 @@ class QuantizationSection(_Section):
     keep_float_nodes: tuple[str, ...] = ()
     #: INT8 of the executorch format: PT2E (torch.export → prepare_pt2e → calibrate → convert_pt2e) with this quantizer.
     pt2e_quantizer: Pt2eQuantizer = Pt2eQuantizer.XNNPACK
+    qat: QatSection = QatSection()
 
 
 class ExportSection(_Section):

@@ -49,6 +49,10 @@ def export_table(report: ExportReport) -> Table:
     for b in batches:
         table.add_column(f"b{b} ms", justify="right")
         table.add_column(f"b{b} ×", justify="right")
+    qat_columns = any(_qat(row) for row in report.rows)
+    if qat_columns:  # PTQ and QAT side by side, what was written, what QAT cost
+        for col in ("PTQ", "QAT", "by", "QAT s"):
+            table.add_column(col, justify="left" if col == "by" else "right")
     for row in report.rows:
         if fidelity:
             figure = [f"{row.score:.1f}", f"{row.metrics.get('cosine', float('nan')):.4f}"]
@@ -61,8 +65,26 @@ def export_table(report: ExportReport) -> Table:
         cells = [row.precision.value, row.format.value, f"{row.size_bytes / 1e6:.3f}", f"{row.size_ratio:.2f}", *figure]
         for b in batches:
             cells += [_ms(row.latency_ms.get(b)), f"{row.speedup.get(b, 0):.2f}×"]
+        if qat_columns:
+            cells += _qat_cells(_qat(row))
         table.add_row(*cells, style=None if row.written else "dim")
     return table
+
+
+def _qat(row: object) -> dict | None:
+    """The PTQ-vs-QAT record of an INT8 row (edge_opt.qat), or None."""
+    return ((getattr(row, "quantization", None) or {}).get("qat")) or None
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def _qat_cells(qat: dict | None) -> list[str]:
+    if qat is None:
+        return ["", "", "", ""]
+    cost = "-" if qat.get("qat_accuracy") is None else f"{qat['seconds']:.0f}"
+    return [_percent(qat.get("ptq_accuracy")), _percent(qat.get("qat_accuracy")), qat["written"].upper(), cost]
 
 
 def print_export_report(report: ExportReport, console: Console) -> None:
@@ -76,6 +98,9 @@ def print_export_report(report: ExportReport, console: Console) -> None:
         f"[dim]latency: median of single calls on this host with {report.latency_threads} thread(s); "
         f"each artifact's manifest.json has the details. Written to {report.out_dir}[/dim]"
     )
+    for row in report.rows:
+        if (qat := _qat(row)) is not None:
+            console.print(f"[cyan]qat:[/cyan] {row.precision.value} {row.format.value}: {qat['why']}")
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     for name, why in report.refused.items():

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from edge_agent.files import write_durably
 
-from edge_opt import evalset, progress
+from edge_opt import evalset, progress, qat
 from edge_opt.artifact import staged_artifact
 from edge_opt.builders import FORMATS
 from edge_opt.config import ArtifactFormat, Config, Precision
@@ -208,7 +208,7 @@ def run_export(
                 notes.append(
                     f"INT8 {row.format.value} lost {-drop * 100:.2f} points: `edge-sweep --sensitivity` "
                     "(same flags) lists the layers INT8 hurts most and what keeping them in float buys back; "
-                    "or raise --calibration-batches"
+                    "or raise --calibration-batches, or fine-tune with quantization in the loop (--qat)"
                 )
     rows.sort(key=lambda r: (list(Precision).index(r.precision), r.format.value))
     report = ExportReport(
@@ -292,7 +292,7 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
     root = out_dir if out_dir is not None else ctx.work
     progress.status(f"exporting {label}")
     with staged_artifact(root, name, "model" + FORMATS[fmt].suffix) as staged:
-        built = FORMATS[fmt].builder(ctx, precision, staged.model_path)
+        built = qat.build(ctx, fmt, precision, staged.model_path)  # the format's builder; PTQ vs QAT when asked
         runner, source_logits, relation, quant = built.runner, built.source_logits, built.relation, built.quantization
         n = ctx.parity_n
         mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edge_opt import evalset, progress
+from edge_opt import evalset, progress, qat
 from edge_opt.config import Config, cache_dir, resolve_data_root
 from edge_opt.data import Dataset, Split, load_fashion_mnist
 from edge_opt.data.loading import DataPlan, open_data
@@ -51,6 +51,8 @@ class ExportContext:
     device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
     pt2e_model: torch.nn.Module | None = None  # PT2E INT8 (the executorch format's), built once
     pt2e_seconds: float = 0.0
+    #: Quantization-aware trained models by family (edge_opt.qat: "fx", "pt2e"), each trained once per export.
+    qat_models: dict[str, Any] = field(default_factory=dict)
 
     @property
     def labels(self) -> torch.Tensor | None:
@@ -169,7 +171,7 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> ExportContex
     spec = _build(config, plan)
     trains = m.checkpoint is None and spec.name in TRAINABLE_BY_DEFAULT
     fine_tunes = config.pruning.amount > 0 and config.pruning.fine_tune_epochs > 0 and not spec.random_init
-    data = _load(config, plan, spec, needs_training_data=trains or fine_tunes)
+    data = _load(config, plan, spec, needs_training_data=trains or fine_tunes or qat.requested(config))
     class_names = list(data.class_names) if data.class_names else None
     record: dict[str, Any] = {"name": spec.name, "num_classes": spec.num_outputs if spec.classifier else None,
                               "class_names": class_names}  # fmt: skip
@@ -192,6 +194,7 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> ExportContex
         record["weights"] = "random-init"
         if _recalibrate_batchnorm(config, spec, data):
             record["batchnorm_recalibrated_batches"] = BATCHNORM_BATCHES
+    qat.check_request(config, data.train, spec.classifier, spec.random_init)
     if config.pruning.amount > 0:
         record["pruning"] = _prune(config, spec, data)
     record["parameters"] = sum(p.numel() for p in spec.module.parameters())

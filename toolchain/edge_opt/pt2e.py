@@ -63,8 +63,8 @@ def export_program(model: nn.Module, example: torch.Tensor, max_batch: int) -> t
         ) from None
 
 
-def quantizer_for(name: str, keep_float: Sequence[str] = (), *, per_channel: bool = True) -> Any:
-    """The PT2E quantizer called ``name``, with ``keep_float`` modules left unquantized."""
+def quantizer_for(name: str, keep_float: Sequence[str] = (), *, per_channel: bool = True, qat: bool = False) -> Any:
+    """The PT2E quantizer called ``name``, with ``keep_float`` modules left unquantized (``qat``: its QAT config)."""
     if name not in QUANTIZERS:
         raise QuantizeError(f"unknown PT2E quantizer {name!r}; expected one of {', '.join(QUANTIZERS)}")
     quiet_import_loggers()
@@ -74,7 +74,7 @@ def quantizer_for(name: str, keep_float: Sequence[str] = (), *, per_channel: boo
     )
     from torchao.quantization.pt2e.quantizer import get_module_name_filter
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat))
     if keep_float:
         # XNNPACKQuantizer refuses set_module_name(name, None); a filter that skips the named modules' nodes does it.
         inside = [get_module_name_filter(name) for name in keep_float]

@@ -42,6 +42,8 @@ def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str
             entry = row.to_dict()
             entry["pruning"] = amount
             entry["model"] = report.model
+            entry["target"] = report.target.name
+            entry.update(_qat_axis(entry))
             rows.append(entry)
     baselines = {r["format"]: r for r in rows if r["pruning"] == 0.0 and r["precision"] == "fp32"}
     for r in rows:
@@ -51,6 +53,19 @@ def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str
         if base is not None:
             r["size_ratio_to_unpruned_fp32"] = r["size_bytes"] / base["size_bytes"]
     return rows
+
+
+def _qat_axis(entry: dict[str, Any]) -> dict[str, Any]:
+    """How an INT8 row was quantized, and PTQ's and QAT's accuracy when QAT was part of its export (edge_opt.qat)."""
+    quant = entry.get("quantization") or {}
+    qat = quant.get("qat") or {}
+    method = quant.get("method", "ptq") if entry["precision"] == "int8" else None
+    return {
+        "quantized_by": method,
+        "ptq_accuracy": qat.get("ptq_accuracy"),
+        "qat_accuracy": qat.get("qat_accuracy"),
+        "qat_seconds": qat.get("seconds"),
+    }
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
@@ -71,6 +86,11 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
             "latency_b32_ms": r["latency_p50_ms"].get("32"),
             "sha256": r["sha256"],
             "path": r["path"],
+            "target": r.get("target"),
+            "quantized_by": r.get("quantized_by"),
+            "ptq_accuracy": r.get("ptq_accuracy"),
+            "qat_accuracy": r.get("qat_accuracy"),
+            "qat_seconds": r.get("qat_seconds"),
         }
         for r in rows
     ]
@@ -103,7 +123,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    with_qat = any(r.get("qat_accuracy") is not None for r in rows)
+    fig, axes = plt.subplots(1, 3 if with_qat else 2, figsize=(18 if with_qat else 12, 4.8), constrained_layout=True)
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     colors = {"onnx": "tab:blue", "torchscript": "tab:orange", "executorch": "tab:green"}
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -131,15 +152,57 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     label = figure_label(rows)
     axes[0].set(xlabel="model file size (MB, log)", ylabel=label, title=f"{label} vs size", xscale="log")
     axes[1].set(xlabel="host latency p50 at batch 1 (ms, log)", ylabel=label, title=f"{label} vs latency", xscale="log")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.grid(True, which="both", alpha=0.3)
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="x", which="minor", labelsize=7)
     axes[0].legend(title="precision / format", fontsize=8)
+    if with_qat:
+        qat_panel(axes[2], rows)
     fig.suptitle("edge-sweep: each line runs from unpruned to the largest pruning amount")
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def qat_drops(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per INT8 row with a QAT figure: PTQ's and QAT's change against FP32 of the same pruning and format (points)."""
+    fp32 = {(r["model"], r.get("target"), r["pruning"], r["format"]): r for r in rows if r["precision"] == "fp32"}
+    out = []
+    for r in rows:
+        base = fp32.get((r["model"], r.get("target"), r["pruning"], r["format"]))
+        if r["precision"] != "int8" or r.get("qat_accuracy") is None or base is None or base.get("accuracy") is None:
+            continue
+        out.append(
+            {
+                "model": r["model"],
+                "target": r.get("target"),
+                "pruning": r["pruning"],
+                "format": r["format"],
+                "ptq": (r["ptq_accuracy"] - base["accuracy"]) * 100,
+                "qat": (r["qat_accuracy"] - base["accuracy"]) * 100,
+                "written": r.get("quantized_by"),
+            }
+        )
+    return out
+
+
+def qat_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Where QAT pays: INT8's change against FP32 (same pruning, same format) by PTQ and by QAT, per case."""
+    drops = qat_drops(rows)
+    labels = [f"{d['model'].split(':')[-1]} {d['target']}\nprune {d['pruning']:g}, {d['format']}" for d in drops]
+    xs = range(len(drops))
+    ax.bar([x - 0.2 for x in xs], [d["ptq"] for d in drops], width=0.4, label="PTQ", color="tab:gray")
+    ax.bar([x + 0.2 for x in xs], [d["qat"] for d in drops], width=0.4, label="QAT", color="tab:purple")
+    for x, d in zip(xs, drops, strict=True):
+        ax.annotate("written" if d["written"] == "qat" else "", (x + 0.2, d["qat"]), fontsize=6, ha="center",
+                    xytext=(0, -9 if d["qat"] < 0 else 3), textcoords="offset points")  # fmt: skip
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(-0.5, color="tab:red", linewidth=0.8, linestyle="--", label="−0.5 (the default budget)")
+    ax.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
+    ax.set(ylabel="INT8 accuracy − FP32 (points)", title="INT8 by PTQ and by QAT, against FP32")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def guide_table(rows: list[dict[str, Any]]) -> Table:
@@ -171,6 +234,10 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("pruning", "precision", "format", "size MB", "SQNR dB" if fidelity else "accuracy", "Δ vs unpruned FP32",
                 "b1 ms", "b32 ms"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("precision", "format") else "right")
+    with_qat = any(r.get("qat_accuracy") is not None or r.get("ptq_accuracy") is not None for r in rows)
+    if with_qat:
+        for col in ("PTQ", "QAT", "written"):
+            table.add_column(col, justify="left" if col == "written" else "right")
     for r in sorted(rows, key=lambda r: (r["pruning"], r["format"], r["precision"])):
         delta = r.get("accuracy_delta_to_unpruned_fp32")
         lat = r["latency_p50_ms"]
@@ -183,8 +250,19 @@ def sweep_table(rows: list[dict[str, Any]]) -> Table:
             "-" if delta is None else f"{delta * 100:+.2f}",
             f"{lat.get('1', float('nan')):.3f}",
             f"{lat.get('32', float('nan')):.3f}",
+            *(_qat_cells(r) if with_qat else []),
         )
     return table
+
+
+def _qat_cells(r: dict[str, Any]) -> list[str]:
+    if r["precision"] != "int8":
+        return ["", "", ""]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v * 100:.2f}%"
+
+    return [pct(r.get("ptq_accuracy")), pct(r.get("qat_accuracy")), (r.get("quantized_by") or "").upper()]
 
 
 def calibration_sweep(config: Any, out: Path, counts: Sequence[int]) -> list[dict[str, Any]]:
