@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.arguments import ArgumentParser
-from edge_agent.host_commands import (
+from edge_agent.contract.arguments import ArgumentParser
+from edge_agent.contract.result import EXIT_ERROR, EXIT_USAGE
+from edge_agent.host.commands import (
     add_bench_options,
     add_client_options,
     add_data_options,
     add_model_file_options,
     run_host_command,
 )
-from edge_agent.result import EXIT_ERROR, EXIT_USAGE
 
 EXAMPLES = """\
 examples:
@@ -176,8 +176,8 @@ def agent_config(args: argparse.Namespace) -> Any:
     Raises:
         ValueError: an unknown key or a value of the wrong type, naming it.
     """
-    from edge_agent.server import AgentConfig
-    from edge_agent.store import StoreLimits
+    from edge_agent.service.server import AgentConfig
+    from edge_agent.store.catalogue import StoreLimits
 
     raw: dict[str, Any] = tomllib.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
     for old, (new, scale) in RENAMED_KEYS.items():  # files written for earlier versions keep working
@@ -222,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-agent {__version__}")
         return 0
     if args.command in ("serve", "check-config"):
-        from edge_agent.errors import StoreLocked
-        from edge_agent.server import serve
+        from edge_agent.contract.errors import StoreLocked
+        from edge_agent.service.server import serve
 
         try:
             config = agent_config(args)

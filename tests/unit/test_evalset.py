@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from agent_helpers import tiny_onnx_bytes
-from edge_agent import evaluation
-from edge_agent.errors import ArtifactRejected
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.worker import evaluation
 from edge_opt import evalset
 
 pytestmark = pytest.mark.unit

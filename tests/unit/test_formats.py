@@ -1,14 +1,17 @@
-"""One table of artifact formats (edge_agent.formats): every layer of the agent knows each format in it."""
+"""One table of artifact formats (edge_agent.contract.formats): every layer of the agent knows each format in it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from edge_agent import journal, runs, store, worker
-from edge_agent.errors import ArtifactRejected
-from edge_agent.formats import MODEL_FORMATS, missing_runtime
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.contract.formats import MODEL_FORMATS, missing_runtime
+from edge_agent.runs import journal
+from edge_agent.runs import manager as runs
+from edge_agent.store import catalogue as store
 from edge_agent.v1 import agent_pb2 as pb
+from edge_agent.worker import main as worker
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
-from edge_agent.result import EXIT_USAGE
+from edge_agent.contract.result import EXIT_USAGE
 
 
 class ArgumentParser(argparse.ArgumentParser):

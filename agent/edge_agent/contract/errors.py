@@ -1,4 +1,4 @@
-"""The agent's error hierarchy; :mod:`edge_agent.service` maps each class to one gRPC status code."""
+"""The agent's error hierarchy; :mod:`edge_agent.service.servicer` maps each class to one gRPC status code."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from edge_agent.errors import InvalidSettings
-from edge_agent.formats import MODEL_FORMATS
+from edge_agent.contract.errors import InvalidSettings
+from edge_agent.contract.formats import MODEL_FORMATS
 
 #: The wire's runtime names: unspecified (the artifact's own), then one per artifact format.
 RUNTIMES = ("RUNTIME_UNSPECIFIED", *(f"RUNTIME_{f.runtime.upper()}" for f in MODEL_FORMATS.values()))

@@ -2,7 +2,7 @@
 
 Everything is read from /proc and /sys, so it costs no dependency; fields the OS does not expose are NaN or
 empty. The runtimes are those of the benchmark workers' interpreter, asked of it in a subprocess
-(:class:`edge_agent.interpreter.RuntimeProbe`: importing torch costs ~2 s and ~600 MB, never in the agent).
+(:class:`edge_agent.runtimes.probe.RuntimeProbe`: importing torch costs ~2 s and ~600 MB, never in the agent).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.cpu import INT8_FLAGS, cpu_flags, cpu_model, suggested_target
-from edge_agent.interpreter import RuntimeInfo, RuntimeProbe
+from edge_agent.device.cpu import INT8_FLAGS, cpu_flags, cpu_model, suggested_target
+from edge_agent.runtimes.probe import RuntimeInfo, RuntimeProbe
 
 __all__ = ["DeviceState", "RuntimeInfo", "cpu_busy_seconds", "device_info", "device_state"]
 

@@ -18,8 +18,8 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge_agent.manifest import read_artifact
-from edge_agent.store import MAX_CHUNK_BYTES, iter_file_chunks
+from edge_agent.contract.manifest import read_artifact
+from edge_agent.store.catalogue import MAX_CHUNK_BYTES, iter_file_chunks
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
 
@@ -80,7 +80,7 @@ class Credentials:
         Raises:
             ValueError / OSError: an unreadable or too short token file.
         """
-        from edge_agent.auth import read_token
+        from edge_agent.service.auth import read_token
 
         return cls(read_token(token_file) if token_file else token, ca_cert, client_cert, client_key, server_name)
 
@@ -119,7 +119,7 @@ def _value(field: Any, value: Any) -> Any:
 
 def _local_artifact(folder: Path) -> tuple[Path, dict[str, Any], str]:
     """The model file and manifest of an artifact folder, read through the one checked reader
-    (:func:`edge_agent.manifest.read_artifact`: schema version, file record, the device's own checks).
+    (:func:`edge_agent.contract.manifest.read_artifact`: schema version, file record, the device's own checks).
 
     The manifest's sha256 is the artifact's identity; the device hashes every byte it receives and refuses a
     mismatch (DATA_LOSS), so the host does not re-hash the file here: a re-push of an artifact the device has

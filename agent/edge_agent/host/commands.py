@@ -1,5 +1,5 @@
 """``edge-agent``'s host-side commands (info, push, bench, runs, get, list, delete): talk to one device through
-:class:`edge_agent.client.AgentClient` and print a line per result, or the versioned JSON envelope with ``--json``.
+:class:`edge_agent.host.client.AgentClient` and print a line per result, or the versioned JSON envelope with ``--json``.
 They need no torch, so any machine with the ``agent`` extra can drive a device."""
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import InvalidSettings
-from edge_agent.manifest import PRECISIONS
-from edge_agent.onnx_session import OPTIMIZATION_LEVELS
-from edge_agent.result import EXIT_DATA, EXIT_DEVICE, EXIT_ERROR, EXIT_PARTIAL, EXIT_USAGE, ResultError, envelope, json_text
-from edge_agent.settings import BenchmarkSettings
+from edge_agent.contract.errors import InvalidSettings
+from edge_agent.contract.manifest import PRECISIONS
+from edge_agent.contract.result import (
+    EXIT_DATA,
+    EXIT_DEVICE,
+    EXIT_ERROR,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    ResultError,
+    envelope,
+    json_text,
+)
+from edge_agent.contract.settings import BenchmarkSettings
+from edge_agent.runtimes.onnx_session import OPTIMIZATION_LEVELS
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +95,7 @@ def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_client(args: argparse.Namespace) -> Any:
-    from edge_agent.client import AgentClient, Credentials
+    from edge_agent.host.client import AgentClient, Credentials
 
     creds = Credentials.from_files(
         args.token_file, args.tls_ca, args.tls_cert, args.tls_key, args.server_name, token=os.environ.get("EDGE_AGENT_TOKEN")
@@ -146,7 +155,7 @@ def _evaluation_text(evaluation: dict[str, Any] | None) -> str:
 
 
 def run_host_command(args: argparse.Namespace) -> int:
-    from edge_agent.client import DeviceCallError
+    from edge_agent.host.client import DeviceCallError
 
     try:
         if args.command == "bench":
@@ -281,7 +290,7 @@ def attach_evaluation(args: argparse.Namespace, targets: list[BenchTarget], scra
             "--data reads and preprocesses your data with the toolchain: install it beside the agent "
             "(pip install 'edge-opt[toolchain]'), or leave --data out"
         ) from None
-    from edge_agent.manifest import read_artifact
+    from edge_agent.contract.manifest import read_artifact
 
     for i, target in enumerate(targets):
         artifact = read_artifact(target.folder)
@@ -330,7 +339,7 @@ class BenchTarget:
 
 def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: Path) -> list[BenchTarget]:
     """Every argument of ``edge-agent bench`` checked on the host, before anything is sent: an artifact folder
-    through the manifest reader; a ``.onnx`` or ``.pte`` file read (:mod:`edge_agent.model_file`), its input
+    through the manifest reader; a ``.onnx`` or ``.pte`` file read (:mod:`edge_agent.host.model_file`), its input
     resolved with ``--input-shape`` / ``--batch-size``, and its artifact folder written under ``scratch``.
 
     Raises:
@@ -338,8 +347,8 @@ def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: P
             ``--input-shape``, a shape or batch the file contradicts (exit 2).
         ValueError: a malformed artifact folder, a file that is not a model this can run, a missing path (exit 1).
     """
-    from edge_agent.manifest import read_artifact
-    from edge_agent.model_file import (
+    from edge_agent.contract.manifest import read_artifact
+    from edge_agent.host.model_file import (
         SUFFIXES,
         InputShapeError,
         format_of,
@@ -411,8 +420,8 @@ def bench_artifact(
         DeviceCallError: the device refused a push or the run, or cannot be reached.
         ValueError: an evaluation-set folder that is not one (or a reference without its set).
     """
-    from edge_agent.evaluation import FORMAT
-    from edge_agent.manifest import read_artifact
+    from edge_agent.contract.manifest import read_artifact
+    from edge_agent.worker.evaluation import FORMAT
 
     shas: dict[str, str] = {}
     if eval_reference is not None and eval_set is None:
@@ -460,8 +469,8 @@ def _bench_all(args: argparse.Namespace, client: Any, targets: list[BenchTarget]
     lacks is not pushed (``skipped``, with the reason); a refusal of one artifact's push or run is its ``error``
     and the others still run; a failure of the device as a whole ends the work, naming the rest as not run.
     Returns the entries and the device-wide failure, if any."""
-    from edge_agent.client import DeviceCallError
-    from edge_agent.formats import missing_runtime
+    from edge_agent.contract.formats import missing_runtime
+    from edge_agent.host.client import DeviceCallError
 
     entries: list[dict[str, Any]] = []
     try:

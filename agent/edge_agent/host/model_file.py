@@ -3,12 +3,12 @@
 
 With only the ``agent`` extra (no torch, no ``onnx`` package, no ExecuTorch runtime):
 
-* ONNX: the file first goes through the device's own guard (:mod:`edge_agent.onnx_guard`: external data, custom
+* ONNX: the file first goes through the device's own guard (:mod:`edge_agent.runtimes.onnx_guard`: external data, custom
   operators, bombs and malformed protobuf are refused here too, before anything is sent), then the top-level
   graph's wire format is read through the same schema: its inputs (initializers excluded), their element type
   and dimensions (a size, a name, or unknown), its operators and its initializers' types (for the precision).
 * ``.pte``: the ExecuTorch program's ``forward`` signature, read from its FlatBuffer
-  (:func:`edge_agent.executorch_runner.program_input`).
+  (:func:`edge_agent.runtimes.executorch_program.program_input`).
 
 :func:`stage_model_file` then writes the artifact folder the device needs, in a folder of the caller's (a
 temporary one): ``manifest.json`` (the schema the store parses, with a ``source`` record saying the file is the
@@ -27,11 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__, onnx_guard
-from edge_agent.errors import ArtifactRejected
-from edge_agent.executorch_runner import ExecutorchLoadError, program_input
-from edge_agent.formats import MODEL_FORMATS
-from edge_agent.manifest import INPUT_DTYPES, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PRECISIONS, sha256_file
+from edge_agent import __version__
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.contract.formats import MODEL_FORMATS
+from edge_agent.contract.manifest import INPUT_DTYPES, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PRECISIONS, sha256_file
+from edge_agent.runtimes import onnx_guard
+from edge_agent.runtimes.executorch_program import ExecutorchLoadError, program_input
 
 #: The model files taken as they are, by suffix → artifact format.
 SUFFIXES = {".onnx": "onnx", ".pte": "executorch"}

@@ -44,8 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.files import fsync_dir
-from edge_agent.formats import MODEL_FORMATS
+from edge_agent.contract.files import fsync_dir
+from edge_agent.contract.formats import MODEL_FORMATS
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "INTERRU
 EVENTS: Final = frozenset({"accepted", "started", "finished", "record"})
 #: Every state a run record can be in (``record`` entries snapshot unfinished runs too).
 STATES: Final = TERMINAL_STATES | {"QUEUED", "RUNNING"}
-#: The runtimes a run can name: one per artifact format (edge_agent.formats).
+#: The runtimes a run can name: one per artifact format (edge_agent.contract.formats).
 RUNTIMES: Final = frozenset(f.runtime for f in MODEL_FORMATS.values())
 #: Finished runs a journal keeps by default (the agent's --keep-runs).
 DEFAULT_KEEP_RUNS: Final = 200
@@ -126,7 +126,7 @@ def decode_entry(line: bytes, *, require_sum: bool = True) -> dict[str, Any]:
 
 
 def _check_accepted(entry: dict[str, Any]) -> None:
-    from edge_agent.settings import BenchmarkSettings
+    from edge_agent.contract.settings import BenchmarkSettings
 
     if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
         raise ValueError("accepted entry without a sha256")
@@ -158,7 +158,7 @@ def _check_finished(entry: dict[str, Any]) -> None:
             raise ValueError("finished entry with a malformed result")
         if "samples_ms" in latency:
             _decode_samples(latency["samples_ms"])
-        from edge_agent.wire import check_servable  # the protobuf modules: only once a result is there to check
+        from edge_agent.service.wire import check_servable  # the protobuf modules: only once a result is there to check
 
         check_servable(result)
 

@@ -42,9 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_agent import evaluation
-from edge_agent.device import cpu_busy_seconds, device_state
-from edge_agent.errors import (
+from edge_agent.contract.errors import (
     OUT_OF_MEMORY_MARKERS,
     ArtifactNotFound,
     ArtifactRejected,
@@ -53,15 +51,17 @@ from edge_agent.errors import (
     RuntimeUnavailable,
     ShuttingDown,
 )
-from edge_agent.formats import MODEL_FORMATS
-from edge_agent.interpreter import RuntimeProbe, worker_environment
-from edge_agent.journal import Journal, JournalUnavailable, RunRecord
-from edge_agent.settings import BenchmarkSettings
-from edge_agent.store import NAME_PATTERN, ArtifactStore
+from edge_agent.contract.formats import MODEL_FORMATS
+from edge_agent.contract.settings import BenchmarkSettings
+from edge_agent.device.info import cpu_busy_seconds, device_state
+from edge_agent.runs.journal import Journal, JournalUnavailable, RunRecord
+from edge_agent.runtimes.probe import RuntimeProbe, worker_environment
+from edge_agent.store.catalogue import NAME_PATTERN, ArtifactStore
+from edge_agent.worker import evaluation
 
 _LOGGER = logging.getLogger(__name__)
 #: The runtime each artifact format runs with, and the wire names of the runtimes a run may ask for.
-#: The wire's runtime names (``RUNTIME_<NAME>``) → the runtime: one per artifact format (edge_agent.formats).
+#: The wire's runtime names (``RUNTIME_<NAME>``) → the runtime: one per artifact format (edge_agent.contract.formats).
 _RUNTIME_NAMES = {f"RUNTIME_{f.runtime.upper()}": f.runtime for f in MODEL_FORMATS.values()}
 
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
@@ -106,7 +106,7 @@ class RunManager:
         self.journal = journal
         self.max_queue = max_queue
         self.memory_limit_bytes = memory_limit_bytes
-        self.worker_command = worker_command or [sys.executable, "-m", "edge_agent.worker"]
+        self.worker_command = worker_command or [sys.executable, "-m", "edge_agent.worker.main"]
         #: What the workers' interpreter has (not the agent's own): runs whose runtime it lacks are refused.
         self.runtime_probe = runtime_probe or RuntimeProbe(self.worker_command[0]).start()
         self.on_degraded = on_degraded
@@ -166,7 +166,7 @@ class RunManager:
         """Accept (or re-attach to) a run; its events go to ``sink``, ending with a terminal one. Returns the run id.
 
         ``eval_set`` / ``eval_reference``: sha256 of an evaluation set and the host's reference outputs on the device
-        (:mod:`edge_agent.evaluation`), evaluated after the timing.
+        (:mod:`edge_agent.worker.evaluation`), evaluated after the timing.
 
         Raises:
             ArtifactRejected: a malformed run id, or an evaluation set given as the model. ArtifactNotFound: the
@@ -199,7 +199,7 @@ class RunManager:
                 raise InvalidSettings(
                     f"graph_optimization applies to ONNX Runtime only; a {runtime} run has no such setting: leave it unset"
                 )
-            # Device-side evaluation (edge_agent.evaluation): journaled with the settings, run after the timing.
+            # Device-side evaluation (edge_agent.worker.evaluation): journaled with the settings, run after the timing.
             evaluation_sets = {
                 "eval_set_sha256": evaluation.resolve(self.store, eval_set, "eval_set_sha256"),
                 "eval_reference_sha256": evaluation.resolve(self.store, eval_reference, "eval_reference_sha256"),

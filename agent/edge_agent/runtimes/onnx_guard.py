@@ -1,7 +1,7 @@
 """Refuse ONNX files the agent must never load, without the onnx package (a Pi does not install it).
 
 An ONNX model is an untrusted protobuf. Before onnxruntime sees it, the guard walks its wire format through the
-ONNX descriptor (:mod:`edge_agent.onnx_schema`, generated from the ``onnx`` package): every message reachable
+ONNX descriptor (:mod:`edge_agent.runtimes.onnx_schema`, generated from the ``onnx`` package): every message reachable
 from ``ModelProto`` is visited by its type, wherever it sits (graph initializers, Constant ``value`` and
 ``sparse_value``, attribute tensor lists, subgraphs, model-local functions, training-info graphs, ...). It
 refuses:
@@ -28,8 +28,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Final
 
-from edge_agent.errors import ArtifactRejected
-from edge_agent.onnx_schema import MESSAGES, ROOT
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.runtimes.onnx_schema import MESSAGES, ROOT
 
 ALLOWED_DOMAINS: Final = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft"})
 ALLOWED_DOMAIN_PREFIXES: Final = ("ai.onnx.", "com.microsoft.")

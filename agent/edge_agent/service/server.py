@@ -34,16 +34,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edge_agent import __version__
-from edge_agent.auth import TokenAuthInterceptor, bearer_token, ensure_token, read_token, server_credentials, tokens_match
-from edge_agent.confine import landlock_abi
-from edge_agent.errors import QuotaExceeded, StoreLocked
-from edge_agent.files import write_durably
-from edge_agent.interpreter import RuntimeProbe
-from edge_agent.journal import DEFAULT_KEEP_RUNS, Journal
-from edge_agent.runs import RunManager
-from edge_agent.service import AgentService, ServiceLimits, StreamSlots
-from edge_agent.store import MAX_CHUNK_BYTES, ArtifactStore, StoreLimits
+from edge_agent.contract.errors import QuotaExceeded, StoreLocked
+from edge_agent.contract.files import write_durably
+from edge_agent.runs.journal import DEFAULT_KEEP_RUNS, Journal
+from edge_agent.runs.manager import RunManager
+from edge_agent.runtimes.probe import RuntimeProbe
+from edge_agent.service.auth import TokenAuthInterceptor, bearer_token, ensure_token, read_token, server_credentials, tokens_match
+from edge_agent.service.servicer import AgentService, ServiceLimits, StreamSlots
+from edge_agent.store.catalogue import MAX_CHUNK_BYTES, ArtifactStore, StoreLimits
 from edge_agent.v1 import agent_pb2_grpc
+from edge_agent.worker.confine import landlock_abi
 
 _LOGGER = logging.getLogger(__name__)
 SERVICE_NAME: Final = "edge_agent.v1.EdgeAgent"
@@ -361,7 +361,7 @@ async def _start_locked(config: AgentConfig, lock: StoreLock) -> Agent:
         journal,
         max_queue=config.max_queue,
         memory_limit_bytes=config.memory_limit_bytes,
-        worker_command=[worker_python, "-m", "edge_agent.worker"],
+        worker_command=[worker_python, "-m", "edge_agent.worker.main"],
         on_degraded=on_degraded,
         private_paths=[str(p) for p in (config.token_file, config.tls_key, config.tls_cert, config.client_ca) if p],
         runtime_probe=runtime_probe,

@@ -30,8 +30,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from edge_agent.device import device_info
-from edge_agent.errors import (
+from edge_agent.contract.errors import (
     AgentError,
     ArtifactNotFound,
     ArtifactRejected,
@@ -43,13 +42,14 @@ from edge_agent.errors import (
     RuntimeUnavailable,
     ShuttingDown,
 )
-from edge_agent.journal import RunRecord
-from edge_agent.runs import Event, RunManager
-from edge_agent.settings import BenchmarkSettings
-from edge_agent.store import ArtifactMeta, ArtifactStore, PushHeader, check_sha256
+from edge_agent.contract.settings import BenchmarkSettings
+from edge_agent.device.info import device_info
+from edge_agent.runs.journal import RunRecord
+from edge_agent.runs.manager import Event, RunManager
+from edge_agent.service.wire import parse_into, result_into, settings_into
+from edge_agent.store.catalogue import ArtifactMeta, ArtifactStore, PushHeader, check_sha256
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
-from edge_agent.wire import parse_into, result_into, settings_into
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -51,16 +51,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent import evaluation, onnx_guard
-from edge_agent.errors import (
+from edge_agent.contract.errors import (
     ArtifactNotFound,
     ArtifactRejected,
     IntegrityError,
     OffsetMismatch,
     QuotaExceeded,
 )
-from edge_agent.files import fsync_dir
-from edge_agent.manifest import MAX_MANIFEST_BYTES, MODEL_FILES, parse_manifest
+from edge_agent.contract.files import fsync_dir
+from edge_agent.contract.manifest import MAX_MANIFEST_BYTES, MODEL_FILES, parse_manifest
+from edge_agent.runtimes import onnx_guard
+from edge_agent.worker import evaluation
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -69,7 +70,7 @@ MAX_CHUNK_BYTES = 1 << 20
 PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
-_LOGGER = logging.getLogger("edge_agent.store")
+_LOGGER = logging.getLogger("edge_agent.store.catalogue")
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def check_sha256(value: str) -> str:
 
 def check_content(path: Path, fmt: str) -> None:
     """Reject a model file that is not what its manifest says (before it becomes visible)."""
-    if fmt == evaluation.FORMAT:  # an evaluation set (edge_agent.evaluation): a bounded .npz of .npy arrays
+    if fmt == evaluation.FORMAT:  # an evaluation set (edge_agent.worker.evaluation): a bounded .npz of .npy arrays
         evaluation.check_file(path)
         return
     if fmt == "torchscript":

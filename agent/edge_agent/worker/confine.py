@@ -5,7 +5,7 @@ the filesystem. The worker calls :func:`confine` after its imports and after rea
 memory: from then on it can read only the Python installation and shared libraries it runs from (for lazy
 imports), ``/proc`` and the CPU topology under ``/sys`` (runtimes read them), ``/dev/null`` and
 ``/dev/urandom``, and read and write only its own scratch directory. ``/etc``, ``/home``, the agent's store and
-everything else are out of reach, so a model that slipped past :mod:`edge_agent.onnx_guard` still cannot read
+everything else are out of reach, so a model that slipped past :mod:`edge_agent.runtimes.onnx_guard` still cannot read
 files. Where the kernel lacks Landlock (some Raspberry Pi OS kernels, user-mode emulators), :func:`confine`
 reports why and the worker runs with the other defences only (guard, empty working directory, scrubbed
 environment, bytes-only model loading).

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import ArtifactNotFound, ArtifactRejected
+from edge_agent.contract.errors import ArtifactNotFound, ArtifactRejected
 
 FORMAT = "evalset"
 FILE_NAME = "evalset.npz"

@@ -1,19 +1,19 @@
 """The benchmark worker: the only code that loads an (untrusted) model. Runs as a subprocess per run.
 
-Runtimes: onnxruntime (ONNX), torch (TorchScript), executorch (``.pte``, through :mod:`edge_agent.executorch_runner`).
+Runtimes: onnxruntime (ONNX), torch (TorchScript), executorch (``.pte``, through :mod:`edge_agent.runtimes.executorch_program`).
 
-    python -m edge_agent.worker < request.json
+    python -m edge_agent.worker.main < request.json
 
 Protocol: one JSON request on stdin; JSON lines on the pipe named by ``EDGE_AGENT_RESULT_FD`` (not stdout: a
 model can print, and stdout is redirected to stderr): ``{"type": "progress", "phase", "done", "total"}`` while it
 works, then exactly one ``{"type": "result", ...}`` or ``{"type": "error", "code", "message"}``; the parent
 accepts a result only from a worker that exits 0.
-The parent (:mod:`edge_agent.runs`) owns the timeout, the process group and the accounting; a crash or a hang
+The parent (:mod:`edge_agent.runs.manager`) owns the timeout, the process group and the accounting; a crash or a hang
 here kills only this process.
 
-Defence in depth against a hostile model (the store's :mod:`edge_agent.onnx_guard` already refused it once):
+Defence in depth against a hostile model (the store's :mod:`edge_agent.runtimes.onnx_guard` already refused it once):
 the parent starts this process in an empty scratch directory with a scrubbed environment; the model file is
-read into memory and checked again, then :func:`edge_agent.confine.confine` takes the filesystem away (Landlock,
+read into memory and checked again, then :func:`edge_agent.worker.confine.confine` takes the filesystem away (Landlock,
 where the kernel has it), and only then does the runtime load the model, from bytes, so there is no model
 directory for external data to resolve against.
 
@@ -34,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.confine import Confinement, confine
-from edge_agent.errors import OUT_OF_MEMORY_MARKERS, ArtifactRejected
-from edge_agent.evaluation import fixed_batches
-from edge_agent.onnx_session import OPTIMIZATION_LEVELS, input_spec, open_session
-from edge_agent.timing import measure
+from edge_agent.contract.errors import OUT_OF_MEMORY_MARKERS, ArtifactRejected
+from edge_agent.runtimes.onnx_session import OPTIMIZATION_LEVELS, input_spec, open_session
+from edge_agent.worker.confine import Confinement, confine
+from edge_agent.worker.evaluation import fixed_batches
+from edge_agent.worker.timing import measure
 
 #: Inputs larger than this are refused before allocation (a model can declare absurd dimensions).
 MAX_INPUT_ELEMENTS = 1 << 28
@@ -136,8 +136,8 @@ def memory_budget(limit: int) -> int:
 
 
 def _executorch_runner(model: bytes, settings: dict[str, Any], memory_limit: int) -> tuple[Any, list[int], str, str]:
-    """A ``.pte`` through :mod:`edge_agent.executorch_runner`: the pool gets ``threads`` (a fresh process: safe)."""
-    from edge_agent.executorch_runner import ExecutorchLoadError, load
+    """A ``.pte`` through :mod:`edge_agent.runtimes.executorch_program`: the pool gets ``threads`` (a fresh process: safe)."""
+    from edge_agent.runtimes.executorch_program import ExecutorchLoadError, load
 
     try:
         program = load(model, threads=settings["threads"], max_planned_bytes=memory_budget(memory_limit))
@@ -246,7 +246,7 @@ def _open_torchscript(model: bytes, request: dict[str, Any]) -> Opened:
 def _prepare_onnx(model: bytes) -> None:
     import onnxruntime  # noqa: F401 - imported before confinement: it reads its own files at import
 
-    from edge_agent import onnx_guard
+    from edge_agent.runtimes import onnx_guard
 
     try:
         onnx_guard.check_model_bytes(model)  # again, on the bytes this worker will load
@@ -271,7 +271,7 @@ class Runner:
     open: Callable[[bytes, dict[str, Any]], Opened]
 
 
-#: One runner per runtime (edge_agent.formats names the runtime of each artifact format).
+#: One runner per runtime (edge_agent.contract.formats names the runtime of each artifact format).
 RUNNERS: dict[str, Runner] = {
     "onnxruntime": Runner(_prepare_onnx, _open_onnx),
     "executorch": Runner(_prepare_executorch, _open_executorch),
@@ -334,7 +334,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     peak_rss = _rss_bytes()  # before the evaluation below: the memory figure is the benchmark's
     evaluation = None
     if request.get("eval_paths"):  # after the timed loop, same session: it cannot disturb the timing
-        from edge_agent import evaluation as device_evaluation
+        from edge_agent.worker import evaluation as device_evaluation
 
         emit({"type": "progress", "phase": "evaluating", "done": 0, "total": 0})
         evaluation = device_evaluation.evaluate(evaluate_call, request["eval_paths"], dtype, dims[1:])
