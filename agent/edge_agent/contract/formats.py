@@ -37,6 +37,12 @@ MODEL_FORMATS: dict[str, ModelFormat] = {
 }
 
 
+#: Evaluation sets (labelled inputs and the host's reference outputs, pushed like artifacts, named by a run): their
+#: manifest's ``format`` and their file in an artifact folder. Not a model: no runtime runs them.
+EVALSET_FORMAT = "evalset"
+EVALSET_FILE = "evalset.npz"
+
+
 def missing_runtime(format_name: str, device_runtimes: Iterable[str]) -> str | None:
     """Why a device listing ``device_runtimes`` (its device info's runtime names) cannot run ``format_name``, or None."""
     fmt = MODEL_FORMATS.get(format_name)

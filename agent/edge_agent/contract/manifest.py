@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.errors import ArtifactRejected
-from edge_agent.contract.formats import MODEL_FORMATS
-from edge_agent.worker import evaluation
+from edge_agent.contract.formats import EVALSET_FILE, EVALSET_FORMAT, MODEL_FORMATS
 
 #: Bump on any incompatible change to the manifest; readers check it.
 MANIFEST_SCHEMA_VERSION = 1
@@ -28,7 +27,7 @@ MAX_MANIFEST_BYTES = 256 << 10
 #: Deepest JSON nesting accepted in a manifest (real ones nest 4 levels).
 MAX_MANIFEST_DEPTH = 32
 PRECISIONS = frozenset({"fp32", "fp16", "int8"})
-MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, evaluation.FORMAT: evaluation.FILE_NAME}
+MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, EVALSET_FORMAT: EVALSET_FILE}
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.device.cpu import INT8_FLAGS, cpu_flags, cpu_model, suggested_target
-from edge_agent.runtimes.probe import RuntimeInfo, RuntimeProbe
+from edge_agent.runtimes.base import RuntimeInfo
+from edge_agent.runtimes.probe import RuntimeProbe
 
 __all__ = ["DeviceState", "RuntimeInfo", "cpu_busy_seconds", "device_info", "device_state"]
 

@@ -420,8 +420,8 @@ def bench_artifact(
         DeviceCallError: the device refused a push or the run, or cannot be reached.
         ValueError: an evaluation-set folder that is not one (or a reference without its set).
     """
+    from edge_agent.contract.formats import EVALSET_FORMAT as FORMAT
     from edge_agent.contract.manifest import read_artifact
-    from edge_agent.worker.evaluation import FORMAT
 
     shas: dict[str, str] = {}
     if eval_reference is not None and eval_set is None:

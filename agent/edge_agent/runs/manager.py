@@ -51,18 +51,16 @@ from edge_agent.contract.errors import (
     RuntimeUnavailable,
     ShuttingDown,
 )
-from edge_agent.contract.formats import MODEL_FORMATS
+from edge_agent.contract.formats import EVALSET_FORMAT
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.device.info import cpu_busy_seconds, device_state
+from edge_agent.runs import evalsets
 from edge_agent.runs.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.runtimes.probe import RuntimeProbe, worker_environment
+from edge_agent.runtimes.registry import WIRE_NAMES, for_format
 from edge_agent.store.catalogue import NAME_PATTERN, ArtifactStore
-from edge_agent.worker import evaluation
 
 _LOGGER = logging.getLogger(__name__)
-#: The runtime each artifact format runs with, and the wire names of the runtimes a run may ask for.
-#: The wire's runtime names (``RUNTIME_<NAME>``) → the runtime: one per artifact format (edge_agent.contract.formats).
-_RUNTIME_NAMES = {f"RUNTIME_{f.runtime.upper()}": f.runtime for f in MODEL_FORMATS.values()}
 
 #: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
 DISTURBED_OTHER_LOAD = 0.5
@@ -192,17 +190,18 @@ class RunManager:
             meta = self.store.get(sha256)
             if meta is None:
                 raise ArtifactNotFound(f"artifact {sha256} is not on this device; push it first")
-            if meta.format == evaluation.FORMAT:
+            if meta.format == EVALSET_FORMAT:
                 raise ArtifactRejected(f"{sha256} is an evaluation set, not a model; benchmark a model with it")
             runtime = self._runtime_for(meta.format, settings.runtime)
-            if runtime != "onnxruntime" and settings.graph_optimization not in ("GRAPH_OPT_UNSPECIFIED", "GRAPH_OPT_ALL"):
+            optimizing = settings.graph_optimization not in ("GRAPH_OPT_UNSPECIFIED", "GRAPH_OPT_ALL")
+            if optimizing and not for_format(meta.format).graph_optimization:
                 raise InvalidSettings(
                     f"graph_optimization applies to ONNX Runtime only; a {runtime} run has no such setting: leave it unset"
                 )
             # Device-side evaluation (edge_agent.worker.evaluation): journaled with the settings, run after the timing.
             evaluation_sets = {
-                "eval_set_sha256": evaluation.resolve(self.store, eval_set, "eval_set_sha256"),
-                "eval_reference_sha256": evaluation.resolve(self.store, eval_reference, "eval_reference_sha256"),
+                "eval_set_sha256": evalsets.resolve(self.store, eval_set, "eval_set_sha256"),
+                "eval_reference_sha256": evalsets.resolve(self.store, eval_reference, "eval_reference_sha256"),
             }
             if len(self._pending) >= self.max_queue:
                 raise QuotaExceeded(f"the run queue is full ({self.max_queue} waiting); retry later")
@@ -242,25 +241,13 @@ class RunManager:
             )
 
     def _runtime_for(self, fmt: str, requested: str) -> str:
-        if fmt not in MODEL_FORMATS:
-            raise ArtifactRejected(f"an artifact of format {fmt} is not a model this agent runs")
-        expected = MODEL_FORMATS[fmt].runtime
-        runtime = _RUNTIME_NAMES.get(requested, expected)
-        if runtime != expected:
-            raise ArtifactRejected(f"an artifact of format {fmt} runs with {expected}, not {runtime}")
+        plugin = for_format(fmt)  # ArtifactRejected for a format no runtime here runs
+        runtime = WIRE_NAMES.get(requested, plugin.name)
+        if runtime != plugin.name:
+            raise ArtifactRejected(f"an artifact of format {fmt} runs with {plugin.name}, not {runtime}")
         # Asked of the workers' interpreter; when it could not answer, the run goes ahead and its worker says why.
-        if runtime == "onnxruntime" and self.runtime_probe.installed("onnxruntime") is False:
-            raise RuntimeUnavailable(
-                f"ONNX artifacts need onnxruntime, which the benchmark workers' Python ({self.worker_command[0]}) does "
-                "not have: install edge-opt[agent] for it"
-            )
-        if runtime == "torchscript" and self.runtime_probe.installed("torch") is False:
-            raise RuntimeUnavailable("TorchScript needs torch, which this device does not have; push the ONNX artifact")
-        if runtime == "executorch" and self.runtime_probe.installed("executorch") is False:
-            raise RuntimeUnavailable(
-                "an executorch artifact (.pte) needs the ExecuTorch runtime, which this device does not have: "
-                "install edge-opt[agent,executorch] on it, or push the ONNX artifact"
-            )
+        if self.runtime_probe.installed(plugin.device_name) is False:
+            raise RuntimeUnavailable(plugin.missing(self.worker_command[0]))
         return runtime
 
     def _attach(self, record: RunRecord, sink: EventSink) -> None:
@@ -409,7 +396,7 @@ class RunManager:
             "input": manifest.get("input", {"shape": ["batch"], "dtype": "float32"}),
             "torch_engine": (manifest.get("target") or {}).get("torch_engine") if manifest.get("precision") == "int8" else None,
             "memory_limit_bytes": self.memory_limit_bytes,
-            "eval_paths": evaluation.worker_paths(self.store, record.settings),
+            "eval_paths": evalsets.worker_paths(self.store, record.settings),
             "private_paths": self.private_paths,
         }
         state_before = device_state().to_dict()

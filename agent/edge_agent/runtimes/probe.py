@@ -21,8 +21,10 @@ import signal
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from typing import Any
+
+from edge_agent.runtimes.base import RuntimeInfo
+from edge_agent.runtimes.registry import BY_DEVICE_NAME, PROBED_MODULES
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,16 +51,8 @@ def worker_environment(tmp: str, threads: int) -> dict[str, str]:
     return env
 
 
-@dataclass
-class RuntimeInfo:
-    name: str
-    version: str
-    providers: list[str] = field(default_factory=list)
-    quantized_engines: list[str] = field(default_factory=list)
-
-
-#: The runtimes a worker can run with: name → the module whose presence means it is installed.
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "torch": "torch", "executorch": "executorch.runtime"}
+#: The runtimes a worker can run with: device info's name → the module whose presence means it is installed.
+RUNTIME_MODULES = PROBED_MODULES
 
 #: Run by the workers' interpreter (``python -c``; argv[1]: "torch" to import torch too). Standard library only
 #: until a runtime is imported, so any Python answers the first line.
@@ -150,16 +144,12 @@ class RuntimeProbe:
         if "torch" in versions and self.probe_torch:
             self._done.wait(detail_wait)
         with self._lock:
-            found = []
-            if "onnxruntime" in versions:
-                found.append(RuntimeInfo("onnxruntime", versions["onnxruntime"], providers=list(self._providers)))
-            if "torch" in versions:
-                version, engines = self._torch or (versions["torch"], [])
-                found.append(RuntimeInfo("torch", version, quantized_engines=[e for e in engines if e != "none"]))
-            if "executorch" in versions:
-                # From the package metadata: the runtime imports torch, which costs seconds; its delegate is XNNPACK.
-                found.append(RuntimeInfo("executorch", versions["executorch"], providers=["XnnpackBackend"]))
-            return found
+            details: dict[str, dict[str, Any]] = {"onnxruntime": {"providers": list(self._providers)}}
+            if self._torch is not None and "torch" in versions:  # torch's own version, once it was imported
+                versions["torch"] = self._torch[0]
+                details["torch"] = {"quantized_engines": list(self._torch[1])}
+        # In the registry's order; each runtime says how device info lists it.
+        return [r.describe(versions[name], details.get(name, {})) for name, r in BY_DEVICE_NAME.items() if name in versions]
 
     # ----- the probe -----------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -59,15 +59,14 @@ from edge_agent.contract.errors import (
     QuotaExceeded,
 )
 from edge_agent.contract.files import fsync_dir
+from edge_agent.contract.formats import EVALSET_FORMAT
 from edge_agent.contract.manifest import MAX_MANIFEST_BYTES, MODEL_FILES, parse_manifest
-from edge_agent.runtimes import onnx_guard
-from edge_agent.worker import evaluation
+from edge_agent.runtimes.registry import BY_FORMAT
+from edge_agent.store import evalsets
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_CHUNK_BYTES = 1 << 20
-#: An ExecuTorch program is a FlatBuffer whose file identifier, at bytes 4..8, is "ET" and two digits (the schema).
-PTE_IDENTIFIER = re.compile(rb"^ET[0-9]{2}$")
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
 _LOGGER = logging.getLogger("edge_agent.store.catalogue")
@@ -112,21 +111,12 @@ def check_sha256(value: str) -> str:
 
 def check_content(path: Path, fmt: str) -> None:
     """Reject a model file that is not what its manifest says (before it becomes visible)."""
-    if fmt == evaluation.FORMAT:  # an evaluation set (edge_agent.worker.evaluation): a bounded .npz of .npy arrays
-        evaluation.check_file(path)
+    if fmt == EVALSET_FORMAT:  # an evaluation set (edge_agent.store.evalsets): a bounded .npz of .npy arrays
+        evalsets.check_file(path)
         return
-    if fmt == "torchscript":
-        with path.open("rb") as fh:
-            if fh.read(4) != b"PK\x03\x04":
-                raise ArtifactRejected("a TorchScript artifact must be a TorchScript zip archive; this file is not")
-        return
-    if fmt == "executorch":
-        with path.open("rb") as fh:
-            if not PTE_IDENTIFIER.fullmatch(fh.read(8)[4:8]):
-                raise ArtifactRejected("an executorch artifact must be an ExecuTorch program (.pte); this file is not")
-        return
-    if fmt == "onnx":
-        onnx_guard.check_model_file(str(path))
+    runtime = BY_FORMAT.get(fmt)
+    if runtime is not None:  # a model: its runtime's own check (edge_agent.runtimes.registry)
+        runtime.check_content(path)
         return
     raise ArtifactRejected(f"this agent cannot check artifacts of format {fmt!r}; it takes {', '.join(MODEL_FILES)}")
 

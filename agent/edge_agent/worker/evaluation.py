@@ -1,20 +1,6 @@
-"""Device-side evaluation: the device checks the outputs it computes, on a small labelled set the host pushed.
-
-An *evaluation set* is an artifact of manifest ``format: evalset`` whose file is an uncompressed or deflated
-``.npz`` (a zip of ``.npy`` arrays, never pickles) with some of:
-
-* ``inputs``: float32 ``(N, ...)``, the model's input exactly as it takes it (preprocessed on the host);
-* ``labels``: int64 or int32 ``(N,)``, the true classes (absent for unlabelled data: then only the agreement
-  with the host's outputs is measured);
-* ``reference``: float32 ``(N, C)``, the host's outputs for those inputs (evaluated with the artifact's own
-  semantics; one flattened row per item), to measure agreement, fidelity (SQNR) and the largest difference.
-
-The inputs and labels are the same for every artifact of an export, so they travel once per device; the reference
-outputs are per artifact and travel as a second, small evaluation set holding only ``reference``. Both go through
-the ordinary content-addressed push (sha256, resume, quota, dedup). :func:`check_file` runs in the store before an
-evaluation set becomes visible; :func:`evaluate` runs in the benchmark worker *after* the timed loop, in the same
-process and with the same session, so it cannot disturb the latency figures.
-"""
+"""Device-side evaluation in the worker: after the timed loop, with the same session, the model runs on the
+evaluation set the host pushed (inputs, labels, the host's reference outputs; the format and the store's check
+are in :mod:`edge_agent.store.evalsets`) and the agreement, accuracy and fidelity are measured."""
 
 from __future__ import annotations
 
@@ -25,129 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contract.errors import ArtifactNotFound, ArtifactRejected
-
-FORMAT = "evalset"
-FILE_NAME = "evalset.npz"
-#: Members an evaluation set may hold, and the dtypes each may have.
-MEMBERS: dict[str, tuple[str, ...]] = {
-    "inputs.npy": ("<f4",),
-    "labels.npy": ("<i8", "<i4"),
-    "reference.npy": ("<f4",),
-}
-#: Bounds: items in one set, total uncompressed bytes, and the compression ratio of any member (zip bombs).
-MAX_ITEMS = 10_000
-MAX_UNCOMPRESSED_BYTES = 256 << 20
-MAX_COMPRESSION_RATIO = 200
 #: Images per call when the worker evaluates (bounds the worker's extra memory to one batch of outputs).
 EVAL_BATCH = 100
 #: What reading a damaged member raises (a bad CRC, a broken deflate stream, a member cut short).
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError)
-
-
-def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, tuple[int, ...]]:
-    """dtype string and shape from an ``.npy`` member's header, reading only its first bytes."""
-    from numpy.lib import format as npformat
-
-    with archive.open(info) as fh:
-        try:
-            version = npformat.read_magic(fh)
-            reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-            shape, fortran, dtype = reader(fh)
-        except (ValueError, OSError, *_DAMAGED) as exc:
-            raise ArtifactRejected(f"evaluation set member {info.filename} is not a valid .npy array: {exc}") from None
-    if fortran or dtype.hasobject or any(d < 0 for d in shape):
-        raise ArtifactRejected(f"evaluation set member {info.filename} must be a C-ordered numeric array of sizes >= 0")
-    expected = math.prod(shape) * dtype.itemsize  # Python integers: a product of huge sizes cannot wrap around
-    if info.file_size < expected:
-        raise ArtifactRejected(f"evaluation set member {info.filename} is shorter than its header says")
-    return dtype.str, tuple(int(d) for d in shape)
-
-
-def check_file(path: Path) -> dict[str, tuple[int, ...]]:
-    """Refuse anything but a small, well-formed evaluation set; returns each member's shape.
-
-    Cheap and safe: only the zip directory and each array's header are read (no data is decompressed, nothing
-    is unpickled); sizes, compression ratios and shapes are bounded before the worker ever loads it.
-    """
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise ArtifactRejected("an evaluation set must be an .npz (zip) file; this one is not") from None
-    with archive:
-        infos = archive.infolist()
-        names = [i.filename for i in infos]
-        unknown = sorted(set(names) - set(MEMBERS))
-        if unknown or len(names) != len(set(names)) or not names:
-            raise ArtifactRejected(f"an evaluation set holds only {', '.join(sorted(MEMBERS))}, once each; got {names}")
-        if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
-            raise ArtifactRejected(f"an evaluation set may hold at most {MAX_UNCOMPRESSED_BYTES >> 20} MiB uncompressed")
-        shapes: dict[str, tuple[int, ...]] = {}
-        for info in infos:
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
-                raise ArtifactRejected(f"evaluation set member {info.filename}: only stored or deflated, unencrypted")
-            if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1) + 4096:
-                raise ArtifactRejected(f"evaluation set member {info.filename} is compressed implausibly well")
-            dtype, shape = _npy_header(archive, info)
-            key = info.filename.removesuffix(".npy")
-            if dtype not in MEMBERS[info.filename]:
-                raise ArtifactRejected(f"evaluation set {key} must have dtype {' or '.join(MEMBERS[info.filename])}, not {dtype}")
-            shapes[key] = shape
-    counts = {key: shape[0] if shape else -1 for key, shape in shapes.items()}
-    if len(set(counts.values())) != 1 or not 0 < next(iter(counts.values())) <= MAX_ITEMS:
-        raise ArtifactRejected(f"evaluation set arrays must share a first dimension of 1..{MAX_ITEMS}; got {counts}")
-    if "labels" in shapes and len(shapes["labels"]) != 1:
-        raise ArtifactRejected("evaluation set labels must be one-dimensional")
-    if "reference" in shapes and len(shapes["reference"]) != 2:
-        raise ArtifactRejected("evaluation set reference outputs must be two-dimensional (items, outputs)")
-    if "labels" in shapes and "inputs" not in shapes:
-        raise ArtifactRejected("evaluation set labels need inputs")
-    return shapes
-
-
-def resolve(store: Any, sha256: str, member: str) -> str:
-    """The committed evaluation set ``sha256`` in ``store`` (checked at submit time); '' when none was asked for.
-
-    Raises:
-        ArtifactNotFound: the device does not have it.
-        ArtifactRejected: it is not an evaluation set.
-    """
-    if not sha256:
-        return ""
-    meta = store.get(sha256)
-    if meta is None:
-        raise ArtifactNotFound(f"evaluation set {sha256} is not on this device; push it first")
-    if meta.format != FORMAT:
-        raise ArtifactRejected(f"{member} {sha256} is an artifact of format {meta.format}, not an evaluation set")
-    return sha256
-
-
-def worker_paths(store: Any, settings: dict[str, Any]) -> dict[str, str]:
-    """The files the worker evaluates with, from a run's settings; a deleted set is reported by the worker."""
-    paths = {}
-    for key in ("eval_set_sha256", "eval_reference_sha256"):
-        sha = settings.get(key) or ""
-        if sha:
-            paths[key.removesuffix("_sha256")] = str(store.artifacts_dir / sha / FILE_NAME)
-    return paths
-
-
-def fixed_batches(call: Callable[[Any], Any], batch: int) -> Callable[[Any], Any]:
-    """``call`` for a model that takes exactly ``batch`` items (an ONNX file with a fixed batch), over any number of
-    items: ``batch`` at a time, the last slice padded with zeros and the padding's outputs dropped."""
-    import numpy as np
-
-    def sliced(x: Any) -> Any:
-        outputs = []
-        for start in range(0, len(x), batch):
-            part = x[start : start + batch]
-            items = len(part)
-            if items < batch:
-                part = np.concatenate([part, np.zeros((batch - items, *part.shape[1:]), part.dtype)])
-            outputs.append(np.asarray(call(np.ascontiguousarray(part)))[:items])
-        return np.concatenate(outputs)
-
-    return sliced
 
 
 def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item_shape: list[int]) -> dict[str, Any]:
@@ -155,7 +22,7 @@ def evaluate(call: Callable[[Any], Any], paths: dict[str, str], dtype: str, item
 
     Never raises for a bad set: the benchmark's figures stand, and the evaluation says what went wrong.
     """
-    import numpy as np
+    import numpy as np  # numpy is imported in the worker only when a set is evaluated
 
     sha = Path(paths.get("eval_set", "")).parent.name
     out: dict[str, Any] = {"eval_set_sha256": sha}
@@ -217,8 +84,6 @@ SQNR_IDENTICAL_DB = 200.0
 
 
 def _sqnr_db(signal: float, noise: float) -> float:
-    import math
-
     if noise == 0.0:
         return SQNR_IDENTICAL_DB
     if signal == 0.0 or not math.isfinite(noise):
