@@ -139,8 +139,8 @@ def device_sets(
 def host_runner(model: Path, fmt: str, dtype: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """The model file run on this host with its own runtime; None when that runtime is not installed here."""
     if fmt == "onnx":
+        from edge_agent.runtimes.base import fixed_batches
         from edge_agent.runtimes.onnx_session import input_spec, open_session
-        from edge_agent.worker.evaluation import fixed_batches
 
         session = open_session(str(model))
         name, shape, _ = input_spec(session)
