@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import TOKEN, tiny_onnx_bytes, write_artifact
+from edge_agent.config import AgentConfig
 from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
-from edge_agent.service.server import AgentConfig, run_server
+from edge_agent.service.server import run_server
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.contract.chunks import sha256_file
 from edge_agent.contract.errors import ArtifactRejected
 from edge_agent.contract.formats import EVALSET_FILE, EVALSET_FORMAT, MODEL_FORMATS
+from edge_agent.contract.patterns import SHA256_PATTERN
 
 #: Bump on any incompatible change to the manifest; readers check it.
 MANIFEST_SCHEMA_VERSION = 1
@@ -28,7 +28,6 @@ MAX_MANIFEST_BYTES = 256 << 10
 MAX_MANIFEST_DEPTH = 32
 PRECISIONS = frozenset({"fp32", "fp16", "int8"})
 MODEL_FILES = {**{f.name: f.file_name for f in MODEL_FORMATS.values()}, EVALSET_FORMAT: EVALSET_FILE}
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _json_depth_ok(text: str, limit: int) -> bool:
@@ -207,10 +206,3 @@ def _file_name(path: Path, file: Any) -> str:
         raise ManifestError(f"{path}: file.size_bytes must be the model file's size in bytes, got {str(size)[:40]!r}; {_FIX}")
     return name
 
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -18,8 +18,9 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge_agent.contract.chunks import MAX_CHUNK_BYTES, iter_file_chunks
 from edge_agent.contract.manifest import read_artifact
-from edge_agent.store.catalogue import MAX_CHUNK_BYTES, iter_file_chunks
+from edge_agent.contract.tokens import read_token
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
 
@@ -80,8 +81,6 @@ class Credentials:
         Raises:
             ValueError / OSError: an unreadable or too short token file.
         """
-        from edge_agent.service.auth import read_token
-
         return cls(read_token(token_file) if token_file else token, ca_cert, client_cert, client_key, server_name)
 
 

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import threading
 from array import array
@@ -46,6 +45,9 @@ from typing import Any, Final
 
 from edge_agent.contract.files import fsync_dir
 from edge_agent.contract.formats import MODEL_FORMATS
+from edge_agent.contract.patterns import RUN_ID_PATTERN, SHA256_PATTERN
+from edge_agent.contract.settings import BenchmarkSettings
+from edge_agent.contract.wire import check_servable
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ DEFAULT_KEEP_RUNS: Final = 200
 _SUM_KEY: Final = "sum"
 #: Sequence numbers stay below 2**53 (exact in JSON doubles and in the proto's int64).
 MAX_SEQ: Final = 1 << 53
-_RUN_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
+_RUN_ID: Final = RUN_ID_PATTERN
+_SHA256: Final = SHA256_PATTERN
 #: What the run manager records beside the benchmark settings: the evaluation sets of the run (or "").
 _RECORDED_EXTRAS: Final = ("eval_set_sha256", "eval_reference_sha256")
 
@@ -126,8 +128,6 @@ def decode_entry(line: bytes, *, require_sum: bool = True) -> dict[str, Any]:
 
 
 def _check_accepted(entry: dict[str, Any]) -> None:
-    from edge_agent.contract.settings import BenchmarkSettings
-
     if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
         raise ValueError("accepted entry without a sha256")
     settings = entry.get("settings")
@@ -158,8 +158,6 @@ def _check_finished(entry: dict[str, Any]) -> None:
             raise ValueError("finished entry with a malformed result")
         if "samples_ms" in latency:
             _decode_samples(latency["samples_ms"])
-        from edge_agent.service.wire import check_servable  # the protobuf modules: only once a result is there to check
-
         check_servable(result)
 
 

@@ -52,13 +52,14 @@ from edge_agent.contract.errors import (
     ShuttingDown,
 )
 from edge_agent.contract.formats import EVALSET_FORMAT
+from edge_agent.contract.patterns import RUN_ID_PATTERN
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.device.info import cpu_busy_seconds, device_state
 from edge_agent.runs import evalsets
 from edge_agent.runs.journal import Journal, JournalUnavailable, RunRecord
 from edge_agent.runtimes.probe import RuntimeProbe, worker_environment
 from edge_agent.runtimes.registry import WIRE_NAMES, for_format
-from edge_agent.store.catalogue import NAME_PATTERN, ArtifactStore
+from edge_agent.store.catalogue import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ class RunManager:
             artifact is not on the device. RuntimeUnavailable: its runtime is not installed. QuotaExceeded: the queue
             is full, or results cannot be recorded (disk full). ShuttingDown: the agent is stopping.
         """
-        if run_id and not NAME_PATTERN.fullmatch(run_id):
-            raise ArtifactRejected(f"run_id must match {NAME_PATTERN.pattern}")
+        if run_id and not RUN_ID_PATTERN.fullmatch(run_id):
+            raise ArtifactRejected(f"run_id must match {RUN_ID_PATTERN.pattern}")
         self.runtime_probe.wait()  # only just after start: which runtimes the workers have (never under the lock)
         with self._lock:
             if not self._accepting:

@@ -20,17 +20,11 @@ from typing import Any
 
 import grpc
 
+from edge_agent.config import AgentConfig
+from edge_agent.contract.tokens import read_token
+
 AUTH_METADATA_KEY = "authorization"
 UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
-
-
-def read_token(path: Path) -> str:
-    """The first line of a token file; refuses short tokens."""
-    lines = path.read_text(encoding="utf-8").strip().splitlines()
-    token = lines[0].strip() if lines else ""
-    if len(token) < 16:
-        raise ValueError(f"token file {path} must hold a token of at least 16 characters")
-    return token
 
 
 def tokens_match(presented: str, expected: str) -> bool:
@@ -121,3 +115,16 @@ def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.Se
         root_certificates=client_ca.read_bytes() if client_ca else None,
         require_client_auth=client_ca is not None,
     )
+
+
+def resolve_token(config: AgentConfig) -> tuple[str | None, str]:
+    """The token clients must present (None only with --insecure or mTLS) and a sentence saying where it is."""
+    if config.token_file is not None:
+        return read_token(config.token_file), f"token from {config.token_file}"
+    if config.insecure:
+        return None, "NO authentication (--insecure)"
+    if config.authenticated_by_certificate:
+        return None, "client certificates (mTLS)"
+    path, created = ensure_token(config.store)
+    verb = "created" if created else "kept"
+    return read_token(path), f"token in {path} ({verb} by the agent; give it to clients with --token-file)"

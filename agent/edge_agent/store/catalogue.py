@@ -40,17 +40,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.contract.chunks import MAX_CHUNK_BYTES
 from edge_agent.contract.errors import (
     ArtifactNotFound,
     ArtifactRejected,
@@ -61,12 +60,10 @@ from edge_agent.contract.errors import (
 from edge_agent.contract.files import fsync_dir
 from edge_agent.contract.formats import EVALSET_FORMAT
 from edge_agent.contract.manifest import MAX_MANIFEST_BYTES, MODEL_FILES, parse_manifest
+from edge_agent.contract.patterns import NAME_PATTERN, SHA256_PATTERN
 from edge_agent.runtimes.registry import BY_FORMAT
 from edge_agent.store import evalsets
 
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-MAX_CHUNK_BYTES = 1 << 20
 #: Interrupted pushes older than this are swept at start.
 STAGING_MAX_AGE_SECONDS = 7 * 24 * 3600
 _LOGGER = logging.getLogger("edge_agent.store.catalogue")
@@ -588,10 +585,3 @@ class Upload:
             os.close(self._fd)
             self._fd = -1
 
-
-def iter_file_chunks(path: Path, offset: int = 0, chunk: int = MAX_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        while data := fh.read(chunk):
-            yield offset, data
-            offset += len(data)
