@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from edge_agent.contract.tokens import read_token
 from edge_agent.runs.journal import DEFAULT_KEEP_RUNS
-from edge_agent.store.catalogue import StoreLimits
+from edge_agent.store.records import StoreLimits
 
 _LOGGER = logging.getLogger(__name__)
 
