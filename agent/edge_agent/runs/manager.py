@@ -25,25 +25,19 @@ Stopping: :meth:`RunManager.shutdown` refuses new runs (UNAVAILABLE), ends every
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from edge_agent.contract.errors import (
-    OUT_OF_MEMORY_MARKERS,
     ArtifactNotFound,
     ArtifactRejected,
     InvalidSettings,
@@ -56,37 +50,21 @@ from edge_agent.contract.patterns import RUN_ID_PATTERN
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.device.info import cpu_busy_seconds, device_state
 from edge_agent.runs import evalsets
+from edge_agent.runs.disturbance import disturbance_warnings
+from edge_agent.runs.events import Event, EventSink
 from edge_agent.runs.journal import Journal, JournalUnavailable, RunRecord
-from edge_agent.runtimes.probe import RuntimeProbe, worker_environment
+from edge_agent.runs.supervisor import WorkerSupervision
+from edge_agent.runtimes.probe import RuntimeProbe
 from edge_agent.runtimes.registry import WIRE_NAMES, for_format
 from edge_agent.store.catalogue import ArtifactStore
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Other processes using more CPU than this (in cores, averaged over the run) mark the run as disturbed.
-DISTURBED_OTHER_LOAD = 0.5
-DISTURBED_TEMPERATURE_C = 80.0
 
 
-#: The longest protocol line a worker may send (a result with a million latency samples is about 20 MB).
-MAX_WORKER_MESSAGE_BYTES = 64 << 20
 #: How often a degraded manager checks whether the journal can be written again.
 RECOVERY_SECONDS = 2.0
-@dataclass
-class Event:
-    run_id: str
-    state: str
-    kind: str  # queued | phase | progress | result | error
-    payload: Any
-
-
-class EventSink(Protocol):
-    """Where one subscriber's events go; ``put`` is called from any thread and must not block."""
-
-    def put(self, event: Event) -> None: ...
-
-
-class RunManager:
+class RunManager(WorkerSupervision):
     def __init__(
         self,
         store: ArtifactStore,
@@ -410,17 +388,7 @@ class RunManager:
         if outcome.get("type") != "result":
             self._finish(run_id, outcome.get("state", "FAILED"), error={"code": outcome["code"], "message": outcome["message"]})
             return
-        warnings = []
-        if other_load > DISTURBED_OTHER_LOAD:
-            warnings.append(f"other processes used {other_load:.2f} CPU cores on average during the run")
-        for label, state in (("before", state_before), ("after", state_after)):
-            if state["throttled"]:
-                warnings.append(f"the CPU was throttled {label} the run (flags {state['throttled_raw']})")
-            if state["temperature_c"] >= DISTURBED_TEMPERATURE_C:
-                warnings.append(f"CPU temperature {state['temperature_c']:.0f} °C {label} the run")
-        freq_before, freq_after = state_before["cpu_freq_mhz"], state_after["cpu_freq_mhz"]
-        if not (math.isnan(freq_before) or math.isnan(freq_after)) and freq_after < 0.8 * freq_before:
-            warnings.append("the CPU frequency dropped by more than 20% during the run")
+        warnings = disturbance_warnings(state_before, state_after, other_load)
         outcome.pop("type")
         result = {
             **outcome,
@@ -433,119 +401,6 @@ class RunManager:
             "wall_seconds": wall,
         }
         self._finish(run_id, "SUCCEEDED", result=result)
-
-    def _run_worker(self, run_id: str, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any], float]:
-        """Run the worker; returns its outcome and the CPU seconds it used."""
-        with tempfile.TemporaryDirectory(prefix="edge-agent-run-") as tmp:
-            channel_read, channel_write = os.pipe()
-            env = worker_environment(tmp, request["settings"]["threads"])
-            env.update({"EDGE_AGENT_RESULT_FD": str(channel_write), "EDGE_AGENT_PARENT_PID": str(os.getpid())})
-            try:
-                proc = subprocess.Popen(
-                    self.worker_command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    cwd=tmp,
-                    env=env,
-                    pass_fds=(channel_write,),
-                    start_new_session=True,  # its own process group: a timeout kills everything it started
-                )
-            finally:
-                os.close(channel_write)
-            with self._lock:
-                self._current_proc = proc
-            outcome, stderr_tail, timed_out = self._follow_worker(run_id, proc, channel_read, request, timeout)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            child_cpu = usage.ru_utime + usage.ru_stime
-        if timed_out:
-            return {
-                "state": "TIMED_OUT",
-                "code": "TIMED_OUT",
-                "message": f"the run exceeded its {timeout:g} s timeout and was killed",
-            }, child_cpu
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            if self._stopped:
-                return {"state": "INTERRUPTED", "code": "INTERRUPTED", "message": "the agent shut down during the run"}, child_cpu
-            return {"code": "WORKER_CRASHED", "message": f"the benchmark worker died with {name}"}, child_cpu
-        if outcome is None or proc.returncode != 0:
-            tail = stderr_tail.decode(errors="replace").strip()
-            last = tail.splitlines()
-            detail = last[-1][:300] if last else f"exit code {proc.returncode}"
-            # Looked for in the whole tail: runtimes name the failed allocation after a long preamble.
-            code = "OOM" if any(marker in tail for marker in OUT_OF_MEMORY_MARKERS) else "RUNTIME_ERROR"
-            if code == "OOM":
-                limit = "no limit set"
-                if self.memory_limit_bytes:
-                    limit = f"its limit, --memory-limit-mb {self.memory_limit_bytes >> 20}"
-                detail = f"it ran out of memory ({limit}): {detail}"
-            return {"code": code, "message": f"the benchmark worker failed: {detail}"}, child_cpu
-        return outcome, child_cpu
-
-    def _follow_worker(
-        self, run_id: str, proc: subprocess.Popen[bytes], channel: int, request: dict[str, Any], timeout: float
-    ) -> tuple[dict[str, Any] | None, bytes, bool]:
-        """Feed the request, read the protocol channel and the stderr tail until the worker ends or times out."""
-        assert proc.stdin is not None and proc.stderr is not None  # both are pipes (see Popen above)
-        try:
-            proc.stdin.write(json.dumps(request).encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the worker died at once; its exit status says why
-        outcome: dict[str, Any] | None = None
-        stderr_tail = b""
-        pending = bytearray()
-        deadline = time.monotonic() + timeout
-        timed_out = False
-        with selectors.DefaultSelector() as selector:
-            selector.register(channel, selectors.EVENT_READ, "channel")
-            selector.register(proc.stderr, selectors.EVENT_READ, "err")
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                for key, _ in selector.select(timeout=min(remaining, 1.0)):
-                    fd = key.fd
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        continue
-                    if key.data == "err":
-                        stderr_tail = (stderr_tail + chunk)[-4096:]
-                        continue
-                    pending += chunk
-                    start = 0
-                    while (newline := pending.find(b"\n", start)) >= 0:
-                        outcome = self._on_worker_line(run_id, bytes(pending[start:newline])) or outcome
-                        start = newline + 1
-                    del pending[:start]
-                    if len(pending) > MAX_WORKER_MESSAGE_BYTES:
-                        pending.clear()  # a line this long is not a protocol message
-        os.close(channel)
-        proc.stderr.close()
-        if timed_out:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        return outcome, stderr_tail, timed_out
-
-    def _on_worker_line(self, run_id: str, line: bytes) -> dict[str, Any] | None:
-        try:
-            message = json.loads(line)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(message, dict):
-            return None
-        if message.get("type") == "progress":
-            done, total, phase = message.get("done"), message.get("total"), message.get("phase")
-            if isinstance(done, int) and isinstance(total, int) and isinstance(phase, str):
-                self._publish(Event(run_id, "RUNNING", "progress", {"done": done, "total": total, "phase": phase[:40]}))
-            return None
-        if message.get("type") in ("result", "error"):
-            return message
-        return None
 
     # ----- shutdown ------------------------------------------------------------------------------------------
     def stop_accepting(self) -> None:

@@ -45,8 +45,9 @@ from edge_agent.contract.errors import (
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.contract.wire import parse_into, result_into, settings_into
 from edge_agent.device.info import device_info
+from edge_agent.runs.events import Event
 from edge_agent.runs.journal import RunRecord
-from edge_agent.runs.manager import Event, RunManager
+from edge_agent.runs.manager import RunManager
 from edge_agent.store.catalogue import ArtifactStore, check_sha256
 from edge_agent.store.records import ArtifactMeta, PushHeader
 from edge_agent.v1 import agent_pb2 as pb
