@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_agent.cpu import cpu_flags, cpu_model
+from edge_agent.device.cpu import cpu_flags, cpu_model
 from edge_opt import evalset
 from edge_opt.config import parse_config
 from edge_opt.evaluate import OrtRunner, TorchRunner, evaluation_mode
@@ -103,7 +103,7 @@ def _avx2(model: Path, inputs: Path, work: Path) -> dict[str, Any]:
 
 
 def _device(launcher: str, artifact: Path, work: Path) -> dict[str, Any]:
-    from edge_agent.client import AgentClient, Credentials
+    from edge_agent.host.client import AgentClient, Credentials
 
     token = work / "token"
     token.write_text(TOKEN)

@@ -29,10 +29,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnxruntime as ort
-from edge_agent.client import AgentClient, Credentials
-from edge_agent.store import MAX_CHUNK_BYTES, iter_file_chunks
-from edge_agent.timing import measure
+from edge_agent.contract.chunks import MAX_CHUNK_BYTES, iter_file_chunks
+from edge_agent.host.client import AgentClient, Credentials
 from edge_agent.v1 import agent_pb2 as pb
+from edge_agent.worker.timing import measure
 
 REPO_TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(REPO_TESTS)]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from edge_agent.cpu import cpu_model
+from edge_agent.device.cpu import cpu_model
 from PIL import Image
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_agent.journal import Journal
+from edge_agent.runs.journal import Journal
 
 SAMPLES = 20_000
 
@@ -40,7 +40,7 @@ def open_in_fresh_process(path: Path, keep: int) -> str:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from edge_agent.journal import Journal\n"
+        "from edge_agent.runs.journal import Journal\n"
         "def mib(key):\n"
         "    return int([l for l in open('/proc/self/status') if l.startswith(key)][0].split()[1]) / 1024\n"
         "before = mib('VmRSS')\n"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from edge_agent.device import cpu_model
+from edge_agent.device.info import cpu_model
 from edge_opt.config import parse_config
 from edge_opt.errors import ToolchainError
 from edge_opt.evaluate import OrtRunner, TorchRunner
@@ -172,7 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     # One thread for ExecuTorch too: its XNNPACK pool can be sized only before the first program loads.
-    from edge_agent.executorch_runner import set_threads
+    from edge_agent.runtimes.executorch_program import set_threads
 
     set_threads(1)
     flags = cpu_flags()

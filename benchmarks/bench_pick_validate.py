@@ -74,7 +74,7 @@ def time_one(folder: Path, seconds: float) -> dict[str, float]:
             with torch.inference_mode():
                 module(tensor)
     else:
-        from edge_agent.executorch_runner import load
+        from edge_agent.runtimes.executorch_program import load
 
         program = load(str(model), threads=1)  # the pool is sized before the program loads: one thread
 
@@ -154,7 +154,7 @@ def agreement(picks: list[dict[str, Any]]) -> str:
 
 
 def validate(model: str, root: Path, address: str, token: Path, args: argparse.Namespace, console: Any) -> dict[str, Any]:
-    from edge_agent.client import AgentClient, Credentials
+    from edge_agent.host.client import AgentClient, Credentials
     from edge_opt.device_pick import pick_on_device
     from edge_opt.round_stats import estimate, pooled_spread
 
@@ -239,7 +239,7 @@ def main() -> None:
 
     sys.path[:0] = [str(REPO / "tests")]
     from agent_helpers import AgentProcess
-    from edge_agent.cpu import cpu_flags, cpu_model
+    from edge_agent.device.cpu import cpu_flags, cpu_model
     from rich.console import Console
 
     console = Console(width=150)

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # qat_nets, as a user's package
 
-from edge_agent.cpu import cpu_model
+from edge_agent.device.cpu import cpu_model
 
 FM_MEAN, FM_STD = 0.2860, 0.3530
 

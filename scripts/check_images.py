@@ -283,7 +283,7 @@ def start_agent(image: ImageRoot, args: list[str], port: int, work: Path, timeou
     with log.open("w") as sink:
         proc = subprocess.Popen(image.command(image.entrypoint(args)), stdout=sink, stderr=subprocess.STDOUT, text=True)
     agent = RunningAgent(image, proc, port, log)
-    from edge_agent.client import AgentClient, Credentials
+    from edge_agent.host.client import AgentClient, Credentials
 
     deadline = time.monotonic() + timeout
     while "serving on" not in log.read_text():

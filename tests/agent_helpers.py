@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from edge_agent.client import AgentClient, Credentials
-from edge_agent.store import MODEL_FILES
+from edge_agent.host.client import AgentClient, Credentials
+from edge_agent.store.catalogue import MODEL_FILES
 
 __all__ = ["FAST", "TOKEN", "AgentProcess", "audit_store", "client_for", "tiny_onnx_bytes", "wait_for", "write_artifact"]
 

@@ -77,7 +77,8 @@ def postgres_url() -> str:
 @pytest.fixture
 def agent(token_file: Path, tmp_path: Path):
     """A real agent in this process on 127.0.0.1 (port 0) with its own store: yields ``(port, store)``."""
-    from edge_agent.server import AgentConfig, run_server
+    from edge_agent.config import AgentConfig
+    from edge_agent.service.server import run_server
 
     store = tmp_path / "store"
     with run_server(AgentConfig(listen="127.0.0.1:0", store=store, token_file=token_file)) as (_server, port):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import FAST, TOKEN, AgentProcess, audit_store, client_for, tiny_onnx_bytes, wait_for, write_artifact
-from edge_agent.client import DeviceCallError
+from edge_agent.host.client import DeviceCallError
 
 pytestmark = pytest.mark.fault
 

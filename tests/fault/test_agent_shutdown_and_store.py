@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from agent_helpers import AgentProcess, audit_store, client_for, tiny_onnx_bytes, wait_for, write_artifact
-from edge_agent.client import DeviceCallError
+from edge_agent.host.client import DeviceCallError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = pytest.mark.fault

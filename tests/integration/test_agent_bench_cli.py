@@ -189,7 +189,7 @@ def test_files_and_folders_mix_and_a_quantized_graph_is_int8(agent, files: dict[
 
 @pytest.mark.usefixtures("hang_guard")
 def test_a_pte_file_is_benchmarked_as_it_is(agent, tiny_pte, token: Path, tmp_path: Path) -> None:
-    from edge_agent.executorch_runner import program_input
+    from edge_agent.runtimes.executorch_program import program_input
     from executorch.runtime import Runtime
 
     port, store = agent
@@ -294,8 +294,8 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
 from pathlib import Path
-import edge_agent.cli, edge_agent.host_commands
-from edge_agent.model_file import read_model_file
+import edge_agent.cli, edge_agent.host.commands
+from edge_agent.host.model_file import read_model_file
 out = {}
 for p in sys.argv[1:]:
     m = read_model_file(Path(p))
@@ -315,8 +315,8 @@ print(json.dumps(out))
 def test_the_evaluation_seam_runs_a_pushed_model_file_on_an_evaluation_set(agent, files: dict[str, Path], tmp_path: Path) -> None:
     # setup: a user's file staged and pushed as bench does, and an evaluation set as edge_opt.evalset.publish writes it
     import onnxruntime as ort
-    from edge_agent.host_commands import bench_artifact
-    from edge_agent.model_file import manifest_for, read_model_file, resolve_input, stage_model_file
+    from edge_agent.host.commands import bench_artifact
+    from edge_agent.host.model_file import manifest_for, read_model_file, resolve_input, stage_model_file
     from edge_opt import evalset
 
     port, _store = agent

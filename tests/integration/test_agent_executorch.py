@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from agent_helpers import FAST, client_for, write_artifact
-from edge_agent.client import DeviceCallError
+from edge_agent.host.client import DeviceCallError
 from edge_opt import evalset
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
@@ -140,7 +140,7 @@ def test_a_program_planning_more_memory_than_the_device_has_is_refused_before_it
     # the plan first. Here a 1 TiB plan (one patched number in a real program).
     import struct
 
-    from edge_agent.executorch_runner import planned_memory_bytes
+    from edge_agent.runtimes.executorch_program import planned_memory_bytes
 
     data = tiny_pte[0].read_bytes()
     huge = data.replace(struct.pack("<q", planned_memory_bytes(data)), struct.pack("<q", 1 << 40))

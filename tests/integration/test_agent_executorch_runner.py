@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edge_agent.executorch_runner import ExecutorchLoadError, executorch_available, load
+from edge_agent.runtimes.executorch_program import ExecutorchLoadError, executorch_available, load
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 
@@ -52,7 +52,7 @@ def test_the_memory_plan_is_read_before_loading_and_a_huge_one_is_refused(tiny_p
     # FlatBuffer first, and a program planning more than the worker may use never reaches the runtime.
     import struct
 
-    from edge_agent.executorch_runner import planned_memory_bytes
+    from edge_agent.runtimes.executorch_program import planned_memory_bytes
 
     data = tiny_pte[0].read_bytes()
     planned = planned_memory_bytes(data)
@@ -70,7 +70,7 @@ def test_the_memory_plan_is_read_before_loading_and_a_huge_one_is_refused(tiny_p
 def test_the_forward_input_is_read_from_the_flatbuffer_as_the_runtime_reads_it(tiny_pte: tuple[Path, torch.nn.Module]) -> None:
     # The host reads a user's .pte without the ExecuTorch runtime (edge-agent bench model.pte): its reading of the
     # forward method's input must be the runtime's, and a damaged file must be a refusal, never a crash.
-    from edge_agent.executorch_runner import program_input
+    from edge_agent.runtimes.executorch_program import program_input
 
     data = tiny_pte[0].read_bytes()
     program = load(data)

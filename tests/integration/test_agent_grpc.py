@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 from agent_helpers import FAST, TOKEN, audit_store, client_for, tiny_onnx_bytes, write_artifact
-from edge_agent.client import DeviceCallError
-from edge_agent.server import AgentConfig, run_server
+from edge_agent.config import AgentConfig
+from edge_agent.host.client import DeviceCallError
+from edge_agent.service.server import run_server
 from edge_agent.v1 import agent_pb2 as pb
 from edge_agent.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -13,7 +13,7 @@ import torch
 import yaml
 from agent_helpers import FAST, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
 from conftest import REPO, parse_json_result, run_cli
-from edge_agent.client import DeviceCallError
+from edge_agent.host.client import DeviceCallError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,8 @@ def agent_only(agent_python: str, token_file: Path, tmp_path: Path):
 def test_agent_venv_has_no_torch_and_imports_stay_light(agent_python: str) -> None:
     code = (
         "import importlib.util, sys\n"
-        "import edge_agent.server, edge_agent.runs, edge_agent.worker, edge_agent.client, edge_agent.cli\n"
+        "import edge_agent.service.server, edge_agent.runs.manager, edge_agent.worker.main\n"
+        "import edge_agent.host.client, edge_agent.cli\n"
         "assert importlib.util.find_spec('torch') is None, 'torch is installed'\n"
         "assert importlib.util.find_spec('edge_opt') is not None  # the same distribution, unused on the device\n"
         "assert not any(m.split('.')[0] in ('torch', 'edge_opt') for m in sys.modules), sorted(sys.modules)\n"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import TOKEN, tiny_onnx_bytes, write_artifact
-from edge_agent.client import AgentClient, Credentials, DeviceCallError
-from edge_agent.server import AgentConfig, run_server
+from edge_agent.config import AgentConfig
+from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
+from edge_agent.service.server import run_server
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +116,7 @@ def test_tls_with_token(pki: Path, tmp_path: Path) -> None:
         with _client(port, pki, None, token=None) as client, pytest.raises(DeviceCallError) as err:
             client.list_artifacts()
         assert err.value.code == "UNAUTHENTICATED"
-        from edge_agent.client import AgentClient as Plain
+        from edge_agent.host.client import AgentClient as Plain
 
         with Plain(f"127.0.0.1:{port}", Credentials(token=TOKEN), timeout=3) as plaintext, pytest.raises(DeviceCallError) as err:
             plaintext.list_artifacts()  # a plaintext client against the TLS port

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from agent_helpers import FAST, client_for, tiny_onnx_bytes, write_artifact
-from edge_agent.client import DeviceCallError
+from edge_agent.host.client import DeviceCallError
 from edge_opt import evalset
 
 pytestmark = pytest.mark.integration

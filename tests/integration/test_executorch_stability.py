@@ -1,4 +1,4 @@
-"""The ExecuTorch runtime stays up: the thread-pool rule of ``edge_agent.executorch_runner``, checked in fresh
+"""The ExecuTorch runtime stays up: the thread-pool rule of ``edge_agent.runtimes.executorch_program``, checked in fresh
 processes (a crash is a return code here, a hang a timeout, never a dead or stuck test run).
 
 Resetting XNNPACK's pool (``_unsafe_reset_threadpool``) after a program has loaded leaves the loaded method on a

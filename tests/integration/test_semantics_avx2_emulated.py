@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from edge_agent.cpu import VNNI_FLAGS, cpu_flags
+from edge_agent.device.cpu import VNNI_FLAGS, cpu_flags
 from edge_opt.evaluate import output_step
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from edge_agent.cli import agent_config, build_parser, main
-from edge_agent.result import EXIT_USAGE
-from edge_agent.server import AgentConfig, run_server
+from edge_agent.cli import build_parser, main
+from edge_agent.config import AgentConfig, agent_config
+from edge_agent.contract.result import EXIT_USAGE
+from edge_agent.service.server import run_server
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_agent.journal import Journal
+from edge_agent.runs.journal import Journal
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +80,7 @@ def test_garbage_in_the_middle_keeps_every_valid_record_and_sets_the_bad_ones_as
 _FULL_DISK_SCRIPT = """
 import resource, signal, sys
 from pathlib import Path
-from edge_agent.journal import Journal, JournalUnavailable
+from edge_agent.runs.journal import Journal, JournalUnavailable
 path = Path(sys.argv[1])
 journal = Journal(path)
 journal.append("r1", "accepted", sha256="a" * 64, settings={"runtime": "onnxruntime"})
@@ -143,7 +143,7 @@ def test_the_journal_keeps_its_newest_runs_and_compacts_the_rest_away(tmp_path: 
 
 
 def test_packed_samples_serve_as_lists(tmp_path: Path) -> None:
-    from edge_agent.service import run_record_pb
+    from edge_agent.service.servicer import run_record_pb
 
     journal = Journal(tmp_path / "j.jsonl")
     _finish(journal, "r", samples=3)
@@ -154,7 +154,7 @@ def test_packed_samples_serve_as_lists(tmp_path: Path) -> None:
 def test_a_compaction_whose_folder_flush_fails_keeps_every_later_entry(tmp_path: Path, monkeypatch) -> None:
     # Once the compacted file has replaced the journal, appends must go to it, even if flushing the folder fails
     # (they once went on into the replaced, deleted file: acknowledged entries gone at the next start).
-    from edge_agent import journal as journal_module
+    from edge_agent.runs import journal as journal_module
 
     path = tmp_path / "j.jsonl"
     journal = Journal(path, keep_runs=2)
@@ -182,7 +182,7 @@ def test_samples_are_stored_packed_and_lists_from_older_lines_still_read(tmp_pat
     journal.close()
     line = json.loads(path.read_bytes().splitlines()[-1])
     assert set(line["result"]["latency"]["samples_ms"]) == {"f64le_base64"}  # text, not thousands of numbers
-    from edge_agent.journal import encode_entry
+    from edge_agent.runs.journal import encode_entry
 
     old = {"seq": 10, "run_id": "old", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}
     done = {"seq": 11, "run_id": "old", "event": "finished", "ts": "t", "state": "SUCCEEDED"}
@@ -198,7 +198,7 @@ def test_samples_are_stored_packed_and_lists_from_older_lines_still_read(tmp_pat
 def test_a_checksummed_line_the_wire_cannot_carry_is_set_aside_not_served(tmp_path: Path) -> None:
     # A well-formed line with a result field of the wrong type (output_sample as a string) used to be kept, and
     # every GetRun of it, and every ListRuns page holding it, then failed INTERNAL: no collector got past it.
-    from edge_agent.journal import encode_entry
+    from edge_agent.runs.journal import encode_entry
 
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
@@ -216,7 +216,7 @@ def test_a_checksummed_line_the_wire_cannot_carry_is_set_aside_not_served(tmp_pa
 
 def test_a_planted_sequence_at_the_ceiling_degrades_the_journal_instead_of_losing_results(tmp_path: Path) -> None:
     # An entry at seq 2**53 - 1 made every later result get a seq the next start refuses: acknowledged, then lost.
-    from edge_agent.journal import MAX_SEQ, JournalUnavailable, encode_entry
+    from edge_agent.runs.journal import MAX_SEQ, JournalUnavailable, encode_entry
 
     path = tmp_path / "j.jsonl"
     entry = {"seq": MAX_SEQ - 1, "run_id": "planted", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from edge_agent.errors import InvalidSettings
-from edge_agent.settings import BenchmarkSettings
+from edge_agent.contract.errors import InvalidSettings
+from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.v1 import agent_pb2 as pb
 
 pytestmark = pytest.mark.unit

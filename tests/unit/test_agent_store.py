@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import tiny_onnx_bytes
-from edge_agent.errors import ArtifactRejected, IntegrityError, OffsetMismatch, QuotaExceeded
-from edge_agent.store import ArtifactStore, PushHeader, StoreLimits
+from edge_agent.contract.errors import ArtifactRejected, IntegrityError, OffsetMismatch, QuotaExceeded
+from edge_agent.store.catalogue import ArtifactStore
+from edge_agent.store.records import PushHeader, StoreLimits
 
 pytestmark = pytest.mark.unit
 
@@ -193,7 +194,7 @@ def test_concurrent_push_of_same_artifact_is_refused(tmp_path: Path) -> None:
 def test_disk_full_mid_write_keeps_nothing_and_the_store_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import edge_agent.store as store_module
+    import edge_agent.store.upload as store_module
 
     store = ArtifactStore(tmp_path)
     data = tiny_onnx_bytes()

@@ -10,8 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from agent_helpers import tiny_onnx_bytes
-from edge_agent import evaluation
-from edge_agent.errors import ArtifactRejected
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.runtimes.base import fixed_batches
+from edge_agent.store import evalsets
+from edge_agent.worker import evaluation
 from edge_opt import evalset
 
 pytestmark = pytest.mark.unit
@@ -31,7 +33,7 @@ def test_npz_is_reproducible_and_accepted(tmp_path: Path) -> None:
     x, y = _inputs()
     first = evalset.npz_bytes({"inputs": x, "labels": y})
     assert first == evalset.npz_bytes({"inputs": x.copy(), "labels": y.copy()})  # same images → same sha256
-    shapes = evaluation.check_file(_write(tmp_path / "e.npz", first))
+    shapes = evalsets.check_file(_write(tmp_path / "e.npz", first))
     assert shapes == {"inputs": (50, 1, 28, 28), "labels": (50,)}
     record = evalset.publish(tmp_path / "out", {"inputs": x, "labels": y}, {"dataset": "test"})
     folder = tmp_path / "out" / "evalsets" / record["sha256"]
@@ -50,12 +52,12 @@ def test_npz_is_reproducible_and_accepted(tmp_path: Path) -> None:
 )
 def test_malformed_sets_are_refused(tmp_path: Path, arrays: dict, message: str) -> None:
     with pytest.raises(ArtifactRejected, match=message):
-        evaluation.check_file(_write(tmp_path / "e.npz", evalset.npz_bytes(arrays)))
+        evalsets.check_file(_write(tmp_path / "e.npz", evalset.npz_bytes(arrays)))
 
 
 def test_pickles_bombs_and_non_zips_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactRejected, match="not"):
-        evaluation.check_file(_write(tmp_path / "a.npz", b"PK\x03\x04 not really a zip"))
+        evalsets.check_file(_write(tmp_path / "a.npz", b"PK\x03\x04 not really a zip"))
     buffer = io.BytesIO()
     member = io.BytesIO()
     np.lib.format.write_array(member, np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -63,14 +65,14 @@ def test_pickles_bombs_and_non_zips_are_refused(tmp_path: Path) -> None:
         archive.writestr("inputs.npy", member.getvalue())
         archive.writestr("labels.npy", member.getvalue())
     with pytest.raises(ArtifactRejected, match="numeric"):
-        evaluation.check_file(_write(tmp_path / "b.npz", buffer.getvalue()))
+        evalsets.check_file(_write(tmp_path / "b.npz", buffer.getvalue()))
     bomb = io.BytesIO()
     member = io.BytesIO()
     np.lib.format.write_array(member, np.zeros((2000, 1000), np.float32))
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("reference.npy", member.getvalue())
     with pytest.raises(ArtifactRejected, match="implausibly"):
-        evaluation.check_file(_write(tmp_path / "c.npz", bomb.getvalue()))
+        evalsets.check_file(_write(tmp_path / "c.npz", bomb.getvalue()))
 
 
 def test_evaluate_reports_accuracy_agreement_and_difference(tmp_path: Path) -> None:
@@ -104,7 +106,7 @@ def test_unlabelled_sets_measure_fidelity_not_accuracy(tmp_path: Path) -> None:
         return session.run(None, {"input": x})[0]
 
     x, _ = _inputs(120)
-    assert evaluation.check_file(_write(tmp_path / "i.npz", evalset.npz_bytes({"inputs": x}))) == {"inputs": (120, 1, 28, 28)}
+    assert evalsets.check_file(_write(tmp_path / "i.npz", evalset.npz_bytes({"inputs": x}))) == {"inputs": (120, 1, 28, 28)}
     host = call(x)
     noisy = host + np.float32(0.01) * np.abs(host).max()
     ref = _write(tmp_path / "r.npz", evalset.npz_bytes({"reference": noisy}))
@@ -137,7 +139,7 @@ def test_headers_that_lie_or_a_broken_stream_are_refused_not_an_internal_error(t
     # a product of sizes that wraps around 2^64 in int64 (0 bytes "expected"), a negative size
     for shape in [(1, 1 << 32, 1 << 32), (20, 3, 1 << 30, 1 << 30), (1, -3, 4, 4)]:
         with pytest.raises(ArtifactRejected, match=r"inputs\.npy"):
-            evaluation.check_file(_write(tmp_path / "lie.npz", _zip({"inputs.npy": _header(shape)})))
+            evalsets.check_file(_write(tmp_path / "lie.npz", _zip({"inputs.npy": _header(shape)})))
     # a deflate stream damaged where the .npy header is: zlib's error, not the agent's INTERNAL
     x, _ = _inputs(20)
     member = io.BytesIO()
@@ -146,7 +148,7 @@ def test_headers_that_lie_or_a_broken_stream_are_refused_not_an_internal_error(t
     start = data.index(b"inputs.npy") + len("inputs.npy")
     data[start + 2 : start + 40] = b"\xff" * 38
     with pytest.raises(ArtifactRejected, match=r"not a valid \.npy array"):
-        evaluation.check_file(_write(tmp_path / "broken.npz", bytes(data)))
+        evalsets.check_file(_write(tmp_path / "broken.npz", bytes(data)))
 
 
 def test_evaluate_names_what_it_cannot_evaluate_and_never_raises(tmp_path: Path) -> None:
@@ -188,5 +190,5 @@ def test_fixed_batches_feed_exactly_the_batch_a_model_takes() -> None:
         return x.reshape(len(x), -1) * 2
 
     x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
-    out = evaluation.fixed_batches(call, 3)(x)
+    out = fixed_batches(call, 3)(x)
     assert seen == [3, 3, 3] and np.array_equal(out, x * 2)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_agent.files import write_durably
+from edge_agent.contract.files import write_durably
 
 pytestmark = pytest.mark.unit
 

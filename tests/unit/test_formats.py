@@ -1,13 +1,15 @@
-"""One table of artifact formats (edge_agent.formats): every layer of the agent knows each format in it."""
+"""One table of artifact formats (edge_agent.contract.formats): every layer of the agent knows each format in it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from edge_agent import journal, runs, store, worker
-from edge_agent.errors import ArtifactRejected
-from edge_agent.formats import MODEL_FORMATS, missing_runtime
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.contract.formats import MODEL_FORMATS, missing_runtime
+from edge_agent.runs import journal
+from edge_agent.runtimes import registry
+from edge_agent.store import catalogue as store
 from edge_agent.v1 import agent_pb2 as pb
 
 pytestmark = pytest.mark.unit
@@ -17,9 +19,9 @@ pytestmark = pytest.mark.unit
 def test_every_format_is_known_to_the_wire_the_journal_the_store_and_the_runs(fmt: str, tmp_path: Path) -> None:
     spec = MODEL_FORMATS[fmt]
     assert pb.RuntimeKind.Value(f"RUNTIME_{spec.runtime.upper()}") > 0  # raises for a name the proto lacks
-    assert runs._RUNTIME_NAMES[f"RUNTIME_{spec.runtime.upper()}"] == spec.runtime
+    assert registry.WIRE_NAMES[f"RUNTIME_{spec.runtime.upper()}"] == spec.runtime
     assert spec.runtime in journal.RUNTIMES  # or its results would be set aside at the next start
-    assert spec.runtime in worker.RUNNERS  # or the worker could not run it
+    assert spec.runtime in registry.BY_NAME  # or the worker could not run it
     assert store.MODEL_FILES[fmt] == spec.file_name
     garbage = tmp_path / spec.file_name
     garbage.write_bytes(b"\x00" * 64)

@@ -1,4 +1,4 @@
-"""One checked reader of artifact folders for the host SDK and the toolchain (edge_agent.manifest): a malformed
+"""One checked reader of artifact folders for the host SDK and the toolchain (edge_agent.contract.manifest): a malformed
 manifest is one line naming the file and what is wrong, before anything is sent to a device."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import tiny_onnx_bytes, write_artifact
-from edge_agent import manifest as shared
-from edge_agent import store
-from edge_agent.client import AgentClient
-from edge_agent.manifest import ManifestError, read_artifact
+from edge_agent.contract import manifest as shared
+from edge_agent.contract.manifest import ManifestError, read_artifact
+from edge_agent.host.client import AgentClient
+from edge_agent.store import catalogue as store
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import onnx
 import pytest
 from agent_helpers import tiny_onnx_bytes
-from edge_agent.errors import ArtifactRejected
-from edge_agent.onnx_guard import MAX_GRAPH_DEPTH, check_model_bytes, check_model_file
+from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.runtimes.onnx_guard import MAX_GRAPH_DEPTH, check_model_bytes, check_model_file
 from onnx import helper
 from reliability import hostile_onnx
 

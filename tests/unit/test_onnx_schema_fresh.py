@@ -17,5 +17,5 @@ def test_onnx_schema_table_is_fresh() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["gen_onnx_schema"] = module
     spec.loader.exec_module(module)
-    committed = (REPO / "agent" / "edge_agent" / "onnx_schema.py").read_text(encoding="utf-8")
-    assert committed == module.render(), "agent/edge_agent/onnx_schema.py is stale; run scripts/gen_onnx_schema.py"
+    committed = (REPO / "agent" / "edge_agent" / "runtimes" / "onnx_schema.py").read_text(encoding="utf-8")
+    assert committed == module.render(), "agent/edge_agent/runtimes/onnx_schema.py is stale; run scripts/gen_onnx_schema.py"

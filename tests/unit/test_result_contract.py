@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, envelope, json_text
+from edge_agent.contract.result import EXIT_PARTIAL, EXIT_REGRESSION, envelope, json_text
 
 pytestmark = pytest.mark.unit
 

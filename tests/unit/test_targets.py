@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_agent.cpu import cpu_flags, cpu_model, suggested_target
+from edge_agent.device.cpu import cpu_flags, cpu_model, suggested_target
 from edge_opt.errors import ConfigError
 from edge_opt.targets import PROFILES, profile_for, resolve_target
 
@@ -59,7 +59,7 @@ def test_cpu_model_names_the_arm_core_and_both_sides_suggest_the_same_target(tmp
 
 
 def test_the_agent_reports_a_target_the_toolchain_knows() -> None:
-    from edge_agent.device import device_info
+    from edge_agent.device.info import device_info
 
     info = device_info("test", probe_torch=False)
     assert info["suggested_target"] in PROFILES

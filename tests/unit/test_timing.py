@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_agent.timing import measure, percentile, summarize
+from edge_agent.worker.timing import measure, percentile, summarize
 
 pytestmark = pytest.mark.unit
 

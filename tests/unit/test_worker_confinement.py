@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hostile_onnx
 import pytest
-from edge_agent.confine import landlock_abi
+from edge_agent.worker.confine import landlock_abi
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +37,7 @@ _PROBE = textwrap.dedent(
     data = open(model, "rb").read()
     out = {}
     if confine_first:
-        from edge_agent.confine import confine
+        from edge_agent.worker.confine import confine
         out["confinement"] = confine(scratch).describe()
         for path in ("/etc/passwd", secret_dir + "/secret.bin"):
             try:
@@ -112,7 +112,7 @@ def test_confined_worker_reads_no_file_outside_its_scratch(tmp_path: Path, landl
 _PYTHONPATH_PROBE = textwrap.dedent(
     """
     import json, sys
-    from edge_agent.confine import confine
+    from edge_agent.worker.confine import confine
     scratch, store = sys.argv[1], sys.argv[2]
     confinement = confine(scratch, private=[store])
     out = {"confinement": confinement.describe()}
@@ -154,7 +154,7 @@ def test_sessions_parse_every_model_as_onnx_never_as_ort_format(tmp_path: Path) 
     # ONNX Runtime loads bytes with "ORTM" at offset 4 as its flatbuffer format, which the guard (a protobuf walk)
     # never inspects; a file valid as both would have slipped past it.
     from agent_helpers import tiny_onnx_bytes
-    from edge_agent.onnx_session import open_session
+    from edge_agent.runtimes.onnx_session import open_session
 
     (tmp_path / "m.onnx").write_bytes(tiny_onnx_bytes())
     subprocess.run(

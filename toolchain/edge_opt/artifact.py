@@ -14,7 +14,7 @@ An artifact is built in ``OUT/.staging-*``, validated, fsynced and renamed into 
 that exists always holds a validated model and a manifest whose sha256 matches it. A failure or Ctrl-C removes the
 staging folder; an earlier artifact of the same name stays until the new one is complete.
 
-The manifest's schema version, its reader and the file hash are ``edge_agent.manifest``'s: one definition for the
+The manifest's schema version, its reader and the file hash are ``edge_agent.contract.manifest``'s: one definition for the
 toolchain and the host SDK.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge_agent.files import fsync_dir
-from edge_agent.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, read_artifact, sha256_file  # noqa: F401 - re-exported
+from edge_agent.contract.files import fsync_dir
+from edge_agent.contract.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, read_artifact, sha256_file  # noqa: F401 - re-exported
 
 
 def _umask() -> int:
@@ -110,7 +110,7 @@ def runtime_versions() -> dict[str, str]:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """Read and check an artifact folder's manifest (schema version, file record and the model file's sha256),
-    through the reader the host SDK uses too (:func:`edge_agent.manifest.read_artifact`).
+    through the reader the host SDK uses too (:func:`edge_agent.contract.manifest.read_artifact`).
 
     Raises:
         ValueError: missing manifest, unknown schema version, or a model file that does not match; the message

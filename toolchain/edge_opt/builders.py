@@ -6,7 +6,7 @@ must reproduce (the parity gate's reference), the relation (``same``: the same c
 quantization of the FP32 model) and the quantization record for the manifest. The pipeline validates, evaluates,
 times and publishes whatever a builder made.
 
-A new format takes: its model file and runtime in ``edge_agent.formats`` (shared with the agent), a value of
+A new format takes: its model file and runtime in ``edge_agent.contract.formats`` (shared with the agent), a value of
 :class:`edge_opt.config.ArtifactFormat`, a builder here with its :data:`FORMATS` entry, and a runner in the agent's
 worker. Only one step is format-specific outside these: evaluating an INT8 artifact built for another CPU by the
 model's semantics (graph optimisations off) exists for ONNX (``pipeline._build``, ``manifest_builder``); other formats
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from edge_agent.formats import MODEL_FORMATS, ModelFormat
+from edge_agent.contract.formats import MODEL_FORMATS, ModelFormat
 
 from edge_opt import progress
 from edge_opt.config import ArtifactFormat, Precision

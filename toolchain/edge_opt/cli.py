@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.arguments import ArgumentParser
+from edge_agent.contract.arguments import ArgumentParser
 
 from edge_opt.command import Outcome, run_command
 from edge_opt.errors import ConfigError
@@ -360,9 +360,9 @@ def _run(args: argparse.Namespace) -> Outcome:
     "partial" (exit 8); a device that cannot be reached after the export exits 7. Both keep the export's result in
     the JSON, so that a script or CI job neither mistakes them for success nor loses what was written.
     """
-    from edge_agent.errors import InvalidSettings
-    from edge_agent.result import EXIT_PARTIAL
-    from edge_agent.settings import BenchmarkSettings
+    from edge_agent.contract.errors import InvalidSettings
+    from edge_agent.contract.result import EXIT_PARTIAL
+    from edge_agent.contract.settings import BenchmarkSettings
 
     from edge_opt.errors import DeviceError
     from edge_opt.export_report import print_export_report
@@ -433,7 +433,7 @@ def _run(args: argparse.Namespace) -> Outcome:
 
 
 def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    from edge_agent.client import AgentClient, DeviceCallError
+    from edge_agent.host.client import AgentClient, DeviceCallError
 
     from edge_opt import progress
     from edge_opt.device_pick import pick_on_device

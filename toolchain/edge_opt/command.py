@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.result import ResultError, envelope
+from edge_agent.contract.result import ResultError, envelope
 
 from edge_opt.errors import ToolchainError
 from edge_opt.export_report import print_json

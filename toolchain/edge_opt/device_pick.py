@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.client import DeviceCallError
-from edge_agent.files import write_durably
-from edge_agent.formats import missing_runtime
+from edge_agent.contract.files import write_durably
+from edge_agent.contract.formats import missing_runtime
+from edge_agent.host.client import DeviceCallError
 
 from edge_opt.artifact import read_manifest
 from edge_opt.evalset import push_eval_sets

@@ -1,6 +1,6 @@
 """``edge-export --push HOST:PORT [--bench]``: send fresh artifacts to a device agent and benchmark them there.
 
-The device client lives in ``edge_agent.client`` (it needs no torch); this module adds what the host knows:
+The device client lives in ``edge_agent.host.client`` (it needs no torch); this module adds what the host knows:
 the artifacts of this export, their host accuracy, a live progress line, a table, and result files kept under
 ``OUT/device-runs/<device>/<run_id>.json``.
 """
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edge_agent.files import write_durably
+from edge_agent.contract.files import write_durably
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +26,7 @@ _DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --
 
 def device_error(address: str, exc: Exception) -> DeviceError:
     """A device call's failure as the command's error; the connection hint only where it can be the cause."""
-    from edge_agent.client import DeviceCallError
+    from edge_agent.host.client import DeviceCallError
 
     if isinstance(exc, DeviceCallError) and not exc.device_wide:
         return DeviceError(f"device {exc}")
@@ -41,7 +41,7 @@ def credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
         ConfigError: a file that does not exist (a usage mistake, found before any work).
         DeviceError: a file that cannot be used (unreadable, empty).
     """
-    from edge_agent.client import Credentials
+    from edge_agent.host.client import Credentials
 
     for flag, path in (("--token-file", token_file), ("--tls-ca", tls_ca)):
         if path is not None and not path.is_file():
@@ -54,7 +54,7 @@ def credentials(token_file: Path | None, tls_ca: Path | None) -> Any:
 
 def device_target(address: str, *, token_file: Path | None, tls_ca: Path | None) -> str:
     """The target profile the device suggests for itself (from its CPU architecture and flags)."""
-    from edge_agent.client import AgentClient, DeviceCallError
+    from edge_agent.host.client import AgentClient, DeviceCallError
 
     try:
         with AgentClient(address, credentials(token_file, tls_ca)) as client:
@@ -85,8 +85,8 @@ def push_and_bench(
     Raises:
         DeviceError: the device cannot be reached, refused the credentials or stopped answering.
     """
-    from edge_agent.client import AgentClient, DeviceCallError
-    from edge_agent.formats import missing_runtime
+    from edge_agent.contract.formats import missing_runtime
+    from edge_agent.host.client import AgentClient, DeviceCallError
 
     creds = credentials(token_file, tls_ca)
     rows: list[dict[str, Any]] = []

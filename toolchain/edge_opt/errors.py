@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from edge_agent.result import EXIT_DATA, EXIT_DEVICE
+from edge_agent.contract.result import EXIT_DATA, EXIT_DEVICE
 
 
 class ToolchainError(Exception):

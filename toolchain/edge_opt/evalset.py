@@ -6,7 +6,7 @@ An export writes, beside its artifacts::
     OUT/evalsets/<sha256>/evalset.npz + manifest.json    one per artifact: "reference", the host's outputs on them
 
 and names both in each artifact's ``host_metrics.device_evaluation``. Both are artifacts of manifest format
-``evalset`` (see ``edge_agent.evaluation``): pushed through the ordinary content-addressed path, so a device stores
+``evalset`` (see ``edge_agent.worker.evaluation``): pushed through the ordinary content-addressed path, so a device stores
 the inputs once whatever the number of artifacts. The ``.npz`` files are written byte-for-byte reproducibly (fixed
 zip timestamps, stored members), so the same images give the same sha256 in every export.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_agent.files import write_durably
+from edge_agent.contract.files import write_durably
 
 FORMAT = "evalset"
 FILE_NAME = "evalset.npz"

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from edge_agent.onnx_session import input_spec, open_session
-from edge_agent.timing import LatencyStats, measure
+from edge_agent.runtimes.onnx_session import input_spec, open_session
+from edge_agent.worker.timing import LatencyStats, measure
 from torch import nn
 
 from edge_opt.config import BenchmarkSection

@@ -134,13 +134,13 @@ def executorch_version() -> str:
 
 
 class PteRunner:
-    """A ``.pte`` in the ExecuTorch runtime (the agent's runner, :mod:`edge_agent.executorch_runner`): float32 NCHW
+    """A ``.pte`` in the ExecuTorch runtime (the agent's runner, :mod:`edge_agent.runtimes.executorch_program`): float32 NCHW
     in, float32 logits out (FP16 programs get cast inputs). Batches larger than the planned one run in slices.
     """
 
     def __init__(self, path: Path, *, name: str = "executorch", threads: int = 0) -> None:
         quiet.quiet_import_loggers()
-        from edge_agent.executorch_runner import ExecutorchLoadError, load
+        from edge_agent.runtimes.executorch_program import ExecutorchLoadError, load
 
         self.path = path
         self.name = name
@@ -164,7 +164,7 @@ class PteRunner:
     @contextlib.contextmanager
     def threads(self, n: int) -> Iterator[None]:
         # The XNNPACK pool is one per process and is sized before the first program loads, never after (resetting
-        # it under a loaded program crashes or hangs the process: see edge_agent.executorch_runner). The host
+        # it under a loaded program crashes or hangs the process: see edge_agent.runtimes.executorch_program). The host
         # latency runs on that pool; the manifest's executorch.threads records its size.
         yield
 

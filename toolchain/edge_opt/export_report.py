@@ -1,6 +1,6 @@
 """Human output of the toolchain (the export table) and the JSON result on stdout.
 
-The JSON result's contract (envelope, statuses, exit codes 8 and 9) is :mod:`edge_agent.result`, shared with the
+The JSON result's contract (envelope, statuses, exit codes 8 and 9) is :mod:`edge_agent.contract.result`, shared with the
 agent's host commands.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from edge_agent.result import ResultEnvelope, json_text
+from edge_agent.contract.result import ResultEnvelope, json_text
 from rich.console import Console
 from rich.table import Table
 

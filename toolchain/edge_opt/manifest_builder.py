@@ -10,7 +10,7 @@ import platform
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.cpu import cpu_model
+from edge_agent.device.cpu import cpu_model
 
 from edge_opt import __version__
 from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions

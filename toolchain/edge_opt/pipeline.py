@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_agent.files import write_durably
+from edge_agent.contract.files import write_durably
 
 from edge_opt import evalset, progress, qat
 from edge_opt.artifact import staged_artifact

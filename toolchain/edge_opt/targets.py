@@ -19,7 +19,7 @@ import platform
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edge_agent.cpu import cpu_flags, suggested_target
+from edge_agent.device.cpu import cpu_flags, suggested_target
 
 from edge_opt.errors import ConfigError
 

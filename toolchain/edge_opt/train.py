@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import torch
-from edge_agent.files import write_durably
+from edge_agent.contract.files import write_durably
 from torch import nn
 
 from edge_opt import progress

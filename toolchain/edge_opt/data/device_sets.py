@@ -139,8 +139,8 @@ def device_sets(
 def host_runner(model: Path, fmt: str, dtype: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """The model file run on this host with its own runtime; None when that runtime is not installed here."""
     if fmt == "onnx":
-        from edge_agent.evaluation import fixed_batches
-        from edge_agent.onnx_session import input_spec, open_session
+        from edge_agent.runtimes.base import fixed_batches
+        from edge_agent.runtimes.onnx_session import input_spec, open_session
 
         session = open_session(str(model))
         name, shape, _ = input_spec(session)
@@ -152,7 +152,7 @@ def host_runner(model: Path, fmt: str, dtype: str) -> Callable[[np.ndarray], np.
         fixed = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else 0
         return fixed_batches(call, fixed) if fixed else call
     if fmt == "executorch":
-        from edge_agent.executorch_runner import executorch_available, load
+        from edge_agent.runtimes.executorch_program import executorch_available, load
 
         if not executorch_available():
             return None

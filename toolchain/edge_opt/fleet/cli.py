@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.arguments import ArgumentParser
-from edge_agent.host_commands import UsageError, add_bench_options, add_model_file_options, bench_settings
-from edge_agent.model_file import format_of, stage_model_file
-from edge_agent.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
-from edge_agent.settings import BenchmarkSettings
+from edge_agent.contract.arguments import ArgumentParser
+from edge_agent.contract.result import EXIT_PARTIAL, EXIT_REGRESSION, ResultError
+from edge_agent.contract.settings import BenchmarkSettings
+from edge_agent.host.commands import UsageError, add_bench_options, add_model_file_options, bench_settings
+from edge_agent.host.model_file import format_of, stage_model_file
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
@@ -121,7 +121,7 @@ def staged_model_files(files: list[Path], args: argparse.Namespace, settings: di
     Raises:
         ConfigError: a dynamic input without ``--input-shape``, a malformed shape or a file that is not a model.
     """
-    from edge_agent.model_file import InputShapeError, manifest_for, parse_input_shape, read_model_file, resolve_input
+    from edge_agent.host.model_file import InputShapeError, manifest_for, parse_input_shape, read_model_file, resolve_input
 
     if (args.input_shape is not None or args.precision) and not files:
         raise ConfigError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
@@ -177,7 +177,7 @@ def short_reason(exc: Any) -> str:
 
 
 def cmd_devices(args: argparse.Namespace, console: Console) -> Outcome:
-    from edge_agent.client import AgentClient, DeviceCallError
+    from edge_agent.host.client import AgentClient, DeviceCallError
 
     from edge_opt.fleet.collect import credentials_for
     from edge_opt.fleet.inventory import load_inventory

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.client import AgentClient, Credentials, DeviceCallError
-from edge_agent.formats import missing_runtime
+from edge_agent.contract.formats import missing_runtime
+from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 

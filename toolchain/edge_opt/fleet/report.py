@@ -128,7 +128,7 @@ def _history(session: Session, runs: list[store.Run]) -> dict[int, tuple[list[fl
 
 
 def _device_check(run: store.Run, artifact: store.Artifact | None) -> dict[str, Any]:
-    """What the device computed on the evaluation set (edge_agent.evaluation), and flags beyond the gates."""
+    """What the device computed on the evaluation set (edge_agent.worker.evaluation), and flags beyond the gates."""
     evaluation = (run.result or {}).get("evaluation") or {}
     record = ((artifact.manifest if artifact else {}) or {}).get("host_metrics", {}).get("device_evaluation") or {}
     return {
