@@ -85,7 +85,7 @@ def test_overrides_validate_and_keep_the_rest() -> None:
 
 
 def test_executorch_format_and_pt2e_quantizer() -> None:
-    from edge_opt.cli import build_parser, config_from_args
+    from edge_opt.cli.export import build_parser, config_from_args
 
     args = build_parser().parse_args(["--format", "all", "--precision", "int8"])
     config = config_from_args(args)

@@ -132,7 +132,7 @@ class TrainSection(_Section):
 
 
 class QatMode(enum.StrEnum):
-    """When quantization-aware training runs (:mod:`edge_opt.qat`)."""
+    """When quantization-aware training runs (:mod:`edge_opt.quant.qat`)."""
 
     OFF = "off"
     ALWAYS = "always"  # PTQ and QAT for every INT8 artifact; the better one on the evaluation split is written

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from edge_opt.command import Outcome, run_command
+from edge_opt.cli.command import Outcome, run_command
 from edge_opt.errors import ConfigError
 
 
@@ -164,7 +164,7 @@ def exported_folders(config_path: Path, out: Path, *, quiet: bool) -> list[Path]
     """Run the export job of ``config_path`` and return the artifact folders it wrote."""
     from edge_opt import progress
     from edge_opt.config import load_config
-    from edge_opt.pipeline import run_export
+    from edge_opt.export.pipeline import run_export
 
     progress.set_enabled(not quiet)
     report = run_export(load_config(config_path), out)
@@ -332,13 +332,13 @@ def cmd_report(args: argparse.Namespace, console: Console) -> Outcome:
 def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     """Every run of the candidate collection against the baseline's run of the same bytes on the same device.
 
-    The rule is :func:`edge_opt.round_stats.compare`: the threshold is ``--min-effect`` unless the device has at
+    The rule is :func:`edge_opt.device.round_stats.compare`: the threshold is ``--min-effect`` unless the device has at
     least MIN_HISTORY past runs of the artifact, whose run-to-run spread then sets it (tighter or wider).
     """
+    from edge_opt.device.round_stats import compare, history_spread
     from edge_opt.fleet import report as rep
     from edge_opt.fleet.outliers import outlier_devices
     from edge_opt.fleet.store import collections, open_store
-    from edge_opt.round_stats import compare, history_spread
 
     if not 0 < args.min_effect < 10:
         raise ConfigError(f"--min-effect {args.min_effect}: a fraction above 0, e.g. 0.05 for 5%")

@@ -4,8 +4,8 @@ Steps: ask the device which runtimes it has (a candidate whose runtime it lacks 
 what it lacks; then rounds. A round runs each candidate once, each run in a fresh worker process on the device
 (the agent starts one per run), in rotated order (round r starts at candidate r, so a disturbance spreads over all
 of them); the round's figure for that candidate is its run's median. The first round also has the device
-evaluate each candidate on the export's evaluation set. The statistics are :mod:`edge_opt.round_stats`'s, the
-rule :mod:`edge_opt.pick`'s; the accuracy budget is measured on the device (every candidate's top-1 on the
+evaluate each candidate on the export's evaluation set. The statistics are :mod:`edge_opt.device.round_stats`'s, the
+rule :mod:`edge_opt.device.pick`'s; the accuracy budget is measured on the device (every candidate's top-1 on the
 evaluation set against the FP32 candidate's there) when the device evaluated them all, else on the host's test
 split.
 
@@ -44,9 +44,9 @@ from edge_agent.client import DeviceCallError
 from edge_agent.files import write_durably
 from edge_agent.formats import missing_runtime
 
-from edge_opt.artifact import read_manifest
+from edge_opt.device.pick import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_TIE_GAP, Candidate, Pick, pick
 from edge_opt.evalset import push_eval_sets
-from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_TIE_GAP, Candidate, Pick, pick
+from edge_opt.export.artifact import read_manifest
 
 RECOMMENDED = "recommended"
 DEFAULT_ROUNDS = 3

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edge_opt.command import Outcome, run_command
+from edge_opt.cli.command import Outcome, run_command
 
 #: The reference guide's SmallCNN / Fashion-MNIST table: (precision, pruning) → (accuracy %, size MB).
 GUIDE: dict[tuple[str, float], tuple[float, float]] = {
@@ -33,7 +33,7 @@ GUIDE: dict[tuple[str, float], tuple[float, float]] = {
 
 def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str, Any]]:
     from edge_opt.config import with_overrides
-    from edge_opt.pipeline import run_export
+    from edge_opt.export.pipeline import run_export
 
     rows: list[dict[str, Any]] = []
     for amount in amounts:
@@ -56,7 +56,7 @@ def run_sweep(config: Any, out: Path, amounts: Sequence[float]) -> list[dict[str
 
 
 def _qat_axis(entry: dict[str, Any]) -> dict[str, Any]:
-    """How an INT8 row was quantized, and PTQ's and QAT's accuracy when QAT was part of its export (edge_opt.qat)."""
+    """How an INT8 row was quantized, and PTQ's and QAT's accuracy when QAT was part of its export (edge_opt.quant.qat)."""
     quant = entry.get("quantization") or {}
     qat = quant.get("qat") or {}
     method = quant.get("method", "ptq") if entry["precision"] == "int8" else None
@@ -268,7 +268,7 @@ def _qat_cells(r: dict[str, Any]) -> list[str]:
 def calibration_sweep(config: Any, out: Path, counts: Sequence[int]) -> list[dict[str, Any]]:
     """INT8 accuracy and calibration time (FX and ONNX Runtime) for each number of calibration batches."""
     from edge_opt.config import with_overrides
-    from edge_opt.pipeline import run_export
+    from edge_opt.export.pipeline import run_export
 
     rows = []
     for count in counts:
@@ -315,11 +315,11 @@ def sensitivity_report(config: Any, out: Path, top: int) -> dict[str, Any]:
     import numpy as np
 
     from edge_opt.config import with_overrides
-    from edge_opt.export import export_onnx
-    from edge_opt.ort_quantization import quantize_onnx
-    from edge_opt.pipeline import run_export
-    from edge_opt.prepare import prepare_model
-    from edge_opt.sensitivity import fx_sensitivity, onnx_sensitivity
+    from edge_opt.export.pipeline import run_export
+    from edge_opt.export.prepare import prepare_model
+    from edge_opt.formats.writers import export_onnx
+    from edge_opt.quant.ort import quantize_onnx
+    from edge_opt.quant.sensitivity import fx_sensitivity, onnx_sensitivity
     from edge_opt.targets import resolve_target
 
     profile = resolve_target(config.target)
@@ -413,7 +413,7 @@ def _amounts(value: str) -> tuple[float, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edge_opt import progress, quiet
-    from edge_opt.cli import build_parser
+    from edge_opt.cli.export import build_parser
 
     parser = build_parser(device=False)
     parser.prog = "edge-sweep"
@@ -431,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> Outcome:
-    from edge_opt.cli import config_from_args
+    from edge_opt.cli.export import config_from_args
 
     config = config_from_args(args)
     if args.precision is None:

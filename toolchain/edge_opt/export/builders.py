@@ -1,6 +1,6 @@
 """One builder per artifact format: each writes one model file for a precision and says how to check it.
 
-A builder gets the export's :class:`~edge_opt.prepare.ExportContext`, the precision and the staged path, and
+A builder gets the export's :class:`~edge_opt.export.prepare.ExportContext`, the precision and the staged path, and
 returns a :class:`Built`: the runner that loads the file back with its own runtime, the logits of the model it
 must reproduce (the parity gate's reference), the relation (``same``: the same computation; ``quantized``: a
 quantization of the FP32 model) and the quantization record for the manifest. The pipeline validates, evaluates,
@@ -14,7 +14,7 @@ are evaluated with their runtime's kernels on this host, which the manifest's ``
 
 Source models per precision: FP32 is the prepared model, FP16 ``to_fp16``, INT8 FX graph-mode quantization
 (``to_int8``, built once per export and shared by the formats that start from it). INT8 ONNX is ONNX Runtime's
-static quantization of the FP32 ONNX graph (:mod:`edge_opt.ort_quantization`) with the same calibration batches.
+static quantization of the FP32 ONNX graph (:mod:`edge_opt.quant.ort`) with the same calibration batches.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from edge_agent.formats import MODEL_FORMATS, ModelFormat
 
 from edge_opt import progress
 from edge_opt.config import ArtifactFormat, Precision
-from edge_opt.evaluate import OrtRunner, Runner, TorchRunner, predict
-from edge_opt.export import export_onnx, export_torchscript, load_torchscript
-from edge_opt.ort_quantization import quantize_onnx
-from edge_opt.prepare import ExportContext
-from edge_opt.quantization import check_keep_float, to_fp16, to_int8
-from edge_opt.sensitivity import onnx_nodes_for_modules
+from edge_opt.export.evaluation import OrtRunner, Runner, TorchRunner, predict
+from edge_opt.export.prepare import ExportContext
+from edge_opt.formats.writers import export_onnx, export_torchscript, load_torchscript
+from edge_opt.quant.fx import check_keep_float, to_fp16, to_int8
+from edge_opt.quant.ort import quantize_onnx
+from edge_opt.quant.sensitivity import onnx_nodes_for_modules
 
 
 @dataclass
@@ -167,8 +167,8 @@ class FormatSpec:
 
 
 def build_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Built:
-    """A ``.pte`` with the XNNPACK delegate (:mod:`edge_opt.executorch_export`; INT8 by PT2E, not FX)."""
-    from edge_opt.executorch_export import write_executorch  # executorch is imported only for this format
+    """A ``.pte`` with the XNNPACK delegate (:mod:`edge_opt.formats.executorch`; INT8 by PT2E, not FX)."""
+    from edge_opt.formats.executorch import write_executorch  # executorch is imported only for this format
 
     return write_executorch(ctx, precision, path)
 

@@ -168,7 +168,7 @@ def prepare_fx_qat(model: nn.Module, example: torch.Tensor, backend: str, keep_f
     from torch.ao.quantization import get_default_qat_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-    from edge_opt.quantization import check_keep_float, quantized_engine
+    from edge_opt.quant.fx import check_keep_float, quantized_engine
 
     check_keep_float(model, keep_float)
     mapping = get_default_qat_qconfig_mapping(backend)
@@ -204,7 +204,7 @@ def fx_qat(
     """FX QAT: ``prepare_qat_fx`` → fine-tune on ``train`` → ``convert_fx``. Returns the INT8 model and its record."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    from edge_opt.quantization import quantized_engine
+    from edge_opt.quant.fx import quantized_engine
 
     started = time.perf_counter()
     prepared = prepare_fx_qat(model, example, backend, keep_float)
@@ -253,7 +253,7 @@ def pt2e_qat(
     from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from edge_opt.pt2e import quantizer_for
+    from edge_opt.quant.pt2e import quantizer_for
 
     started = time.perf_counter()
     source = copy.deepcopy(model).float().train()
@@ -336,7 +336,7 @@ def _as_int8_model(ctx: Any, family: str, model: nn.Module) -> Iterator[None]:
 
 def _build_qat(ctx: Any, fmt: ArtifactFormat, path: Path) -> Any:
     """The QAT artifact of ``fmt`` at ``path``, built like the PTQ one from the QAT model."""
-    from edge_opt.builders import FORMATS, Built
+    from edge_opt.export.builders import FORMATS, Built
 
     family = FAMILY[fmt]
     model, record = _qat_model(ctx, family)
@@ -350,10 +350,10 @@ def _build_qat(ctx: Any, fmt: ArtifactFormat, path: Path) -> Any:
 
 def _build_onnx_from_fx(ctx: Any, model: nn.Module, path: Path, record: dict[str, Any]) -> Any:
     """QDQ ONNX of the FX QAT model: its own scales and zero points, exported, not recalibrated."""
-    from edge_opt.builders import Built
-    from edge_opt.evaluate import OrtRunner, TorchRunner, predict
-    from edge_opt.export import export_onnx
-    from edge_opt.quantization import quantized_engine
+    from edge_opt.export.builders import Built
+    from edge_opt.export.evaluation import OrtRunner, TorchRunner, predict
+    from edge_opt.formats.writers import export_onnx
+    from edge_opt.quant.fx import quantized_engine
 
     engine = ctx.profile.torch_engine
     with quantized_engine(engine):
@@ -374,7 +374,7 @@ def _build_onnx_from_fx(ctx: Any, model: nn.Module, path: Path, record: dict[str
 
 def _accuracy(ctx: Any, fmt: ArtifactFormat, built: Any, path: Path) -> float:
     """Top-1 of an artifact on the whole evaluation split, evaluated as the pipeline evaluates it."""
-    from edge_opt.evaluate import REFERENCE_SEMANTICS, OrtRunner, accuracy_of, evaluation_mode, predict
+    from edge_opt.export.evaluation import REFERENCE_SEMANTICS, OrtRunner, accuracy_of, evaluation_mode, predict
 
     mode = evaluation_mode(ctx.profile.name, quantized=True, host_target=ctx.host_profile)
     runner = built.runner
@@ -386,8 +386,8 @@ def _accuracy(ctx: Any, fmt: ArtifactFormat, built: Any, path: Path) -> float:
 
 def build(ctx: Any, fmt: ArtifactFormat, precision: Precision, path: Path) -> Any:
     """The pipeline's builder call: the format's builder, or for INT8 with QAT asked, the better of PTQ and QAT."""
-    from edge_opt.builders import FORMATS
-    from edge_opt.evaluate import accuracy_of
+    from edge_opt.export.builders import FORMATS
+    from edge_opt.export.evaluation import accuracy_of
 
     settings = ctx.config.quantization.qat
     builder = FORMATS[fmt].builder
@@ -447,7 +447,7 @@ def _written(built: Any, source: Path, path: Path, method: str, decision: dict[s
     if method == "ptq":
         decision = {k: v for k, v in decision.items() if k != "ptq"}  # the record itself is PTQ's
     built.quantization = {**own, "method": method, "qat": decision}
-    from edge_opt.evaluate import OrtRunner
+    from edge_opt.export.evaluation import OrtRunner
 
     if isinstance(built.runner, OrtRunner):  # load the published copy (the same bytes)
         built.runner = OrtRunner(path)

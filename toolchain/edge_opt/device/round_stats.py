@@ -4,7 +4,7 @@ A **round** is one run of one candidate in a fresh worker process; its figure is
 Between two processes the median of the same model moves by tens of percent on a shared machine (memory
 placement, which core, frequency, neighbours), while the calls inside one process scatter much less: an interval
 computed from pooled per-call samples is far too narrow, and turns that noise into verdicts. Everything here
-works on round medians instead. Used by the pick (:mod:`edge_opt.pick`), ``edge-fleet compare`` and its
+works on round medians instead. Used by the pick (:mod:`edge_opt.device.pick`), ``edge-fleet compare`` and its
 regression gate, and the fleet report's heatmap.
 
 **Estimate of one candidate.** Its figure is the median of its round medians. Its 95% interval is a Student t

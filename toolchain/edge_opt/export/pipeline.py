@@ -1,10 +1,10 @@
 """The export job behind ``edge-export``: model → FP16 / INT8 → every format → validated artifacts.
 
-The model and its data are prepared once (:mod:`edge_opt.prepare`). For every (precision, format) the format's
-builder (:mod:`edge_opt.builders`) writes the model file into a staging folder and loads it back with its own
+The model and its data are prepared once (:mod:`edge_opt.export.prepare`). For every (precision, format) the format's
+builder (:mod:`edge_opt.export.builders`) writes the model file into a staging folder and loads it back with its own
 runtime; here it is then compared with the model it came from on real test images (the parity gates of
-:mod:`edge_opt.validation`), evaluated on the test split, timed on this host, and only then published with its
-manifest (:mod:`edge_opt.manifest_builder`). FP32 artifacts of the same formats are always
+:mod:`edge_opt.export.validation`), evaluated on the test split, timed on this host, and only then published with its
+manifest (:mod:`edge_opt.export.manifest`). FP32 artifacts of the same formats are always
 built as the baseline of the size, accuracy and latency ratios, and written only when FP32 is asked for.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from edge_agent.files import write_durably
 
-from edge_opt import evalset, progress, qat
-from edge_opt.artifact import staged_artifact
-from edge_opt.builders import FORMATS
+from edge_opt import evalset, progress
 from edge_opt.config import ArtifactFormat, Config, Precision
 from edge_opt.errors import ExportError
-from edge_opt.evaluate import (
+from edge_opt.export.artifact import staged_artifact
+from edge_opt.export.builders import FORMATS
+from edge_opt.export.evaluation import (
     HOST_KERNELS,
     REFERENCE_SEMANTICS,
     OrtRunner,
@@ -35,19 +35,20 @@ from edge_opt.evaluate import (
     parity,
     predict,
 )
-from edge_opt.manifest_builder import build_manifest
-from edge_opt.metrics import TOP1, metrics_of
-from edge_opt.prepare import (
+from edge_opt.export.manifest import build_manifest
+from edge_opt.export.metrics import TOP1, metrics_of
+from edge_opt.export.prepare import (
     ExportContext,
     default_statistics_warning,
     evaluation_sets_kept_only_with_artifacts,
     prepare_model,
     write_device_eval_set,
 )
-from edge_opt.quantization import check_backend
+from edge_opt.export.validation import check_parity
+from edge_opt.quant import qat
+from edge_opt.quant.fx import check_backend
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.targets import TargetProfile, resolve_target
-from edge_opt.validation import check_parity
 
 #: An INT8 accuracy drop (fraction) beyond which the summary points at the sensitivity report.
 INT8_DROP_NOTE = 0.01
@@ -70,14 +71,14 @@ class ArtifactRow:
     accuracy_delta: float | None = 0.0
     speedup: dict[int, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
-    #: How accuracy and parity were computed: edge_opt.evaluate.HOST_KERNELS or REFERENCE_SEMANTICS.
+    #: How accuracy and parity were computed: edge_opt.export.evaluation.HOST_KERNELS or REFERENCE_SEMANTICS.
     evaluation_mode: str = "host-kernels"
     #: In reference-semantics mode (ONNX): what this host's optimised kernels give, and how far they are from it.
     host_kernels_accuracy: float | None = None
     host_kernels_vs_semantics: Parity | None = None
     #: The evaluation sets a device checks this artifact with (edge_opt.evalset), when they were written.
     device_evaluation: dict[str, Any] | None = None
-    #: Every figure the data allows (edge_opt.metrics), and which one is the headline.
+    #: Every figure the data allows (edge_opt.export.metrics), and which one is the headline.
     metrics: dict[str, float] = field(default_factory=dict)
     metric: str = TOP1
 
@@ -134,7 +135,7 @@ class ExportReport:
     latency_threads: int = 1
     #: Candidates refused by their export or gates: artifact name → why (the fix included).
     refused: dict[str, str] = field(default_factory=dict)
-    #: The headline metric (edge_opt.metrics: top1 or sqnr_db) and the data it was measured on.
+    #: The headline metric (edge_opt.export.metrics: top1 or sqnr_db) and the data it was measured on.
     metric: str = TOP1
     data: str = "Fashion-MNIST test split"
     data_record: dict[str, Any] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 Input: candidates, each with its round medians (one per round: one run in a fresh worker process on the device
 that will run it, in interleaved rounds), its accuracy (measured on the device where there is such a figure, else
-on the host) and its size. The statistics are :mod:`edge_opt.round_stats`'s. Rule:
+on the host) and its size. The statistics are :mod:`edge_opt.device.round_stats`'s. Rule:
 
 1. **Budget.** A candidate more than ``max_accuracy_drop`` (default 0.005, i.e. 0.5 points) below the FP32
    reference accuracy is out; so is one without rounds.
@@ -15,7 +15,7 @@ on the host) and its size. The statistics are :mod:`edge_opt.round_stats`'s. Rul
 
 The pick is **decided** when the fastest is separated from every other candidate in budget ("separated"), or
 when every tie is settled: within the gap, whatever more rounds could show ("settled"). Otherwise more rounds
-could change it: :mod:`edge_opt.device_pick` adds rounds for the tied candidates until it is decided or a budget
+could change it: :mod:`edge_opt.device.pick_runs` adds rounds for the tied candidates until it is decided or a budget
 runs out. The module is pure (no torch, no runtime).
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_opt.round_stats import Estimate, Spread, estimate, pooled_spread, separated, settled
+from edge_opt.device.round_stats import Estimate, Spread, estimate, pooled_spread, separated, settled
 
 DEFAULT_MAX_ACCURACY_DROP = 0.005
 DEFAULT_MAX_TIE_GAP = 0.05

@@ -13,17 +13,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_opt import evalset, progress, qat
+from edge_opt import evalset, progress
 from edge_opt.config import Config, cache_dir, resolve_data_root
 from edge_opt.data import Dataset, Split, load_fashion_mnist
 from edge_opt.data.loading import DataPlan, open_data
 from edge_opt.data.preprocessing import GREY_28
 from edge_opt.errors import ConfigError, DataError
-from edge_opt.evaluate import TorchRunner, predict
-from edge_opt.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
+from edge_opt.export.evaluation import TorchRunner, predict
+from edge_opt.model.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
+from edge_opt.model.train import trained_checkpoint
+from edge_opt.quant import qat
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.targets import TargetProfile, resolve_target
-from edge_opt.train import trained_checkpoint
 
 #: Training batches used to re-estimate BatchNorm statistics of random-init models.
 BATCHNORM_BATCHES = 8
@@ -51,7 +52,7 @@ class ExportContext:
     device_eval: dict[str, Any] | None = None  # the inputs + labels evaluation set written for this export
     pt2e_model: torch.nn.Module | None = None  # PT2E INT8 (the executorch format's), built once
     pt2e_seconds: float = 0.0
-    #: Quantization-aware trained models by family (edge_opt.qat: "fx", "pt2e"), each trained once per export.
+    #: Quantization-aware trained models by family (edge_opt.quant.qat: "fx", "pt2e"), each trained once per export.
     qat_models: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -262,8 +263,8 @@ def _recalibrate_batchnorm(config: Config, spec: ModelSpec, data: Dataset) -> bo
 def _prune(config: Config, spec: ModelSpec, data: Dataset) -> dict[str, Any]:
     """Prune the model in place, then fine-tune it (trained weights) or re-estimate BatchNorm (random weights)."""
     from edge_opt.config import TrainSection
-    from edge_opt.pruning import prune, sparsity
-    from edge_opt.train import train_classifier
+    from edge_opt.model.pruning import prune, sparsity
+    from edge_opt.model.train import train_classifier
 
     p = config.pruning
     before = sum(x.numel() for x in spec.module.parameters())

@@ -13,10 +13,10 @@ from edge_agent.result import ResultEnvelope, json_text
 from rich.console import Console
 from rich.table import Table
 
-from edge_opt.metrics import LABELS, TOP1
+from edge_opt.export.metrics import LABELS, TOP1
 
 if TYPE_CHECKING:  # the pipeline imports torch: commands that only print results should not pay for it
-    from edge_opt.pipeline import ExportReport
+    from edge_opt.export.pipeline import ExportReport
 
 def print_json(result: ResultEnvelope) -> None:
     sys.stdout.write(json_text(result) + "\n")
@@ -72,7 +72,7 @@ def export_table(report: ExportReport) -> Table:
 
 
 def _qat(row: object) -> dict | None:
-    """The PTQ-vs-QAT record of an INT8 row (edge_opt.qat), or None."""
+    """The PTQ-vs-QAT record of an INT8 row (edge_opt.quant.qat), or None."""
     return ((getattr(row, "quantization", None) or {}).get("qat")) or None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge_opt.config import OrtCalibration
 from edge_opt.errors import ExportError, first_line
-from edge_opt.export import INPUT_NAME
+from edge_opt.formats.writers import INPUT_NAME
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.targets import TargetProfile
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from edge_opt import evalset, progress
 from edge_opt.errors import ConfigError, DeviceError
-from edge_opt.pipeline import ExportReport
+from edge_opt.export.pipeline import ExportReport
 
 #: What to check when a device cannot be reached or refuses us.
 _DEVICE_FIX = "check that edge-agent serve runs there and that --token-file / --tls-ca match its settings"

@@ -1,6 +1,6 @@
 """The manifest every artifact is published with: what the model is, how it was made, for which target, the
 preprocessing its input needs, the file's sha256, and what the host measured (accuracy, evaluation mode, parity,
-latency). Readers check it with :func:`edge_opt.artifact.read_manifest`.
+latency). Readers check it with :func:`edge_opt.export.artifact.read_manifest`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.cpu import cpu_model
 
 from edge_opt import __version__
-from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions
-from edge_opt.builders import FORMATS
 from edge_opt.config import ArtifactFormat, Precision
-from edge_opt.evaluate import REFERENCE_SEMANTICS
-from edge_opt.export import INPUT_NAME, OUTPUT_NAME
-from edge_opt.prepare import ExportContext
+from edge_opt.export.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions
+from edge_opt.export.builders import FORMATS
+from edge_opt.export.evaluation import REFERENCE_SEMANTICS
+from edge_opt.export.prepare import ExportContext
+from edge_opt.formats.writers import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:
-    from edge_opt.pipeline import ArtifactRow
+    from edge_opt.export.pipeline import ArtifactRow
 
 
 def build_manifest(

@@ -1,7 +1,7 @@
 """INT8 by PT2E post-training quantization: ``torch.export`` → ``prepare_pt2e`` → calibration → ``convert_pt2e``.
 
 This is PyTorch's supported quantization path (``torchao.quantization.pt2e``), the one that leads to ExecuTorch;
-FX INT8 (:func:`edge_opt.quantization.to_int8`) stays for TorchScript. Steps of :func:`to_int8_pt2e`:
+FX INT8 (:func:`edge_opt.quant.fx.to_int8`) stays for TorchScript. Steps of :func:`to_int8_pt2e`:
 
 1. ``torch.export.export`` of an eval-mode copy, with a dynamic batch axis (1..``max_batch``), then ``.module()``;
 2. ``prepare_pt2e`` with the target's quantizer: XNNPACKQuantizer (symmetric int8, per-channel weights), the

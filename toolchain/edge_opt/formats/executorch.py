@@ -1,6 +1,6 @@
 """The ``executorch`` format: a ``.pte`` program with the XNNPACK delegate, its runner, and its build in the pipeline.
 
-Export: ``torch.export`` of the FP32 model, its half-precision copy, or the PT2E INT8 model (:mod:`edge_opt.pt2e`),
+Export: ``torch.export`` of the FP32 model, its half-precision copy, or the PT2E INT8 model (:mod:`edge_opt.quant.pt2e`),
 checked with a dynamic batch at batch 1 and 2, then exported for batch 1 (the program's planned shape) →
 ``to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()])`` → ``to_executorch()``. XNNPACK runs FP32, FP16
 and the PT2E INT8 pattern (quantize / dequantize around float operators, fused into int8 kernels) on x86-64 and
@@ -33,9 +33,9 @@ from edge_opt.config import Precision
 from edge_opt.errors import ExportError
 
 if TYPE_CHECKING:
-    from edge_opt.builders import Built
-    from edge_opt.evaluate import Runner
-    from edge_opt.prepare import ExportContext
+    from edge_opt.export.builders import Built
+    from edge_opt.export.evaluation import Runner
+    from edge_opt.export.prepare import ExportContext
 
 DELEGATE = "XnnpackBackend"
 #: Graph nodes that are plumbing, not computation: they never reach a delegate.
@@ -79,10 +79,10 @@ def export_pte(module: nn.Module, example: torch.Tensor, path: Path, *, max_batc
     from executorch.exir import to_edge_transform_and_lower
 
     from edge_opt.errors import QuantizeError
-    from edge_opt.pt2e import export_program
+    from edge_opt.quant.pt2e import export_program
 
     try:
-        export_program(module, example, max_batch)  # exportable, and right at batch 1 and 2 (see edge_opt.pt2e)
+        export_program(module, example, max_batch)  # exportable, and right at batch 1 and 2 (see edge_opt.quant.pt2e)
     except QuantizeError as exc:
         raise ExportError(str(exc)) from None
     try:
@@ -188,7 +188,7 @@ class _GraphRunner:
 def _pt2e_model(ctx: ExportContext) -> nn.Module:
     """The PT2E INT8 model of the context's model, built once per export (all formats that need it share it)."""
     from edge_opt import progress
-    from edge_opt.pt2e import to_int8_pt2e
+    from edge_opt.quant.pt2e import to_int8_pt2e
 
     if ctx.pt2e_model is None:
         q = ctx.config.quantization
@@ -216,9 +216,9 @@ def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
     The source is the FP32 model, its half copy, or the PT2E INT8 model; the ``.pte`` must reproduce it (relation
     ``same``: the same gates as TorchScript). The runner carries the manifest's ``executorch`` record.
     """
-    from edge_opt.evaluate import TorchRunner, predict
-    from edge_opt.pt2e import pt2e_record
-    from edge_opt.quantization import to_fp16
+    from edge_opt.export.evaluation import TorchRunner, predict
+    from edge_opt.quant.fx import to_fp16
+    from edge_opt.quant.pt2e import pt2e_record
 
     n = ctx.parity_n
     quant: dict[str, Any] | None = None
@@ -250,6 +250,6 @@ def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
     record["max_batch"] = runner.max_batch  # 1: the batch the program is planned for; consumers slice by it
     record["threads"] = runner.pool_threads  # the pool the host latency ran with
     runner.manifest_extra = {"executorch": record}
-    from edge_opt.builders import Built
+    from edge_opt.export.builders import Built
 
     return Built(runner, source_logits, "same", quant)

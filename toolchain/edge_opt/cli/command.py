@@ -18,7 +18,7 @@ from typing import Any
 from edge_agent.result import ResultError, envelope
 
 from edge_opt.errors import ToolchainError
-from edge_opt.export_report import print_json
+from edge_opt.export.report import print_json
 
 
 @dataclass

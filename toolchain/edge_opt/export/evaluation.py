@@ -38,7 +38,7 @@ from torch import nn
 
 from edge_opt.config import BenchmarkSection
 from edge_opt.data import Preprocessing, Split
-from edge_opt.quantization import check_backend
+from edge_opt.quant.fx import check_backend
 
 
 class Runner(Protocol):

@@ -1,7 +1,7 @@
 """Writing model files: TorchScript (traced and frozen) and ONNX (FP32, FP16); INT8 ONNX is
-:mod:`edge_opt.ort_quantization`.
+:mod:`edge_opt.quant.ort`.
 
-Each function writes exactly one file at the path it is given; the caller (``edge_opt.artifact``) stages that path
+Each function writes exactly one file at the path it is given; the caller (``edge_opt.export.artifact``) stages that path
 and only publishes it after validation. Measured facts that shaped this module (torch 2.14, onnxruntime 1.32):
 
 * ONNX uses the TorchScript-based exporter (``dynamo=False``): 0.6 s against about 10 s for the dynamo exporter on
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edge_opt.errors import ExportError, first_line
-from edge_opt.quantization import quantized_engine
+from edge_opt.quant.fx import quantized_engine
 from edge_opt.quiet import known_warnings_silenced
 
 INPUT_NAME = "input"

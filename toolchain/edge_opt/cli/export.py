@@ -1,7 +1,7 @@
 """``edge-export``: quantize and export a model, validate every artifact, print a summary table.
 
 The CLI only parses, maps flags onto the validated config and dispatches; the job lives in
-:mod:`edge_opt.pipeline`. Errors the user can fix are one line on stderr and a non-zero exit code
+:mod:`edge_opt.export.pipeline`. Errors the user can fix are one line on stderr and a non-zero exit code
 (see :mod:`edge_opt.errors`); ``-v`` shows tracebacks and every library warning.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_agent.arguments import ArgumentParser
 
-from edge_opt.command import Outcome, run_command
+from edge_opt.cli.command import Outcome, run_command
 from edge_opt.errors import ConfigError
 
 EXAMPLES = """\
@@ -365,8 +365,8 @@ def _run(args: argparse.Namespace) -> Outcome:
     from edge_agent.settings import BenchmarkSettings
 
     from edge_opt.errors import DeviceError
-    from edge_opt.export_report import print_export_report
-    from edge_opt.pipeline import run_export, write_summary
+    from edge_opt.export.pipeline import run_export, write_summary
+    from edge_opt.export.report import print_export_report
 
     if (args.bench or args.pick) and not args.push:
         raise ConfigError("--bench and --pick need --push HOST:PORT (the device to benchmark on)")
@@ -381,12 +381,12 @@ def _run(args: argparse.Namespace) -> Outcome:
     except InvalidSettings as exc:
         raise ConfigError(f"device benchmark setting: {exc}") from None
     if args.push:  # the credentials files, before hours of export (a bad one is a usage mistake)
-        from edge_opt.device_runs import credentials
+        from edge_opt.device.runs import credentials
 
         credentials(args.token_file, args.tls_ca)
     if args.push and args.target is None:
         # Build for the device we are about to push to: ask it first (and fail before the export if it is down).
-        from edge_opt.device_runs import device_target
+        from edge_opt.device.runs import device_target
 
         target = device_target(args.push, token_file=args.token_file, tls_ca=args.tls_ca)
         if target and target != config.target:
@@ -404,7 +404,7 @@ def _run(args: argparse.Namespace) -> Outcome:
     refusals = [] if args.pick else [{"code": "export", "message": f"{k}: {v}"} for k, v in report.refused.items()]
     if not args.push:
         return Outcome(data, EXIT_PARTIAL if refusals else 0, refusals)
-    from edge_opt.device_runs import device_failures, print_device_rows, push_and_bench
+    from edge_opt.device.runs import device_failures, print_device_rows, push_and_bench
 
     try:
         rows = push_and_bench(
@@ -425,7 +425,7 @@ def _run(args: argparse.Namespace) -> Outcome:
             return Outcome(data, exc.exit_code, [{"code": exc.code, "message": str(exc)}])
         failures += [{"code": "device-run", "message": f"{k}: {v}"} for k, v in data["pick"]["failed"].items()]
         if not args.json:
-            from edge_opt.device_pick import print_pick
+            from edge_opt.device.pick_runs import print_pick
 
             print_pick(out, args.push, data["pick"])
     write_summary(report.out_dir, data)  # what --json prints, device runs and pick included
@@ -436,8 +436,8 @@ def _pick(args: argparse.Namespace, report: Any, settings: dict[str, Any]) -> di
     from edge_agent.client import AgentClient, DeviceCallError
 
     from edge_opt import progress
-    from edge_opt.device_pick import pick_on_device
-    from edge_opt.device_runs import credentials
+    from edge_opt.device.pick_runs import pick_on_device
+    from edge_opt.device.runs import credentials
     from edge_opt.errors import DeviceError
 
     # Data without labels (or a model without class scores): the budget is a fidelity floor, SQNR against FP32.

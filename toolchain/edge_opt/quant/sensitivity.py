@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from edge_opt.config import FxObserver
-from edge_opt.ort_quantization import BatchReader
-from edge_opt.quantization import quantized_engine, to_int8
+from edge_opt.quant.fx import quantized_engine, to_int8
+from edge_opt.quant.ort import BatchReader
 from edge_opt.quiet import known_warnings_silenced
 
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
