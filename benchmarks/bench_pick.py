@@ -37,8 +37,8 @@ from edge_opt.config import parse_config
 from edge_opt.device.pick import Candidate, pick
 from edge_opt.device.round_stats import estimate
 from edge_opt.errors import ToolchainError
-from edge_opt.export.evaluation import OrtRunner, TorchRunner
 from edge_opt.export.pipeline import run_export
+from edge_opt.formats.evaluation import OrtRunner, TorchRunner
 from edge_opt.formats.executorch import PteRunner
 from edge_opt.formats.writers import load_torchscript
 from edge_opt.targets import cpu_flags, resolve_target

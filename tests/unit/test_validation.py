@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from edge_opt.config import Precision
 from edge_opt.errors import ExportError
-from edge_opt.export.evaluation import parity
 from edge_opt.export.validation import check_parity
+from edge_opt.formats.evaluation import parity
 
 pytestmark = pytest.mark.unit
 

@@ -32,8 +32,8 @@ from edge_agent.formats import MODEL_FORMATS, ModelFormat
 
 from edge_opt import progress
 from edge_opt.config import ArtifactFormat, Precision
-from edge_opt.export.evaluation import OrtRunner, Runner, TorchRunner, predict
 from edge_opt.export.prepare import ExportContext
+from edge_opt.formats.evaluation import OrtRunner, Runner, TorchRunner, predict
 from edge_opt.formats.writers import export_onnx, export_torchscript, load_torchscript
 from edge_opt.quant.fx import check_keep_float, to_fp16, to_int8
 from edge_opt.quant.ort import quantize_onnx

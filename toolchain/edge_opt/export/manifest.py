@@ -16,8 +16,8 @@ from edge_opt import __version__
 from edge_opt.config import ArtifactFormat, Precision
 from edge_opt.export.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions
 from edge_opt.export.builders import FORMATS
-from edge_opt.export.evaluation import REFERENCE_SEMANTICS
 from edge_opt.export.prepare import ExportContext
+from edge_opt.formats.evaluation import REFERENCE_SEMANTICS
 from edge_opt.formats.writers import INPUT_NAME, OUTPUT_NAME
 
 if TYPE_CHECKING:

@@ -24,17 +24,6 @@ from edge_opt.config import ArtifactFormat, Config, Precision
 from edge_opt.errors import ExportError
 from edge_opt.export.artifact import staged_artifact
 from edge_opt.export.builders import FORMATS
-from edge_opt.export.evaluation import (
-    HOST_KERNELS,
-    REFERENCE_SEMANTICS,
-    OrtRunner,
-    Parity,
-    accuracy_of,
-    evaluation_mode,
-    host_latency,
-    parity,
-    predict,
-)
 from edge_opt.export.manifest import build_manifest
 from edge_opt.export.metrics import TOP1, metrics_of
 from edge_opt.export.prepare import (
@@ -45,6 +34,17 @@ from edge_opt.export.prepare import (
     write_device_eval_set,
 )
 from edge_opt.export.validation import check_parity
+from edge_opt.formats.evaluation import (
+    HOST_KERNELS,
+    REFERENCE_SEMANTICS,
+    OrtRunner,
+    Parity,
+    accuracy_of,
+    evaluation_mode,
+    host_latency,
+    parity,
+    predict,
+)
 from edge_opt.quant import qat
 from edge_opt.quant.fx import check_backend
 from edge_opt.quiet import known_warnings_silenced
@@ -71,7 +71,7 @@ class ArtifactRow:
     accuracy_delta: float | None = 0.0
     speedup: dict[int, float] = field(default_factory=dict)
     quantization: dict[str, Any] | None = None
-    #: How accuracy and parity were computed: edge_opt.export.evaluation.HOST_KERNELS or REFERENCE_SEMANTICS.
+    #: How accuracy and parity were computed: edge_opt.formats.evaluation.HOST_KERNELS or REFERENCE_SEMANTICS.
     evaluation_mode: str = "host-kernels"
     #: In reference-semantics mode (ONNX): what this host's optimised kernels give, and how far they are from it.
     host_kernels_accuracy: float | None = None

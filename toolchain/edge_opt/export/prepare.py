@@ -19,7 +19,7 @@ from edge_opt.data import Dataset, Split, load_fashion_mnist
 from edge_opt.data.loading import DataPlan, open_data
 from edge_opt.data.preprocessing import GREY_28
 from edge_opt.errors import ConfigError, DataError
-from edge_opt.export.evaluation import TorchRunner, predict
+from edge_opt.formats.evaluation import TorchRunner, predict
 from edge_opt.model.models import ModelSpec, build_model, parameter_bytes, recalibrate_batchnorm
 from edge_opt.model.train import trained_checkpoint
 from edge_opt.quant import qat

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_opt.config import Precision
 from edge_opt.errors import ExportError
-from edge_opt.export.evaluation import Parity
+from edge_opt.formats.evaluation import Parity
 
 
 @dataclass(frozen=True)

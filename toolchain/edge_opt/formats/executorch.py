@@ -34,8 +34,8 @@ from edge_opt.errors import ExportError
 
 if TYPE_CHECKING:
     from edge_opt.export.builders import Built
-    from edge_opt.export.evaluation import Runner
     from edge_opt.export.prepare import ExportContext
+    from edge_opt.formats.evaluation import Runner
 
 DELEGATE = "XnnpackBackend"
 #: Graph nodes that are plumbing, not computation: they never reach a delegate.
@@ -216,7 +216,7 @@ def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
     The source is the FP32 model, its half copy, or the PT2E INT8 model; the ``.pte`` must reproduce it (relation
     ``same``: the same gates as TorchScript). The runner carries the manifest's ``executorch`` record.
     """
-    from edge_opt.export.evaluation import TorchRunner, predict
+    from edge_opt.formats.evaluation import TorchRunner, predict
     from edge_opt.quant.fx import to_fp16
     from edge_opt.quant.pt2e import pt2e_record
 

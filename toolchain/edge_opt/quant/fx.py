@@ -27,7 +27,7 @@ from edge_opt.quiet import known_warnings_silenced
 def to_fp16(model: nn.Module) -> nn.Module:
     """A half-precision copy of ``model`` in eval mode; ``model`` itself is untouched.
 
-    FP16 models take FP16 inputs: :class:`edge_opt.export.evaluation.TorchRunner` (dtype float16) casts them.
+    FP16 models take FP16 inputs: :class:`edge_opt.formats.evaluation.TorchRunner` (dtype float16) casts them.
     """
     return copy.deepcopy(model).half().eval()
 

@@ -351,7 +351,7 @@ def _build_qat(ctx: Any, fmt: ArtifactFormat, path: Path) -> Any:
 def _build_onnx_from_fx(ctx: Any, model: nn.Module, path: Path, record: dict[str, Any]) -> Any:
     """QDQ ONNX of the FX QAT model: its own scales and zero points, exported, not recalibrated."""
     from edge_opt.export.builders import Built
-    from edge_opt.export.evaluation import OrtRunner, TorchRunner, predict
+    from edge_opt.formats.evaluation import OrtRunner, TorchRunner, predict
     from edge_opt.formats.writers import export_onnx
     from edge_opt.quant.fx import quantized_engine
 
@@ -374,7 +374,7 @@ def _build_onnx_from_fx(ctx: Any, model: nn.Module, path: Path, record: dict[str
 
 def _accuracy(ctx: Any, fmt: ArtifactFormat, built: Any, path: Path) -> float:
     """Top-1 of an artifact on the whole evaluation split, evaluated as the pipeline evaluates it."""
-    from edge_opt.export.evaluation import REFERENCE_SEMANTICS, OrtRunner, accuracy_of, evaluation_mode, predict
+    from edge_opt.formats.evaluation import REFERENCE_SEMANTICS, OrtRunner, accuracy_of, evaluation_mode, predict
 
     mode = evaluation_mode(ctx.profile.name, quantized=True, host_target=ctx.host_profile)
     runner = built.runner
@@ -387,7 +387,7 @@ def _accuracy(ctx: Any, fmt: ArtifactFormat, built: Any, path: Path) -> float:
 def build(ctx: Any, fmt: ArtifactFormat, precision: Precision, path: Path) -> Any:
     """The pipeline's builder call: the format's builder, or for INT8 with QAT asked, the better of PTQ and QAT."""
     from edge_opt.export.builders import FORMATS
-    from edge_opt.export.evaluation import accuracy_of
+    from edge_opt.formats.evaluation import accuracy_of
 
     settings = ctx.config.quantization.qat
     builder = FORMATS[fmt].builder
@@ -447,7 +447,7 @@ def _written(built: Any, source: Path, path: Path, method: str, decision: dict[s
     if method == "ptq":
         decision = {k: v for k, v in decision.items() if k != "ptq"}  # the record itself is PTQ's
     built.quantization = {**own, "method": method, "qat": decision}
-    from edge_opt.export.evaluation import OrtRunner
+    from edge_opt.formats.evaluation import OrtRunner
 
     if isinstance(built.runner, OrtRunner):  # load the published copy (the same bytes)
         built.runner = OrtRunner(path)
