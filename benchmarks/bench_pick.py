@@ -38,9 +38,10 @@ from edge_opt.device.pick import Candidate, pick
 from edge_opt.device.round_stats import estimate
 from edge_opt.errors import ToolchainError
 from edge_opt.export.pipeline import run_export
-from edge_opt.formats.evaluation import OrtRunner, TorchRunner
+from edge_opt.formats.evaluation import TorchRunner
 from edge_opt.formats.executorch import PteRunner
-from edge_opt.formats.writers import load_torchscript
+from edge_opt.formats.onnx import OrtRunner
+from edge_opt.formats.torchscript import load_torchscript
 from edge_opt.targets import cpu_flags, resolve_target
 from rich.console import Console
 from rich.table import Table

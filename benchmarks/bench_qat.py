@@ -119,7 +119,7 @@ def cost(weights: Path, train_npz: Path, epochs: int, engine: str, pt2e: bool) -
 
 def sweep_case(name: str, model: str, weights: Path, target: str, amounts: tuple[float, ...], data: tuple[Path, Path],
                epochs: int, out: Path) -> list[dict]:  # fmt: skip
-    from edge_opt.cli.sweep import run_sweep
+    from edge_opt.sweep.runs import run_sweep
 
     config = load_config(
         model={"name": model, "checkpoint": str(weights), "input_size": [28, 28], "mean": [FM_MEAN], "std": [FM_STD]},
@@ -138,7 +138,7 @@ def sweep_case(name: str, model: str, weights: Path, target: str, amounts: tuple
 
 def reuse(folder: Path) -> list[dict]:
     """The rows of sweeps an earlier run kept (``--out``): every ``CASE/pN/summary.json`` under ``folder``."""
-    from edge_opt.cli.sweep import _qat_axis
+    from edge_opt.sweep.runs import qat_axis
 
     rows = []
     for summary in sorted(folder.glob("*/p*/summary.json")):
@@ -146,7 +146,7 @@ def reuse(folder: Path) -> list[dict]:
         for artifact in data["artifacts"]:
             entry = {**artifact, "pruning": int(summary.parent.name[1:]) / 100, "model": data["model"],
                      "target": data["target"], "case": summary.parent.parent.name}  # fmt: skip
-            entry.update(_qat_axis(entry))
+            entry.update(qat_axis(entry))
             rows.append(entry)
     return rows
 
@@ -189,8 +189,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from edge_opt import progress
-    from edge_opt.cli.sweep import qat_drops
     from edge_opt.config import resolve_data_root
+    from edge_opt.sweep.plots import qat_drops
     from edge_opt.targets import resolve_target
 
     progress.set_enabled(False)
@@ -248,7 +248,7 @@ def main() -> None:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-            from edge_opt.cli.sweep import qat_panel
+            from edge_opt.sweep.plots import qat_panel
 
             fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
             qat_panel(ax, rows)

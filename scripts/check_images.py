@@ -194,7 +194,8 @@ def host_reference(artifact: Path, device: str) -> tuple[np.ndarray, float, str]
     (``reference-semantics``), the rule of the toolchain's evaluation and of the arm64 test.
     """
     from edge_opt.export.artifact import read_manifest
-    from edge_opt.formats.evaluation import HOST_KERNELS, REFERENCE_SEMANTICS, OrtRunner, evaluation_mode, output_step
+    from edge_opt.formats.evaluation import HOST_KERNELS, REFERENCE_SEMANTICS, evaluation_mode, output_step
+    from edge_opt.formats.onnx import OrtRunner
 
     manifest = read_manifest(artifact)
     target, quantized = manifest["target"]["name"], manifest["precision"] == "int8"

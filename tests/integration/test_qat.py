@@ -195,7 +195,7 @@ def test_qat_trains_on_the_training_split_only(user: dict, monkeypatch: pytest.M
 
     monkeypatch.setattr(Split, "batches", batches)
     monkeypatch.setattr(qat, "fine_tune", fine_tune)
-    qat._qat_model(ctx, qat.FX)
+    qat.qat_model(ctx, qat.FX)
     assert trained_on == [ctx.data.train] and trained_on[0] is ctx.data.train
     assert iterated and all(split is ctx.data.train for split in iterated)
     assert not any(split is ctx.eval_split for split in iterated)
@@ -276,8 +276,9 @@ def test_qat_of_random_weights_is_refused(user: dict, env: dict[str, str], tmp_p
 
 
 def test_sweep_has_the_qat_axis(user: dict, tmp_path: Path) -> None:
-    from edge_opt.cli.sweep import qat_drops, run_sweep, write_outputs
     from edge_opt.config import parse_config
+    from edge_opt.sweep.plots import qat_drops, write_outputs
+    from edge_opt.sweep.runs import run_sweep
 
     root = user["root"]
     config = parse_config(

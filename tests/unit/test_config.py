@@ -3,16 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_opt.config import (
-    DEFAULT_CONFIG_PATH,
-    ArtifactFormat,
-    Config,
-    Precision,
-    load_config,
-    parse_config,
-    with_overrides,
-)
+from edge_opt.config import DEFAULT_CONFIG_PATH, ArtifactFormat, Config, load_config, parse_config, with_overrides
 from edge_opt.errors import ConfigError
+from edge_opt.options import Precision
 
 pytestmark = pytest.mark.unit
 

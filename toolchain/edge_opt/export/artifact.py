@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -95,17 +94,6 @@ def staged_artifact(out_root: Path, name: str, filename: str) -> Iterator[Staged
     finally:
         if not staged.committed:
             shutil.rmtree(staged.dir, ignore_errors=True)
-
-
-def runtime_versions() -> dict[str, str]:
-    """Versions of everything that shaped an artifact (absent packages are left out)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for dist in ("edge-opt", "torch", "torchvision", "onnx", "onnxruntime", "numpy", "torchao", "executorch"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[dist.replace("-", "_")] = version(dist)
-    return versions
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

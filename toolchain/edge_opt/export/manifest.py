@@ -1,24 +1,25 @@
 """The manifest every artifact is published with: what the model is, how it was made, for which target, the
 preprocessing its input needs, the file's sha256, and what the host measured (accuracy, evaluation mode, parity,
-latency). Readers check it with :func:`edge_opt.export.artifact.read_manifest`.
+latency). Readers check it with :func:`edge_opt.export.artifact.read_manifest`. The ``versions`` it records are the
+common distributions' and each registered format's (:mod:`edge_opt.formats.registry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.cpu import cpu_model
 
 from edge_opt import __version__
-from edge_opt.config import ArtifactFormat, Precision
-from edge_opt.export.artifact import MANIFEST_SCHEMA_VERSION, runtime_versions
-from edge_opt.export.builders import FORMATS
+from edge_opt.export.artifact import MANIFEST_SCHEMA_VERSION
 from edge_opt.export.prepare import ExportContext
-from edge_opt.formats.evaluation import REFERENCE_SEMANTICS
-from edge_opt.formats.writers import INPUT_NAME, OUTPUT_NAME
+from edge_opt.formats.registry import distributions, get_format
+from edge_opt.options import INPUT_NAME, OUTPUT_NAME, Precision
 
 if TYPE_CHECKING:
     from edge_opt.export.pipeline import ArtifactRow
@@ -36,7 +37,7 @@ def build_manifest(
         "model": {**ctx.model_record, "variant": f"{row.precision.value}-{row.format.value}"},
         "precision": row.precision.value,
         "format": row.format.value,
-        "runtime": FORMATS[row.format].runtime,
+        "runtime": get_format(row.format).runtime,
         "target": ctx.profile.to_manifest(),
         "quantization": quant,
         "pruning": ctx.model_record.get("pruning", {"amount": 0.0}),
@@ -70,14 +71,7 @@ def build_manifest(
 
 
 def evaluation_record(ctx: ExportContext, row: ArtifactRow) -> dict[str, Any]:
-    if row.format is ArtifactFormat.EXECUTORCH:
-        how = "ExecuTorch with the XNNPACK delegate on this host (its kernels; the device's may round differently)"
-    elif row.evaluation_mode != REFERENCE_SEMANTICS:
-        how = "this host's kernels (it is the artifact's target, or the artifact is not quantized)"
-    elif row.format is ArtifactFormat.ONNX:
-        how = "onnxruntime with graph optimisations disabled: QuantizeLinear / DequantizeLinear executed as written"
-    else:
-        how = f"torch quantized engine {ctx.profile.torch_engine!r} (the target's), integer kernels"
+    how = get_format(row.format).evaluation_how(row.evaluation_mode, ctx.profile.torch_engine)
     record: dict[str, Any] = {
         "mode": row.evaluation_mode,
         "host_target": ctx.host_profile,
@@ -92,3 +86,14 @@ def evaluation_record(ctx: ExportContext, row: ArtifactRow) -> dict[str, Any]:
     return record
 
 
+#: What shapes every artifact, whatever its format (each format adds its own: ``Format.distributions``).
+COMMON_DISTRIBUTIONS = ("edge-opt", "torch", "torchvision", "numpy")
+
+
+def runtime_versions() -> dict[str, str]:
+    """Versions of everything that shaped an artifact (absent packages are left out)."""
+    versions = {"python": platform.python_version()}
+    for dist in dict.fromkeys((*COMMON_DISTRIBUTIONS, *distributions())):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[dist.replace("-", "_")] = version(dist)
+    return versions

@@ -1,7 +1,7 @@
 """The export job behind ``edge-export``: model → FP16 / INT8 → every format → validated artifacts.
 
 The model and its data are prepared once (:mod:`edge_opt.export.prepare`). For every (precision, format) the format's
-builder (:mod:`edge_opt.export.builders`) writes the model file into a staging folder and loads it back with its own
+builder (:mod:`edge_opt.formats`) writes the model file into a staging folder and loads it back with its own
 runtime; here it is then compared with the model it came from on real test images (the parity gates of
 :mod:`edge_opt.export.validation`), evaluated on the test split, timed on this host, and only then published with its
 manifest (:mod:`edge_opt.export.manifest`). FP32 artifacts of the same formats are always
@@ -10,6 +10,7 @@ built as the baseline of the size, accuracy and latency ratios, and written only
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -20,10 +21,10 @@ import numpy as np
 from edge_agent.files import write_durably
 
 from edge_opt import evalset, progress
-from edge_opt.config import ArtifactFormat, Config, Precision
+from edge_opt.config import Config
 from edge_opt.errors import ExportError
+from edge_opt.export import qat_choice
 from edge_opt.export.artifact import staged_artifact
-from edge_opt.export.builders import FORMATS
 from edge_opt.export.manifest import build_manifest
 from edge_opt.export.metrics import TOP1, metrics_of
 from edge_opt.export.prepare import (
@@ -35,9 +36,7 @@ from edge_opt.export.prepare import (
 )
 from edge_opt.export.validation import check_parity
 from edge_opt.formats.evaluation import (
-    HOST_KERNELS,
     REFERENCE_SEMANTICS,
-    OrtRunner,
     Parity,
     accuracy_of,
     evaluation_mode,
@@ -45,7 +44,8 @@ from edge_opt.formats.evaluation import (
     parity,
     predict,
 )
-from edge_opt.quant import qat
+from edge_opt.formats.registry import ArtifactFormat, get_format
+from edge_opt.options import Precision
 from edge_opt.quant.fx import check_backend
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.targets import TargetProfile, resolve_target
@@ -292,19 +292,20 @@ def _build(ctx: ExportContext, precision: Precision, fmt: ArtifactFormat, out_di
     label = f"{precision.value} {fmt.value}"
     root = out_dir if out_dir is not None else ctx.work
     progress.status(f"exporting {label}")
-    with staged_artifact(root, name, "model" + FORMATS[fmt].suffix) as staged:
-        built = qat.build(ctx, fmt, precision, staged.model_path)  # the format's builder; PTQ vs QAT when asked
+    plugin = get_format(fmt)
+    with staged_artifact(root, name, "model" + plugin.suffix) as staged:
+        built = qat_choice.build(ctx, plugin, precision, staged.model_path)  # the format's build; PTQ vs QAT when asked
         runner, source_logits, relation, quant = built.runner, built.source_logits, built.relation, built.quantization
         n = ctx.parity_n
-        mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
-        if fmt is ArtifactFormat.EXECUTORCH:
-            mode = HOST_KERNELS  # XNNPACK's kernels on this host: ExecuTorch has no semantics-only path here
+        target_mode = evaluation_mode(ctx.profile.name, quantized=precision is Precision.INT8, host_target=ctx.host_profile)
+        mode = plugin.evaluation_mode(target_mode)  # a format without a semantics-only path runs its host kernels
         progress.status(f"validating {label} on {len(ctx.eval_split)} evaluation items ({mode})")
         batch = ctx.config.data.batch_size
-        host_kernels: tuple[float, Parity] | None = None
-        if mode == REFERENCE_SEMANTICS and fmt is ArtifactFormat.ONNX:
+        host_kernels: tuple[float | None, Parity] | None = None
+        semantics = plugin.semantics_runner(staged.model_path) if mode == REFERENCE_SEMANTICS else None
+        if semantics is not None:
             # Accuracy and parity as a correct device computes them; this host's kernels are shown beside them.
-            logits = predict(OrtRunner(staged.model_path, semantics=True), ctx.eval_split, ctx.spec.preprocessing, batch)
+            logits = predict(semantics, ctx.eval_split, ctx.spec.preprocessing, batch)
             fast = predict(runner, ctx.eval_split, ctx.spec.preprocessing, batch)
             host_kernels = (_accuracy(ctx, fast), parity(logits, fast))
         else:
@@ -403,7 +404,5 @@ def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
 
 def write_summary(out_dir: Path, data: dict[str, Any]) -> None:
     """``OUT/summary.json``: what ``edge-export --json`` prints as its ``data``."""
-    import json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_durably(out_dir / "summary.json", (json.dumps(data, indent=2) + "\n").encode())

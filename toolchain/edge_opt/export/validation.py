@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_opt.config import Precision
 from edge_opt.errors import ExportError
 from edge_opt.formats.evaluation import Parity
+from edge_opt.options import Precision
 
 
 @dataclass(frozen=True)

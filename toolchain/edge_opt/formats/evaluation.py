@@ -28,17 +28,19 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from edge_agent.onnx_session import input_spec, open_session
 from edge_agent.timing import LatencyStats, measure
 from torch import nn
 
-from edge_opt.config import BenchmarkSection
 from edge_opt.data import Preprocessing, Split
 from edge_opt.quant.fx import check_backend
+from edge_opt.targets import resolve_target
+
+if TYPE_CHECKING:  # the config derives its formats from the registry above this module: only its type is needed
+    from edge_opt.config import BenchmarkSection
 
 
 class Runner(Protocol):
@@ -78,39 +80,6 @@ class TorchRunner:
             torch.set_num_threads(previous)
 
 
-class OrtRunner:
-    """An ONNX Runtime CPU session; the input is cast to the dtype the model declares."""
-
-    def __init__(self, path: Path, *, threads: int = 0, name: str = "onnxruntime", semantics: bool = False) -> None:
-        self.path = path
-        self.name = name
-        #: True: graph optimisations disabled, so QDQ models execute their quantize / dequantize as written.
-        self.semantics = semantics
-        self._sessions: dict[int, Any] = {}
-        self._session = self._make(threads)
-        self.input_name, _, dtype = input_spec(self._session)
-        self.input_dtype = np.dtype(dtype)
-
-    def _make(self, threads: int) -> Any:
-        if threads not in self._sessions:
-            optimization = "disable" if self.semantics else "all"
-            self._sessions[threads] = open_session(str(self.path), threads=threads, optimization=optimization)
-        return self._sessions[threads]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self._session.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0]
-        return np.asarray(out, dtype=np.float32)
-
-    @contextlib.contextmanager
-    def threads(self, n: int) -> Iterator[None]:
-        previous = self._session
-        self._session = self._make(n)
-        try:
-            yield
-        finally:
-            self._session = previous
-
-
 HOST_KERNELS = "host-kernels"
 REFERENCE_SEMANTICS = "reference-semantics"
 
@@ -125,8 +94,6 @@ def evaluation_mode(artifact_target: str, *, quantized: bool, host_target: str |
     if not quantized:
         return HOST_KERNELS
     if host_target is None:
-        from edge_opt.targets import resolve_target
-
         host_target = resolve_target("host").name
     return HOST_KERNELS if host_target == artifact_target else REFERENCE_SEMANTICS
 

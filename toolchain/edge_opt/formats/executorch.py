@@ -22,20 +22,22 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge_opt import quiet
-from edge_opt.config import Precision
-from edge_opt.errors import ExportError
+from edge_opt import progress, quiet
+from edge_opt.errors import ExportError, QuantizeError
+from edge_opt.formats.base import PT2E, Built, Format
+from edge_opt.formats.evaluation import Runner, TorchRunner, predict
+from edge_opt.options import Precision
+from edge_opt.quant.fx import to_fp16
+from edge_opt.quant.pt2e import export_program, pt2e_record, to_int8_pt2e
 
-if TYPE_CHECKING:
-    from edge_opt.export.builders import Built
+if TYPE_CHECKING:  # the export context is built above this layer; a format only reads it
     from edge_opt.export.prepare import ExportContext
-    from edge_opt.formats.evaluation import Runner
 
 DELEGATE = "XnnpackBackend"
 #: Graph nodes that are plumbing, not computation: they never reach a delegate.
@@ -77,9 +79,6 @@ def export_pte(module: nn.Module, example: torch.Tensor, path: Path, *, max_batc
     quiet.quiet_import_loggers()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-
-    from edge_opt.errors import QuantizeError
-    from edge_opt.quant.pt2e import export_program
 
     try:
         export_program(module, example, max_batch)  # exportable, and right at batch 1 and 2 (see edge_opt.quant.pt2e)
@@ -187,9 +186,6 @@ class _GraphRunner:
 
 def _pt2e_model(ctx: ExportContext) -> nn.Module:
     """The PT2E INT8 model of the context's model, built once per export (all formats that need it share it)."""
-    from edge_opt import progress
-    from edge_opt.quant.pt2e import to_int8_pt2e
-
     if ctx.pt2e_model is None:
         q = ctx.config.quantization
         progress.status(f"PT2E INT8 quantization ({q.pt2e_quantizer}, {len(ctx.calibration)} calibration batches)")
@@ -211,15 +207,11 @@ def _max_batch(ctx: ExportContext) -> int:
 
 
 def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Built:
-    """Build the ``.pte`` of ``precision`` for the pipeline (the executorch format's builder in ``builders.FORMATS``).
+    """Build the ``.pte`` of ``precision`` for the pipeline (:class:`ExecutorchFormat`'s build).
 
     The source is the FP32 model, its half copy, or the PT2E INT8 model; the ``.pte`` must reproduce it (relation
     ``same``: the same gates as TorchScript). The runner carries the manifest's ``executorch`` record.
     """
-    from edge_opt.formats.evaluation import TorchRunner, predict
-    from edge_opt.quant.fx import to_fp16
-    from edge_opt.quant.pt2e import pt2e_record
-
     n = ctx.parity_n
     quant: dict[str, Any] | None = None
     if precision is Precision.INT8:
@@ -240,8 +232,6 @@ def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
         if precision is Precision.FP32
         else predict(reference, ctx.eval_split.head(n), ctx.spec.preprocessing, ctx.config.data.batch_size)
     )
-    from edge_opt import progress
-
     progress.status(f"lowering {precision.value} to ExecuTorch (XNNPACK)")
     started = time.perf_counter()
     record = export_pte(source, ctx.calibration[0][:1].to(dtype), path, max_batch=_max_batch(ctx))
@@ -250,6 +240,27 @@ def write_executorch(ctx: ExportContext, precision: Precision, path: Path) -> Bu
     record["max_batch"] = runner.max_batch  # 1: the batch the program is planned for; consumers slice by it
     record["threads"] = runner.pool_threads  # the pool the host latency ran with
     runner.manifest_extra = {"executorch": record}
-    from edge_opt.export.builders import Built
-
     return Built(runner, source_logits, "same", quant)
+
+
+class ExecutorchFormat(Format):
+    """``model.pte``: a program lowered to XNNPACK; INT8 by PT2E. Not a default format (see the module's note)."""
+
+    name: ClassVar[str] = "executorch"
+    distributions: ClassVar[tuple[str, ...]] = ("torchao", "executorch")
+    qat_family: ClassVar[str] = PT2E
+    #: XNNPACK's kernels on this host: ExecuTorch has no semantics-only path here.
+    evaluates_semantics: ClassVar[bool] = False
+    color: ClassVar[str] = "tab:green"
+
+    def build(self, ctx: ExportContext, precision: Precision, path: Path) -> Built:
+        return write_executorch(ctx, precision, path)
+
+    def load(self, path: Path, precision: Precision, *, engine: str | None = None, threads: int = 0) -> Runner:
+        return PteRunner(path, threads=threads)
+
+    def evaluation_how(self, mode: str, torch_engine: str) -> str:
+        return "ExecuTorch with the XNNPACK delegate on this host (its kernels; the device's may round differently)"
+
+
+EXECUTORCH = ExecutorchFormat()

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from edge_opt import progress
-from edge_opt.config import FxObserver
 from edge_opt.errors import ConfigError, QuantizeError
+from edge_opt.options import FxObserver
 from edge_opt.quiet import known_warnings_silenced
 
 

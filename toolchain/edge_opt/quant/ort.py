@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_opt.config import OrtCalibration
 from edge_opt.errors import ExportError, first_line
-from edge_opt.formats.writers import INPUT_NAME
+from edge_opt.options import INPUT_NAME, OrtCalibration
 from edge_opt.quiet import known_warnings_silenced
 from edge_opt.targets import TargetProfile
 

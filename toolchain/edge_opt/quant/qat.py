@@ -16,36 +16,32 @@ scores). Adam with a cosine schedule; BatchNorm statistics are frozen after ``fr
 and the observers (scales, zero points) after ``freeze_observers_after``, so the last steps train the weights
 against fixed quantization grids.
 
-:func:`build` is what the pipeline calls for an INT8 artifact when ``quantization.qat.mode`` is not ``off``: it
-builds the post-training (PTQ) artifact and, always (``always``) or when PTQ loses more than the budget
-(``on-need``), the QAT artifact; both are evaluated on the evaluation split as the pipeline evaluates artifacts,
-and the more accurate one is written (a tie keeps PTQ). The quantization record says which, why, and both figures.
+The choice between the PTQ and the QAT artifact in an export is :mod:`edge_opt.export.qat_choice`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from edge_opt import progress
-from edge_opt.config import ArtifactFormat, Config, Precision, QatMode, QatSection
+from edge_opt.config import Config, QatMode, QatSection
 from edge_opt.data import Preprocessing, Split
 from edge_opt.errors import ConfigError, DataError, ExportError, first_line
+from edge_opt.options import Precision
+from edge_opt.quant.fx import check_keep_float, quantized_engine
+from edge_opt.quant.pt2e import quantizer_for
 from edge_opt.quiet import known_warnings_silenced, quiet_import_loggers
 
-#: Which QAT model each format is built from.
+#: The QAT model families: a format plugin names the one its INT8 artifact is built from (``Format.qat_family``).
 FX, PT2E = "fx", "pt2e"
-FAMILY = {ArtifactFormat.TORCHSCRIPT: FX, ArtifactFormat.ONNX: FX, ArtifactFormat.EXECUTORCH: PT2E}
 
 
 def requested(config: Config) -> bool:
@@ -168,8 +164,6 @@ def prepare_fx_qat(model: nn.Module, example: torch.Tensor, backend: str, keep_f
     from torch.ao.quantization import get_default_qat_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-    from edge_opt.quant.fx import check_keep_float, quantized_engine
-
     check_keep_float(model, keep_float)
     mapping = get_default_qat_qconfig_mapping(backend)
     for name in keep_float:
@@ -203,8 +197,6 @@ def fx_qat(
 ) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     """FX QAT: ``prepare_qat_fx`` → fine-tune on ``train`` → ``convert_fx``. Returns the INT8 model and its record."""
     from torch.ao.quantization.quantize_fx import convert_fx
-
-    from edge_opt.quant.fx import quantized_engine
 
     started = time.perf_counter()
     prepared = prepare_fx_qat(model, example, backend, keep_float)
@@ -253,8 +245,6 @@ def pt2e_qat(
     from torchao.quantization.pt2e import disable_observer, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from edge_opt.quant.pt2e import quantizer_for
-
     started = time.perf_counter()
     source = copy.deepcopy(model).float().train()
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch, batch_size))
@@ -291,7 +281,7 @@ def pt2e_qat(
 # ------------------------------------------------------------------------------------------ in the pipeline
 
 
-def _qat_model(ctx: Any, family: str) -> tuple[nn.Module, dict[str, Any]]:
+def qat_model(ctx: Any, family: str) -> tuple[nn.Module, dict[str, Any]]:
     """The context's QAT model of this family, trained once per export on the training split."""
     if family not in ctx.qat_models:
         q = ctx.config
@@ -320,143 +310,3 @@ def _qat_model(ctx: Any, family: str) -> tuple[nn.Module, dict[str, Any]]:
         record["trained_on"] = f"the training split only ({len(train):,} items; the evaluation split is not used)"
         ctx.qat_models[family] = (model, record)
     return ctx.qat_models[family]
-
-
-@contextlib.contextmanager
-def _as_int8_model(ctx: Any, family: str, model: nn.Module) -> Iterator[None]:
-    """Let the format's own builder build from the QAT model instead of its PTQ model."""
-    attr = "int8_model" if family == FX else "pt2e_model"
-    previous = getattr(ctx, attr)
-    setattr(ctx, attr, model)
-    try:
-        yield
-    finally:
-        setattr(ctx, attr, previous)
-
-
-def _build_qat(ctx: Any, fmt: ArtifactFormat, path: Path) -> Any:
-    """The QAT artifact of ``fmt`` at ``path``, built like the PTQ one from the QAT model."""
-    from edge_opt.export.builders import FORMATS, Built
-
-    family = FAMILY[fmt]
-    model, record = _qat_model(ctx, family)
-    if fmt is ArtifactFormat.ONNX:
-        return _build_onnx_from_fx(ctx, model, path, record)
-    with _as_int8_model(ctx, family, model):
-        built: Built = FORMATS[fmt].builder(ctx, Precision.INT8, path)
-    built.quantization = dict(record)
-    return built
-
-
-def _build_onnx_from_fx(ctx: Any, model: nn.Module, path: Path, record: dict[str, Any]) -> Any:
-    """QDQ ONNX of the FX QAT model: its own scales and zero points, exported, not recalibrated."""
-    from edge_opt.export.builders import Built
-    from edge_opt.formats.evaluation import OrtRunner, TorchRunner, predict
-    from edge_opt.formats.writers import export_onnx
-    from edge_opt.quant.fx import quantized_engine
-
-    engine = ctx.profile.torch_engine
-    with quantized_engine(engine):
-        export_onnx(model, ctx.calibration[0][:1], path, opset=ctx.config.export.opset)
-    runner = TorchRunner(model, engine=engine)
-    logits = predict(runner, ctx.eval_split.head(ctx.parity_n), ctx.spec.preprocessing, ctx.config.data.batch_size)
-    quant = {
-        **record,
-        "engine": record["engine"] + " → ONNX (TorchScript-based exporter): QDQ with the QAT model's scales and zero points",
-        "quant_format": "QDQ",
-        "activation_type": "QUInt8",
-        "weight_type": "QInt8",
-        "recalibrated_by_onnxruntime": False,
-    }
-    # The same computation as the FX QAT model (its INT8 TorchScript twin): held to the INT8 "same" gate.
-    return Built(OrtRunner(path), logits, "same", quant)
-
-
-def _accuracy(ctx: Any, fmt: ArtifactFormat, built: Any, path: Path) -> float:
-    """Top-1 of an artifact on the whole evaluation split, evaluated as the pipeline evaluates it."""
-    from edge_opt.formats.evaluation import REFERENCE_SEMANTICS, OrtRunner, accuracy_of, evaluation_mode, predict
-
-    mode = evaluation_mode(ctx.profile.name, quantized=True, host_target=ctx.host_profile)
-    runner = built.runner
-    if mode == REFERENCE_SEMANTICS and fmt is ArtifactFormat.ONNX:
-        runner = OrtRunner(path, semantics=True)
-    logits = predict(runner, ctx.eval_split, ctx.spec.preprocessing, ctx.config.data.batch_size)
-    return accuracy_of(logits, ctx.labels)
-
-
-def build(ctx: Any, fmt: ArtifactFormat, precision: Precision, path: Path) -> Any:
-    """The pipeline's builder call: the format's builder, or for INT8 with QAT asked, the better of PTQ and QAT."""
-    from edge_opt.export.builders import FORMATS
-    from edge_opt.formats.evaluation import accuracy_of
-
-    settings = ctx.config.quantization.qat
-    builder = FORMATS[fmt].builder
-    if precision is not Precision.INT8 or settings.mode is QatMode.OFF:
-        return builder(ctx, precision, path)
-    family = FAMILY[fmt]
-    if settings.mode is QatMode.ALWAYS:
-        _qat_model(ctx, family)  # first: a model the QAT path cannot trace is refused before anything else is built
-    ptq_path = ctx.work / f"ptq-{fmt.value}" / path.name
-    ptq_path.parent.mkdir(parents=True, exist_ok=True)
-    ptq = builder(ctx, precision, ptq_path)
-    fp32 = accuracy_of(ctx.fp32_logits, ctx.labels)
-    ptq_accuracy = _accuracy(ctx, fmt, ptq, ptq_path)
-    drop = (fp32 - ptq_accuracy) * 100
-    decision: dict[str, Any] = {
-        "mode": settings.mode.value,
-        "fp32_accuracy": round(fp32, 5),
-        "ptq_accuracy": round(ptq_accuracy, 5),
-        "qat_accuracy": None,
-        "max_accuracy_drop_points": settings.max_accuracy_drop,
-        "ptq": ptq.quantization,
-    }
-    label = f"int8 {fmt.value}"
-    if settings.mode is QatMode.ON_NEED and drop <= settings.max_accuracy_drop:
-        decision.update(written="ptq", why=f"PTQ lost {drop:.2f} points, within the budget of {settings.max_accuracy_drop:g}: "
-                        "QAT not run")  # fmt: skip
-        progress.status(f"{label}: {decision['why']}")
-        return _written(ptq, ptq_path, path, "ptq", decision)
-    if settings.mode is QatMode.ON_NEED:
-        progress.status(f"{label}: PTQ lost {drop:.2f} points, over the budget of {settings.max_accuracy_drop:g}: QAT")
-    qat_path = ctx.work / f"qat-{fmt.value}" / path.name
-    qat_path.parent.mkdir(parents=True, exist_ok=True)
-    qat = _build_qat(ctx, fmt, qat_path)
-    qat_accuracy = _accuracy(ctx, fmt, qat, qat_path)
-    decision["qat_accuracy"] = round(qat_accuracy, 5)
-    decision.update({k: qat.quantization[k] for k in ("epochs", "train_items", "train_seconds", "seconds_per_epoch",
-                                                        "seconds")})  # fmt: skip
-    because = "on-need: PTQ lost more than the budget; " if settings.mode is QatMode.ON_NEED else ""
-    figures = (
-        f"QAT {qat_accuracy * 100:.2f}%, PTQ {ptq_accuracy * 100:.2f}%, FP32 {fp32 * 100:.2f}% on the evaluation split; "
-        f"QAT: {decision['epochs']} epoch(s) on {decision['train_items']:,} training items, {decision['seconds']:.0f} s"
-    )
-    if qat_accuracy > ptq_accuracy:
-        decision.update(written="qat", why=f"{because}QAT written, it is more accurate ({figures})")
-        chosen, chosen_path, method = qat, qat_path, "qat"
-    else:
-        decision.update(written="ptq", why=f"{because}PTQ written, QAT is not more accurate ({figures})")
-        chosen, chosen_path, method = ptq, ptq_path, "ptq"
-    progress.status(f"{label}: {decision['why']}")
-    return _written(chosen, chosen_path, path, method, decision)
-
-
-def _written(built: Any, source: Path, path: Path, method: str, decision: dict[str, Any]) -> Any:
-    """Put the chosen file where the pipeline staged it; its record says how it was quantized and what was compared."""
-    shutil.copyfile(source, path)
-    own = dict(built.quantization or {})
-    if method == "ptq":
-        decision = {k: v for k, v in decision.items() if k != "ptq"}  # the record itself is PTQ's
-    built.quantization = {**own, "method": method, "qat": decision}
-    from edge_opt.formats.evaluation import OrtRunner
-
-    if isinstance(built.runner, OrtRunner):  # load the published copy (the same bytes)
-        built.runner = OrtRunner(path)
-    return built
-
-
-def accuracy_figures(row_quantization: dict[str, Any] | None) -> tuple[float | None, float | None] | None:
-    """(PTQ, QAT) accuracy of an artifact's record, or None when QAT was not part of its export."""
-    qat = (row_quantization or {}).get("qat")
-    if not qat:
-        return None
-    return qat.get("ptq_accuracy"), qat.get("qat_accuracy")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_opt.config import FxObserver
+from edge_opt.options import FxObserver
 from edge_opt.quant.fx import quantized_engine, to_int8
 from edge_opt.quant.ort import BatchReader
 from edge_opt.quiet import known_warnings_silenced
