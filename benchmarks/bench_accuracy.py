@@ -35,9 +35,10 @@ import numpy as np
 from edge_agent.device.cpu import cpu_flags, cpu_model
 from edge_opt import evalset
 from edge_opt.config import parse_config
-from edge_opt.evaluate import OrtRunner, TorchRunner, evaluation_mode
-from edge_opt.export import load_torchscript
-from edge_opt.pipeline import run_export
+from edge_opt.export.pipeline import run_export
+from edge_opt.formats.evaluation import TorchRunner, evaluation_mode
+from edge_opt.formats.onnx import OrtRunner
+from edge_opt.formats.torchscript import load_torchscript
 from edge_opt.targets import PROFILES, resolve_target
 from rich.console import Console
 from rich.table import Table

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from edge_opt.config import parse_config
-from edge_opt.pipeline import run_export
+from edge_opt.export.pipeline import run_export
 from edge_opt.targets import resolve_target
 from rich.console import Console
 from rich.table import Table

@@ -3,7 +3,7 @@
 Builds the candidates through the real pipeline (FP32, FP16, INT8 × TorchScript and ONNX, FP32 and INT8 ExecuTorch:
 each validated, as ``edge-export`` writes them; a build the gates refuse is reported and skipped), then times each
 with its own runtime and torch eager FP32 in one process, in interleaved rounds (every round runs every candidate,
-in a rotated order), and hands each candidate's round medians to :func:`edge_opt.pick.pick`. Prints the CPU and
+in a rotated order), and hands each candidate's round medians to :func:`edge_opt.device.pick.pick`. Prints the CPU and
 its flags, the table with the winner marked, the ratios to torch eager FP32 and to ONNX Runtime FP32, and the
 physical limit: the model's multiply-adds ÷ what one core retires per second for the instruction set.
 
@@ -34,13 +34,14 @@ import torch
 import torchvision
 from edge_agent.device.info import cpu_model
 from edge_opt.config import parse_config
+from edge_opt.device.pick import Candidate, pick
+from edge_opt.device.round_stats import estimate
 from edge_opt.errors import ToolchainError
-from edge_opt.evaluate import OrtRunner, TorchRunner
-from edge_opt.executorch_export import PteRunner
-from edge_opt.export import load_torchscript
-from edge_opt.pick import Candidate, pick
-from edge_opt.pipeline import run_export
-from edge_opt.round_stats import estimate
+from edge_opt.export.pipeline import run_export
+from edge_opt.formats.evaluation import TorchRunner
+from edge_opt.formats.executorch import PteRunner
+from edge_opt.formats.onnx import OrtRunner
+from edge_opt.formats.torchscript import load_torchscript
 from edge_opt.targets import cpu_flags, resolve_target
 from rich.console import Console
 from rich.table import Table

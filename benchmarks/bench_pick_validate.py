@@ -3,10 +3,10 @@
 For each model (SmallCNN, MobileNetV2 224), FP32 and INT8 × TorchScript, ONNX, ExecuTorch:
 
 1. ``edge-export ... --push 127.0.0.1:PORT --pick`` (the first pick, end to end), then N − 1 more picks of the same
-   artifacts on the same agent (:func:`edge_opt.device_pick.pick_on_device`, what ``--pick`` runs);
+   artifacts on the same agent (:func:`edge_opt.device.pick_runs.pick_on_device`, what ``--pick`` runs);
 2. an independent re-timing: every candidate alone in a new Python process (plain onnxruntime, torch.jit or the
    ExecuTorch runtime, one thread, batch 1, warm-up then ``--retime-seconds`` of calls), ``--retime-rounds``
-   rounds in rotated order, the median of round medians (:func:`edge_opt.round_stats.estimate`);
+   rounds in rotated order, the median of round medians (:func:`edge_opt.device.round_stats.estimate`);
 3. what the targets ask: do the N picks agree (the same winner, or tie sets holding each other's winners)? Is each
    winner within 5% of the fastest by the re-timing, or is the fastest inside the tie set the pick declared? How
    long did each pick take, and how much of it went on rounds past the first three (a fixed 3-round pick's cost)?
@@ -116,7 +116,7 @@ def retime(folders: list[Path], rounds: int, seconds: float) -> dict[str, list[f
 
 def first_pick(model: str, out: Path, address: str, token: Path, args: argparse.Namespace) -> dict[str, Any]:
     """``edge-export --pick`` end to end: the export's JSON result (its data.pick is the first pick)."""
-    command = [sys.executable, "-m", "edge_opt.cli", "--precision", "fp32,int8", "--format", "all", *MODELS[model],
+    command = [sys.executable, "-m", "edge_opt.cli.export", "--precision", "fp32,int8", "--format", "all", *MODELS[model],
                "--out", str(out), "--push", address, "--token-file", str(token), "--pick", "--pick-rounds",
                args.pick_rounds, "--pick-seconds", str(args.pick_seconds), "--json", "-q"]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -155,8 +155,8 @@ def agreement(picks: list[dict[str, Any]]) -> str:
 
 def validate(model: str, root: Path, address: str, token: Path, args: argparse.Namespace, console: Any) -> dict[str, Any]:
     from edge_agent.host.client import AgentClient, Credentials
-    from edge_opt.device_pick import pick_on_device
-    from edge_opt.round_stats import estimate, pooled_spread
+    from edge_opt.device.pick_runs import pick_on_device
+    from edge_opt.device.round_stats import estimate, pooled_spread
 
     out = root / model
     started = time.perf_counter()

@@ -60,8 +60,8 @@ def smallcnn_weights(data_root: Path, folder: Path) -> Path:
     """The main job's trained SmallCNN (the cache, or trained once as edge-export would)."""
     from edge_opt.config import TrainSection, cache_dir
     from edge_opt.data import Preprocessing, load_fashion_mnist
-    from edge_opt.models import SmallCNN
-    from edge_opt.train import trained_checkpoint
+    from edge_opt.model.models import SmallCNN
+    from edge_opt.model.train import trained_checkpoint
 
     model = SmallCNN()
     trained_checkpoint(model, "smallcnn", load_fashion_mnist(data_root, download=False).train, Preprocessing(),
@@ -76,7 +76,7 @@ def mobilenet_weights(train_npz: Path, epochs: int) -> tuple[Path, float | None]
     import qat_nets
     from edge_opt.config import TrainSection, cache_dir
     from edge_opt.data import Preprocessing, Split
-    from edge_opt.train import train_classifier
+    from edge_opt.model.train import train_classifier
 
     with np.load(train_npz) as data:
         split = Split(torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long())
@@ -96,8 +96,8 @@ def cost(weights: Path, train_npz: Path, epochs: int, engine: str, pt2e: bool) -
     """Seconds of an FP32 fine-tune and of QAT, the same loop on the same batches."""
     from edge_opt.config import QatSection
     from edge_opt.data import Preprocessing, Split
-    from edge_opt.models import SmallCNN
-    from edge_opt.qat import fine_tune, fx_qat, pt2e_qat
+    from edge_opt.model.models import SmallCNN
+    from edge_opt.quant.qat import fine_tune, fx_qat, pt2e_qat
 
     with np.load(train_npz) as data:
         split = Split(torch.from_numpy(data["x"]), torch.from_numpy(data["y"]).long())
@@ -119,7 +119,7 @@ def cost(weights: Path, train_npz: Path, epochs: int, engine: str, pt2e: bool) -
 
 def sweep_case(name: str, model: str, weights: Path, target: str, amounts: tuple[float, ...], data: tuple[Path, Path],
                epochs: int, out: Path) -> list[dict]:  # fmt: skip
-    from edge_opt.sweep import run_sweep
+    from edge_opt.sweep.runs import run_sweep
 
     config = load_config(
         model={"name": model, "checkpoint": str(weights), "input_size": [28, 28], "mean": [FM_MEAN], "std": [FM_STD]},
@@ -138,7 +138,7 @@ def sweep_case(name: str, model: str, weights: Path, target: str, amounts: tuple
 
 def reuse(folder: Path) -> list[dict]:
     """The rows of sweeps an earlier run kept (``--out``): every ``CASE/pN/summary.json`` under ``folder``."""
-    from edge_opt.sweep import _qat_axis
+    from edge_opt.sweep.runs import qat_axis
 
     rows = []
     for summary in sorted(folder.glob("*/p*/summary.json")):
@@ -146,7 +146,7 @@ def reuse(folder: Path) -> list[dict]:
         for artifact in data["artifacts"]:
             entry = {**artifact, "pruning": int(summary.parent.name[1:]) / 100, "model": data["model"],
                      "target": data["target"], "case": summary.parent.parent.name}  # fmt: skip
-            entry.update(_qat_axis(entry))
+            entry.update(qat_axis(entry))
             rows.append(entry)
     return rows
 
@@ -190,7 +190,7 @@ def main() -> None:
 
     from edge_opt import progress
     from edge_opt.config import resolve_data_root
-    from edge_opt.sweep import qat_drops
+    from edge_opt.sweep.plots import qat_drops
     from edge_opt.targets import resolve_target
 
     progress.set_enabled(False)
@@ -248,7 +248,7 @@ def main() -> None:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-            from edge_opt.sweep import qat_panel
+            from edge_opt.sweep.plots import qat_panel
 
             fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
             qat_panel(ax, rows)

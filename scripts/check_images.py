@@ -164,7 +164,7 @@ def check_toolchain(work: Path, data: Path, cache: Path | None) -> Path:
         print(f"edge-export in the image: exit 0 in {time.monotonic() - started:.0f} s")
     finally:
         image.remove()
-    from edge_opt.artifact import read_manifest
+    from edge_opt.export.artifact import read_manifest
 
     for name in (ARTIFACT, "smallcnn-int8-torchscript"):
         manifest = read_manifest(out / name)  # schema version and the model file's sha256
@@ -193,8 +193,9 @@ def host_reference(artifact: Path, device: str) -> tuple[np.ndarray, float, str]
     (a Pi, or a host whose kernels are not the target's) the reference is the model's semantics
     (``reference-semantics``), the rule of the toolchain's evaluation and of the arm64 test.
     """
-    from edge_opt.artifact import read_manifest
-    from edge_opt.evaluate import HOST_KERNELS, REFERENCE_SEMANTICS, OrtRunner, evaluation_mode, output_step
+    from edge_opt.export.artifact import read_manifest
+    from edge_opt.formats.evaluation import HOST_KERNELS, REFERENCE_SEMANTICS, evaluation_mode, output_step
+    from edge_opt.formats.onnx import OrtRunner
 
     manifest = read_manifest(artifact)
     target, quantized = manifest["target"]["name"], manifest["precision"] == "int8"

@@ -50,7 +50,7 @@ def cli_env(data_root: Path, cache_dir: Path) -> dict[str, str]:
 
 
 def run_cli(
-    args: list[str], env: dict[str, str], *, module: str = "edge_opt.cli", timeout: float = 900
+    args: list[str], env: dict[str, str], *, module: str = "edge_opt.cli.export", timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
     """Run a console script's module in a fresh interpreter, as a user's shell would."""
     return subprocess.run(
@@ -89,7 +89,7 @@ def agent(token_file: Path, tmp_path: Path):
 def tiny_pte(tmp_path_factory: pytest.TempPathFactory):
     """A small CNN lowered to an XNNPACK ``.pte`` (batch up to 8) and the model it came from: ``(path, model)``."""
     import torch
-    from edge_opt.executorch_export import export_pte
+    from edge_opt.formats.executorch import export_pte
     from edge_test_models import tiny
 
     torch.manual_seed(0)

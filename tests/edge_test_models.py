@@ -68,7 +68,7 @@ def not_a_model() -> object:
 
 def smallcnn_rgb(num_classes: int = 10) -> nn.Module:
     """SmallCNN whose first convolution takes 3 channels: a model of the user's own trained on RGB inputs."""
-    from edge_opt.models import SmallCNN
+    from edge_opt.model.models import SmallCNN
 
     model = SmallCNN(num_classes)
     model.features[0] = nn.Conv2d(3, 16, kernel_size=3, padding=1)

@@ -29,8 +29,8 @@ import pytest
 from agent_helpers import TOKEN, AgentProcess, client_for
 from edge_opt import evalset
 from edge_opt.config import parse_config
-from edge_opt.evaluate import output_step
-from edge_opt.pipeline import run_export
+from edge_opt.export.pipeline import run_export
+from edge_opt.formats.evaluation import output_step
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
 

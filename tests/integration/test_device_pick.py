@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import FAST, AgentProcess, client_for, tiny_onnx_bytes, write_artifact
-from edge_opt.device_pick import pick_on_device
+from edge_opt.device.pick_runs import pick_on_device
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]
 

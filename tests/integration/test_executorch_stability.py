@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
-from edge_opt.executorch_export import export_pte
+from edge_opt.formats.executorch import export_pte
 from edge_test_models import tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("hang_guard")]

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import REPO, parse_json_result, run_cli
-from edge_opt.artifact import read_manifest, sha256_file
+from edge_opt.export.artifact import read_manifest, sha256_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
 

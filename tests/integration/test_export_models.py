@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from edge_opt.config import parse_config
 from edge_opt.errors import ConfigError, ExportError
-from edge_opt.pipeline import run_export
+from edge_opt.export.pipeline import run_export
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, parse_json_result, run_cli
-from edge_opt.artifact import read_manifest
 from edge_opt.config import parse_config
-from edge_opt.sweep import run_sweep, write_outputs
+from edge_opt.export.artifact import read_manifest
+from edge_opt.sweep.plots import write_outputs
+from edge_opt.sweep.runs import run_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]
 

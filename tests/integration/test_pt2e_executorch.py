@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from edge_opt.artifact import read_manifest
 from edge_opt.config import parse_config
 from edge_opt.errors import ExportError, QuantizeError
-from edge_opt.pipeline import run_export
-from edge_opt.pt2e import to_int8_pt2e
+from edge_opt.export.artifact import read_manifest
+from edge_opt.export.pipeline import run_export
+from edge_opt.quant.pt2e import to_int8_pt2e
 from edge_test_models import data_dependent, tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("hang_guard")]

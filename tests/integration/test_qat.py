@@ -156,10 +156,10 @@ def test_on_need_runs_qat_only_over_the_budget(user: dict, env: dict[str, str], 
 
 
 def test_qat_trains_on_the_training_split_only(user: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from edge_opt import qat
     from edge_opt.config import parse_config
     from edge_opt.data import Split
-    from edge_opt.prepare import prepare_model
+    from edge_opt.export.prepare import prepare_model
+    from edge_opt.quant import qat
     from edge_opt.targets import resolve_target
 
     root = user["root"]
@@ -195,7 +195,7 @@ def test_qat_trains_on_the_training_split_only(user: dict, monkeypatch: pytest.M
 
     monkeypatch.setattr(Split, "batches", batches)
     monkeypatch.setattr(qat, "fine_tune", fine_tune)
-    qat._qat_model(ctx, qat.FX)
+    qat.qat_model(ctx, qat.FX)
     assert trained_on == [ctx.data.train] and trained_on[0] is ctx.data.train
     assert iterated and all(split is ctx.data.train for split in iterated)
     assert not any(split is ctx.eval_split for split in iterated)
@@ -205,7 +205,7 @@ def test_qat_trains_on_the_training_split_only(user: dict, monkeypatch: pytest.M
 def test_pt2e_qat_converts_to_an_int8_graph(user: dict) -> None:
     from edge_opt.config import QatSection
     from edge_opt.data import Preprocessing, Split
-    from edge_opt.qat import pt2e_qat
+    from edge_opt.quant.qat import pt2e_qat
     from edge_test_models import tiny
 
     with np.load(user["root"] / "train.npz") as data:
@@ -277,7 +277,8 @@ def test_qat_of_random_weights_is_refused(user: dict, env: dict[str, str], tmp_p
 
 def test_sweep_has_the_qat_axis(user: dict, tmp_path: Path) -> None:
     from edge_opt.config import parse_config
-    from edge_opt.sweep import qat_drops, run_sweep, write_outputs
+    from edge_opt.sweep.plots import qat_drops, write_outputs
+    from edge_opt.sweep.runs import run_sweep
 
     root = user["root"]
     config = parse_config(

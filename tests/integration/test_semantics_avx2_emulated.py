@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from edge_agent.device.cpu import VNNI_FLAGS, cpu_flags
-from edge_opt.evaluate import output_step
+from edge_opt.formats.evaluation import output_step
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.cpus]

@@ -10,14 +10,14 @@ import pytest
 import torch
 from edge_opt.config import TrainSection, parse_config
 from edge_opt.data import Preprocessing, load_fashion_mnist
-from edge_opt.export import export_onnx
-from edge_opt.models import SmallCNN
-from edge_opt.ort_quantization import quantize_onnx
-from edge_opt.pipeline import run_export
-from edge_opt.sensitivity import fx_sensitivity, onnx_nodes_for_modules, onnx_sensitivity, quantizable_modules
-from edge_opt.sweep import calibration_sweep
+from edge_opt.export.pipeline import run_export
+from edge_opt.formats.onnx import export_onnx
+from edge_opt.model.models import SmallCNN
+from edge_opt.model.train import train_classifier
+from edge_opt.quant.ort import quantize_onnx
+from edge_opt.quant.sensitivity import fx_sensitivity, onnx_nodes_for_modules, onnx_sensitivity, quantizable_modules
+from edge_opt.sweep.runs import calibration_sweep
 from edge_opt.targets import PROFILES
-from edge_opt.train import train_classifier
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

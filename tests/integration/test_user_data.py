@@ -209,7 +209,7 @@ def test_sweep_prunes_and_fine_tunes_on_the_users_data(user: dict, env: dict[str
         "--precision", "fp32,int8", "--format", "onnx", "--amounts", "0,0.5", "--target", "host",
         "--out", str(tmp_path / "sweep"), "--json",
     ]  # fmt: skip
-    proc = run_cli(args, env, module="edge_opt.sweep")
+    proc = run_cli(args, env, module="edge_opt.cli.sweep")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = parse_json_result(proc.stdout)["data"]["rows"]
     by = {(r["pruning"], r["precision"]): r for r in rows}

@@ -84,7 +84,7 @@ def _case(tmp_path: Path, name: str) -> tuple[list[str], str]:
 
 def _smallcnn_weights(root: Path) -> Path:
     import torch
-    from edge_opt.models import SmallCNN
+    from edge_opt.model.models import SmallCNN
 
     path = root / "smallcnn.pt"
     torch.save(SmallCNN().state_dict(), path)

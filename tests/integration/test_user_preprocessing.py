@@ -41,7 +41,7 @@ def _smallcnn_reference(tmp_path: Path, cli_env: dict[str, str]) -> tuple[float,
     # The trained SmallCNN weights that export used: the cache's file for the default training settings.
     from edge_opt.config import TrainSection
     from edge_opt.data import Preprocessing, load_fashion_mnist
-    from edge_opt.train import cache_key
+    from edge_opt.model.train import cache_key
 
     train = load_fashion_mnist(Path(cli_env["EDGE_OPT_DATA_DIR"]), download=False).train
     key = cache_key("smallcnn", TrainSection(), train, Preprocessing())
@@ -70,7 +70,7 @@ def test_a_user_model_is_evaluated_with_its_own_normalisation(tmp_path: Path, cl
     state["features.0.weight"] = state["features.0.weight"] * (USER_STD / fmnist["std"])
     user_weights = tmp_path / "user.pt"
     torch.save(state, user_weights)
-    user = ["--model", "edge_opt.models:SmallCNN", "--checkpoint", str(user_weights)]
+    user = ["--model", "edge_opt.model.models:SmallCNN", "--checkpoint", str(user_weights)]
 
     own_statistics = ["--mean", str(fmnist["mean"]), "--std", str(USER_STD)]
     with_own = run_cli([*COMMON, *user, *own_statistics, "--out", str(tmp_path / "own")], cli_env)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from edge_opt.artifact import MANIFEST_SCHEMA_VERSION, read_manifest, sha256_file, staged_artifact
+from edge_opt.export.artifact import MANIFEST_SCHEMA_VERSION, read_manifest, sha256_file, staged_artifact
 
 pytestmark = pytest.mark.unit
 

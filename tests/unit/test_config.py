@@ -3,16 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edge_opt.config import (
-    DEFAULT_CONFIG_PATH,
-    ArtifactFormat,
-    Config,
-    Precision,
-    load_config,
-    parse_config,
-    with_overrides,
-)
+from edge_opt.config import DEFAULT_CONFIG_PATH, ArtifactFormat, Config, load_config, parse_config, with_overrides
 from edge_opt.errors import ConfigError
+from edge_opt.options import Precision
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +78,7 @@ def test_overrides_validate_and_keep_the_rest() -> None:
 
 
 def test_executorch_format_and_pt2e_quantizer() -> None:
-    from edge_opt.cli import build_parser, config_from_args
+    from edge_opt.cli.export import build_parser, config_from_args
 
     args = build_parser().parse_args(["--format", "all", "--precision", "int8"])
     config = config_from_args(args)

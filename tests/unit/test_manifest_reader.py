@@ -68,7 +68,7 @@ def test_a_model_file_that_does_not_match_its_manifest_is_named(tmp_path: Path) 
 
 
 def test_the_sha256_is_checked_when_asked_and_the_toolchain_reads_through_the_same_reader(tmp_path: Path) -> None:
-    from edge_opt.artifact import read_manifest
+    from edge_opt.export.artifact import read_manifest
 
     folder = write_artifact(tmp_path / "art", tiny_onnx_bytes())
     assert read_artifact(folder, verify_sha256=True).sha256 == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()

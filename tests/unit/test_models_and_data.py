@@ -6,7 +6,7 @@ import pytest
 import torch
 from edge_opt.data import Preprocessing, load_fashion_mnist
 from edge_opt.errors import DataError, ModelError
-from edge_opt.models import SmallCNN, build_model, parameter_bytes, recalibrate_batchnorm
+from edge_opt.model.models import SmallCNN, build_model, parameter_bytes, recalibrate_batchnorm
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_opt.pick import Candidate, pick
-from edge_opt.round_stats import Spread
+from edge_opt.device.pick import Candidate, pick
+from edge_opt.device.round_stats import Spread
 
 pytestmark = pytest.mark.unit
 

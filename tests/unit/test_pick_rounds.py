@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from agent_helpers import write_artifact
-from edge_opt.device_pick import pick_on_device
+from edge_opt.device.pick_runs import pick_on_device
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from edge_opt.config import PruneMethod
 from edge_opt.errors import ModelError
-from edge_opt.models import SmallCNN, build_model, parameter_bytes
-from edge_opt.pruning import prune, sparsity
+from edge_opt.model.models import SmallCNN, build_model, parameter_bytes
+from edge_opt.model.pruning import prune, sparsity
 
 pytestmark = pytest.mark.unit
 

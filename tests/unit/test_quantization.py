@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from edge_opt.config import FxObserver
 from edge_opt.errors import QuantizeError
-from edge_opt.models import SmallCNN
-from edge_opt.quantization import available_backends, quantized_engine, to_fp16, to_int8
+from edge_opt.model.models import SmallCNN
+from edge_opt.options import FxObserver
+from edge_opt.quant.fx import available_backends, quantized_engine, to_fp16, to_int8
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from edge_opt.round_stats import (
+from edge_opt.device.round_stats import (
     GAP_ONLY,
     MIN_CHANGE,
     Spread,

@@ -71,7 +71,7 @@ def test_host_resolves() -> None:
 
 
 def test_evaluation_mode_uses_the_semantics_unless_this_host_is_the_target() -> None:
-    from edge_opt.evaluate import HOST_KERNELS, REFERENCE_SEMANTICS, evaluation_mode
+    from edge_opt.formats.evaluation import HOST_KERNELS, REFERENCE_SEMANTICS, evaluation_mode
 
     assert evaluation_mode("arm64", quantized=True, host_target="x86_64") == REFERENCE_SEMANTICS
     assert evaluation_mode("x86_64", quantized=True, host_target="x86_64-avx2") == REFERENCE_SEMANTICS

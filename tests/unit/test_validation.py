@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edge_opt.config import Precision
 from edge_opt.errors import ExportError
-from edge_opt.evaluate import parity
-from edge_opt.validation import check_parity
+from edge_opt.export.validation import check_parity
+from edge_opt.formats.evaluation import parity
+from edge_opt.options import Precision
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""The toolchain's configuration: ``configs/default.yaml``, validated on load.
+"""The toolchain's configuration: ``default.yaml`` (shipped inside the package), validated on load.
 
 The file is read once; command-line flags override single values through :func:`with_overrides`. Validation
 is strict: an unknown key, a wrong type or an unknown enum value stops with one line that names the key, the bad
@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import math
 import os
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_opt.errors import ConfigError
+from edge_opt.formats.registry import ArtifactFormat, default_formats
+from edge_opt.options import FxObserver, OrtCalibration, Precision, Pt2eQuantizer
 
-#: The configuration that ships with the project; used when ``--config`` is not given.
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
-
-
-class Precision(enum.StrEnum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-
-class ArtifactFormat(enum.StrEnum):
-    TORCHSCRIPT = "torchscript"
-    ONNX = "onnx"
-    EXECUTORCH = "executorch"  # .pte with the XNNPACK delegate; INT8 by PT2E
-
-
-class Pt2eQuantizer(enum.StrEnum):
-    """PT2E quantizers for the executorch format's INT8 (XNNPACK's, for arm64 and x86 alike)."""
-
-    XNNPACK = "xnnpack"
-
-
-class FxObserver(enum.StrEnum):
-    """Activation observers for FX INT8 calibration (``default`` = the backend's own qconfig)."""
-
-    DEFAULT = "default"
-    MINMAX = "minmax"
-    MOVING_AVERAGE = "moving_average"
-    HISTOGRAM = "histogram"
-
-
-class OrtCalibration(enum.StrEnum):
-    """ONNX Runtime static-quantization calibration methods."""
-
-    MINMAX = "minmax"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
+#: The configuration that ships inside the package (package data, read through importlib.resources, so an installed
+#: copy reads the same file as a checkout); used when ``--config`` is not given.
+DEFAULT_CONFIG_PATH: Traversable = resources.files("edge_opt") / "default.yaml"
 
 
 class _Section(BaseModel):
@@ -132,7 +102,7 @@ class TrainSection(_Section):
 
 
 class QatMode(enum.StrEnum):
-    """When quantization-aware training runs (:mod:`edge_opt.qat`)."""
+    """When quantization-aware training runs (:mod:`edge_opt.quant.qat`)."""
 
     OFF = "off"
     ALWAYS = "always"  # PTQ and QAT for every INT8 artifact; the better one on the evaluation split is written
@@ -206,7 +176,7 @@ class Config(_Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.INT8)
-    formats: tuple[ArtifactFormat, ...] = (ArtifactFormat.TORCHSCRIPT, ArtifactFormat.ONNX)
+    formats: tuple[ArtifactFormat, ...] = tuple(ArtifactFormat(name) for name in default_formats())
     calibration_batches: int = Field(8, ge=1, le=10000)
     target: str = Field("host", description="host, x86_64, x86_64-avx2 or arm64")
     quantization: QuantizationSection = QuantizationSection()
@@ -250,15 +220,13 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: invalid value {value!r} for '{key}': {msg}"
 
 
-def load_config(path: Path | None = None) -> Config:
+def load_config(path: Path | Traversable | None = None) -> Config:
     """Read and validate a YAML config file (the shipped default when ``path`` is None).
 
     Raises:
         ConfigError: the file is missing, is not YAML, or does not validate.
     """
     if path is None:
-        if not DEFAULT_CONFIG_PATH.is_file():  # installed without the repository: built-in defaults
-            return Config()
         path = DEFAULT_CONFIG_PATH
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
 """The artifact formats both sides of the wire know, in one table: the model file's name in an artifact folder,
 the runtime that runs it (the manifest's ``runtime``, a benchmark's runtime setting) and the name device info lists
-that runtime under. A new format is one line here, a builder in the toolchain (``edge_opt.builders``) and a runner
-in the worker."""
+that runtime under. A new format is one line here, a format module in the toolchain (``edge_opt.formats``, with its
+line in ``edge_opt.formats.registry``) and a runtime module on the device (``edge_agent.runtimes``, with its line in
+``edge_agent.runtimes.registry``)."""
 
 from __future__ import annotations
 

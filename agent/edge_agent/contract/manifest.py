@@ -3,7 +3,7 @@
 * :func:`parse_manifest` is the device's check of a pushed manifest (the store runs it on every push header):
   the fields and types the agent relies on (``format``, ``precision``, ``file``, ``input``).
 * :func:`read_artifact` is the host's reader of an artifact folder (``manifest.json`` + model file), used by the
-  host SDK before a push (``edge_agent.host.client``) and by the toolchain (``edge_opt.artifact.read_manifest``): the
+  host SDK before a push (``edge_agent.host.client``) and by the toolchain (``edge_opt.export.artifact.read_manifest``): the
   schema version, the file record, the model file's size and, when asked, its sha256 and the device's checks.
   Every problem is a :class:`ManifestError` (a ``ValueError``) whose one line names the file and what is wrong.
 """

@@ -1,5 +1,5 @@
 """The versioned JSON result every edge-opt command prints with ``--json`` (edge-agent's host commands here; the
-toolchain's edge-export, edge-sweep and edge-fleet through :mod:`edge_opt.command`)::
+toolchain's edge-export, edge-sweep and edge-fleet through :mod:`edge_opt.cli.command`)::
 
     {"edge_result_version": "1", "command": "export", "status": "ok" | "error" | "partial" | "regression",
      "exit_code": 0, "data": {...}, "errors": [{"code": "config", "message": "..."}]}

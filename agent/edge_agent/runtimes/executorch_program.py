@@ -1,5 +1,5 @@
 """Run a ``.pte`` (the executorch format) with ``executorch.runtime``: the one ExecuTorch runner, for the agent's
-worker and for the host's validation and latency (``edge_opt.executorch_export.PteRunner`` wraps it).
+worker and for the host's validation and latency (``edge_opt.formats.executorch.PteRunner`` wraps it).
 
 Only the worker process imports this on a device, and only for ``.pte`` artifacts: the ExecuTorch runtime imports
 torch, so a device runs them only where the ``executorch`` extra is installed (:func:`executorch_available`);

@@ -35,8 +35,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from edge_opt.command import Outcome, run_command
+from edge_opt.cli.command import Outcome, run_command
 from edge_opt.errors import ConfigError
+from edge_opt.fleet.compare import match_runs, print_compare
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +165,7 @@ def exported_folders(config_path: Path, out: Path, *, quiet: bool) -> list[Path]
     """Run the export job of ``config_path`` and return the artifact folders it wrote."""
     from edge_opt import progress
     from edge_opt.config import load_config
-    from edge_opt.pipeline import run_export
+    from edge_opt.export.pipeline import run_export
 
     progress.set_enabled(not quiet)
     report = run_export(load_config(config_path), out)
@@ -332,13 +333,12 @@ def cmd_report(args: argparse.Namespace, console: Console) -> Outcome:
 def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     """Every run of the candidate collection against the baseline's run of the same bytes on the same device.
 
-    The rule is :func:`edge_opt.round_stats.compare`: the threshold is ``--min-effect`` unless the device has at
+    The rule is :func:`edge_opt.device.round_stats.compare`: the threshold is ``--min-effect`` unless the device has at
     least MIN_HISTORY past runs of the artifact, whose run-to-run spread then sets it (tighter or wider).
     """
     from edge_opt.fleet import report as rep
     from edge_opt.fleet.outliers import outlier_devices
     from edge_opt.fleet.store import collections, open_store
-    from edge_opt.round_stats import compare, history_spread
 
     if not 0 < args.min_effect < 10:
         raise ConfigError(f"--min-effect {args.min_effect}: a fraction above 0, e.g. 0.05 for 5%")
@@ -350,40 +350,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
                 raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
         base = {(r["device"], r["sha256"]): r for r in rep.collection_rows(session, args.baseline) if r["state"] == "SUCCEEDED"}
         cand_rows = rep.collection_rows(session, args.candidate)
-    verdicts = []
-    unmatched = []  # the candidate's runs with no successful baseline run of the same bytes on the same device
-    for r in cand_rows:
-        b = base.get((r["device"], r["sha256"]))
-        if r["state"] != "SUCCEEDED":
-            continue
-        if b is None:
-            unmatched.append({"device": r["device"], "artifact": r["artifact"], "sha256": r["sha256"]})
-            continue
-        spread = None if args.no_history else history_spread([r["history_ms"]], "past runs of the artifact on the device")
-        change = compare(b["p50_ms"], r["p50_ms"], spread, args.min_effect)
-        verdicts.append(
-            {
-                "device": r["device"],
-                "artifact": r["artifact"],
-                "baseline_p50_ms": b["p50_ms"],
-                "candidate_p50_ms": r["p50_ms"],
-                "change": change.change,
-                "verdict": change.verdict,
-                "threshold": change.threshold,
-                "threshold_basis": change.basis,
-                "threshold_note": change.note,
-                "history_runs": len(r["history_ms"]),
-                "history_disturbed": r["history_disturbed"],
-                "disturbed": [which for which, run in (("baseline", b), ("candidate", r)) if run.get("disturbed")],
-            }
-        )
+    verdicts, unmatched = match_runs(base, cand_rows, args.min_effect, use_history=not args.no_history)
     outliers = outlier_devices(cand_rows)
     regressions = sum(v["verdict"] == "regression" for v in verdicts)
     bases = {basis: sum(v["threshold_basis"] == basis for v in verdicts) for basis in ("default", "history: tightened",
                                                                                       "history: widened")}
     disturbed = sum(bool(v["disturbed"]) for v in verdicts)
     if not args.json:
-        _print_compare(console, args, verdicts, outliers, bases, disturbed, unmatched)
+        print_compare(console, args, verdicts, outliers, bases, disturbed, unmatched)
     data = {"verdicts": verdicts, "outliers": outliers, "regressions": regressions, "unmatched": unmatched,
             "thresholds": bases, "disturbed": disturbed}
     if regressions:
@@ -396,55 +370,6 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
         )
         return Outcome(data, EXIT_PARTIAL, [{"code": "nothing-compared", "message": message}])
     return Outcome(data, 0)
-
-
-def _print_compare(
-    console: Console,
-    args: argparse.Namespace,
-    verdicts: list[dict[str, Any]],
-    outliers: dict[str, float],
-    bases: dict[str, int],
-    disturbed: int,
-    unmatched: list[dict[str, str]],
-) -> None:
-    """The compare table (with -q: the regressions only), then outliers, thresholds and what was not compared."""
-    table = Table(title=f"{args.candidate} against {args.baseline}", title_justify="left")
-    for col in ("device", "artifact", "baseline p50", "candidate p50", "change", "threshold", "verdict", "note"):
-        table.add_column(col)
-    for v in verdicts:
-        if args.quiet and v["verdict"] != "regression":
-            continue
-        color = {"regression": "red", "improvement": "green"}.get(v["verdict"], "white")
-        basis = {"default": "", "history: tightened": " (history: tighter)", "history: widened": " (history: wider)"}
-        note = f"disturbed {' and '.join(v['disturbed'])} run" if v["disturbed"] else ""
-        table.add_row(
-            v["device"],
-            v["artifact"],
-            f"{v['baseline_p50_ms']:.3f}",
-            f"{v['candidate_p50_ms']:.3f}",
-            f"{v['change'] * 100:+.1f}%",
-            f"±{v['threshold'] * 100:.1f}%{basis[v['threshold_basis']]}",
-            f"[{color}]{v['verdict']}[/{color}]",
-            note,
-        )
-    if table.rows:
-        console.print(table)
-    for device, ratio in outliers.items():
-        console.print(f"[yellow]outlier device[/yellow] {device}: {ratio:.1f}× slower than its peers in {args.candidate}")
-    regressions = sum(v["verdict"] == "regression" for v in verdicts)
-    if regressions:
-        console.print(f"[red]{regressions} regression(s)[/red]: exit code {EXIT_REGRESSION}")
-    if args.quiet:
-        return
-    console.print(
-        f"thresholds: {bases['default']} --min-effect {args.min_effect * 100:g}% (too little history), "
-        f"{bases['history: tightened']} tightened and {bases['history: widened']} widened by the device's history"
-    )
-    if disturbed:
-        console.print(f"[yellow]{disturbed} comparison(s) involve a run the device reported disturbed[/yellow] (see note)")
-    if unmatched:
-        note = f"{len(unmatched)} run(s) of {args.candidate} have no baseline in {args.baseline} (other bytes or devices)"
-        console.print(f"[yellow]{note}[/yellow]")
 
 
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "report": cmd_report, "compare": cmd_compare}

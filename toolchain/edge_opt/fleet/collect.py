@@ -31,9 +31,9 @@ from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from edge_opt.artifact import read_manifest
 from edge_opt.errors import ConfigError
 from edge_opt.evalset import push_eval_sets
+from edge_opt.export.artifact import read_manifest
 from edge_opt.fleet import store
 from edge_opt.fleet.inventory import Device
 

@@ -2,7 +2,7 @@
 
 Devices are grouped with their peers; a device whose median latency, relative to its peers' median on the same
 artifacts, reaches ``ratio`` (default 1.5×) is flagged (a throttling Pi, a busy box). Comparing runs over time is
-:mod:`edge_opt.round_stats`'s business.
+:mod:`edge_opt.device.round_stats`'s business.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
 
     ``history_ms`` holds the medians of the device's other successful, undisturbed runs of the same artifact with
     the same threads and batch size, in any collection, oldest first (``history_disturbed``: how many disturbed
-    ones were left out): what :mod:`edge_opt.round_stats` learns the device's run-to-run spread from.
+    ones were left out): what :mod:`edge_opt.device.round_stats` learns the device's run-to-run spread from.
     """
     artifacts = {a.sha256: a for a in session.query(store.Artifact).all()}
     best: dict[tuple[str, str], store.Run] = {}

@@ -1,9 +1,9 @@
 """Which candidate wins on each device of a collection, and a device × candidate heatmap that shows why.
 
-Per device and model, every succeeded run is a candidate for :func:`edge_opt.pick.pick` with one round (the run's
+Per device and model, every succeeded run is a candidate for :func:`edge_opt.device.pick.pick` with one round (the run's
 median; its calls say nothing about the noise between runs), its host accuracy and file size: the accuracy budget
 is relative to that model's FP32 artifact, ties go to the smaller file. Whether two candidates tie is decided
-by the device's run-to-run spread, learnt from its history (:func:`edge_opt.round_stats.history_spread` over
+by the device's run-to-run spread, learnt from its history (:func:`edge_opt.device.round_stats.history_spread` over
 its past runs of the same artifacts); a device without enough history is judged by the tie gap alone, and the
 table says which. Different devices may, and often do, get different winners.
 
@@ -19,13 +19,13 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from edge_opt.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
-from edge_opt.round_stats import GAP_ONLY, Spread, history_spread
+from edge_opt.device.pick import DEFAULT_MAX_ACCURACY_DROP, Candidate, Pick, pick
+from edge_opt.device.round_stats import GAP_ONLY, Spread, history_spread
 
 
 def device_spread(runs: list[dict[str, Any]]) -> Spread:
     """A device's run-to-run spread from its history of these artifacts (each run's ``history_ms``, then the run),
-    or :data:`~edge_opt.round_stats.GAP_ONLY` without enough of it."""
+    or :data:`~edge_opt.device.round_stats.GAP_ONLY` without enough of it."""
     series = [[*(r.get("history_ms") or []), r["p50_ms"]] for r in runs]
     return history_spread(series, "runs of these artifacts") or GAP_ONLY
 
