@@ -68,7 +68,13 @@ def envelope(command: str, data: Any, errors: list[ResultError], exit_code: int)
 
 def json_text(result: ResultEnvelope) -> str:
     """The envelope as strict JSON: non-finite numbers become ``null`` (Python's json would write NaN/Infinity)."""
-    return json.dumps(_finite(result), indent=2, allow_nan=False)
+    return strict_json(result)
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON (RFC 8259), indented: what every JSON file written for users holds, so that a file
+    and the ``--json`` output it mirrors are equal for any JSON reader (a NaN reading becomes ``null``)."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

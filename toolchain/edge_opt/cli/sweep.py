@@ -9,12 +9,12 @@ and usage errors answer without loading torch.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_agent.contract.result import strict_json
 from rich.console import Console
 
 from edge_opt import progress, quiet
@@ -105,13 +105,13 @@ def _special(args: argparse.Namespace, config: Any) -> Outcome:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.calibration_sweep:
         rows = calibration_sweep(config, args.out, args.calibration_sweep)
-        (args.out / "calibration.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        (args.out / "calibration.json").write_text(strict_json(rows) + "\n", encoding="utf-8")
         if not args.json:
             method = f"FX {config.quantization.fx_observer.value}, ONNX Runtime {config.quantization.ort_calibration.value}"
             console.print(calibration_table(rows, method))
         return Outcome({"calibration": rows})
     result = sensitivity_report(config, args.out, args.top)
-    (args.out / "sensitivity.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (args.out / "sensitivity.json").write_text(strict_json(result) + "\n", encoding="utf-8")
     if not args.json:
         print_sensitivity(console, result)
     return Outcome({"sensitivity": result})

@@ -30,7 +30,6 @@ the winner's folder.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -42,6 +41,7 @@ from typing import Any
 
 from edge_agent.contract.files import write_durably
 from edge_agent.contract.formats import missing_runtime
+from edge_agent.contract.result import strict_json
 from edge_agent.host.client import DeviceCallError
 
 from edge_opt.device.pick import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_TIE_GAP, Candidate, Pick, pick
@@ -354,7 +354,7 @@ def _record(out_dir: Path, data: dict[str, Any], result: Pick) -> Path | None:
         "failed": data["failed"],
         **result.to_dict(),
     }
-    write_durably(out_dir / f"{RECOMMENDED}.json", (json.dumps(evidence, indent=2) + "\n").encode())
+    write_durably(out_dir / f"{RECOMMENDED}.json", (strict_json(evidence) + "\n").encode())
     link = out_dir / RECOMMENDED
     if result.winner is None:
         link.unlink(missing_ok=True)

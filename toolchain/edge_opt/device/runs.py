@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.files import write_durably
+from edge_agent.contract.result import strict_json
 from rich.console import Console
 from rich.table import Table
 
@@ -130,7 +131,7 @@ def push_and_bench(
                     device_dir.mkdir(parents=True, exist_ok=True)
                     write_durably(
                         device_dir / f"{entry.get('run_id', 'run')}.json",
-                        json.dumps({**entry, "device": device}, indent=2).encode(),
+                        strict_json({**entry, "device": device}).encode(),
                     )
     except (DeviceCallError, OSError, ValueError) as exc:
         raise device_error(address, exc) from None

@@ -10,7 +10,6 @@ built as the baseline of the size, accuracy and latency ratios, and written only
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from edge_agent.contract.files import write_durably
+from edge_agent.contract.result import strict_json
 
 from edge_opt import evalset, progress
 from edge_opt.config import Config
@@ -405,4 +405,4 @@ def _relate(row: ArtifactRow, baseline: ArtifactRow) -> None:
 def write_summary(out_dir: Path, data: dict[str, Any]) -> None:
     """``OUT/summary.json``: what ``edge-export --json`` prints as its ``data``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_durably(out_dir / "summary.json", (json.dumps(data, indent=2) + "\n").encode())
+    write_durably(out_dir / "summary.json", (strict_json(data) + "\n").encode())

@@ -11,12 +11,12 @@ import base64
 import csv
 import html
 import io
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from edge_agent.contract.result import strict_json
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -212,7 +212,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def write_json(rows: list[dict[str, Any]], path: Path) -> None:
     slim = [{k: r.get(k) for k in (*COLUMNS, "sha256")} for r in rows]
-    path.write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
+    path.write_text(strict_json(slim) + "\n", encoding="utf-8")
 
 
 def _png(fig: Any) -> str:

@@ -5,9 +5,10 @@ precision × format through the pruning amounts, in each format's registered col
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
+
+from edge_agent.contract.result import strict_json
 
 from edge_opt.formats.registry import FORMATS
 
@@ -43,7 +44,7 @@ def write_outputs(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         writer = csv.DictWriter(fh, fieldnames=list(flat[0]))
         writer.writeheader()
         writer.writerows(flat)
-    paths["json"].write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
+    paths["json"].write_text(strict_json(flat) + "\n", encoding="utf-8")
     plot(flat, paths["plot"])
     return paths
 
