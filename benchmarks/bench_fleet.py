@@ -54,7 +54,7 @@ def main() -> None:
             agents, ports, start_s = start_agents(n, root, token)
             try:
                 devices = [Device(name=f"d{i}", address=f"127.0.0.1:{p}", token_file=token) for i, p in enumerate(ports)]
-                engine = open_store(str(root / "r.sqlite"))
+                results = open_store(str(root / "r.sqlite"))
                 # 0 means "the agent default" on the wire, so the smallest bounds are spelled as tiny positive values.
                 settings = {
                     "iterations": 1,
@@ -66,7 +66,7 @@ def main() -> None:
                 }
                 before = resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
-                outcomes = Collector(engine, "scale", settings, call_timeout=120).run(devices, load_artifacts([artifact]))
+                outcomes = Collector(results, "scale", settings, call_timeout=120).run(devices, load_artifacts([artifact]))
                 wall = time.perf_counter() - t0
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -51,8 +51,7 @@ def test_two_collectors_at_once_lose_nothing_and_record_nothing_twice(tmp_path: 
         assert sorted(outcomes) == ["host-a", "host-b"], "a collector did not finish"
         for host, result in outcomes.items():
             assert all(o.complete and o.succeeded == 2 for o in result), (host, [o.__dict__ for o in result])
-        engine = open_store(postgres_url)
-        with engine.connect() as conn:
+        with open_store(postgres_url).engine.connect() as conn:
             rows = conn.execute(
                 text("SELECT device, run_id, state FROM runs WHERE collection = :c ORDER BY device, run_id"), {"c": collection}
             ).fetchall()

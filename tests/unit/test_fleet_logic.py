@@ -16,30 +16,29 @@ pytestmark = pytest.mark.unit
 def _store(tmp_path: Path, history: dict[str, list[float]], candidate: dict[str, float], disturbed: tuple[str, ...] = ()) -> str:
     """A results store in which each device ran artifact ``a`` once per past collection (``h00``, ``h01``, ...;
     the last is the baseline) and once in collection ``new``: the medians given."""
-    from edge_opt.fleet.store import open_store, record_artifact, record_collection, record_device, record_run
-    from sqlalchemy.orm import Session
+    from edge_opt.fleet.store import open_store
 
     db = str(tmp_path / "results.sqlite")
     manifest = {"precision": "fp32", "format": "onnx", "model": {"name": "tiny"}, "host_metrics": {"accuracy": 0.9},
                 "file": {"sha256": "a" * 64, "size_bytes": 1000}}
     settings = {"threads": 1, "batch_size": 1, "keep_samples": True}
     rounds = max(len(v) for v in history.values())
-    with Session(open_store(db)) as session, session.begin():
-        record_artifact(session, manifest, "a-onnx")
-        for device in history:
-            record_device(session, device, "127.0.0.1:1", [], {"cpu_model": device})
-        for i in range(rounds + 1):
-            name = f"h{i:02d}" if i < rounds else "new"
-            record_collection(session, name, settings)
-            for device, values in history.items():
-                first = rounds - len(values)  # a shorter history fills the latest past collections
-                if name != "new" and i < first:
-                    continue
-                p50 = candidate[device] if name == "new" else values[i - first]
-                busy = name == "new" and device in disturbed
-                run = {"run_id": f"{name}-{device}", "sha256": "a" * 64, "state": "SUCCEEDED",
-                       "result": {"latency": {"p50_ms": p50}, "disturbed": busy}}
-                record_run(session, name, device, run, settings, {"cpu_model": device})
+    results = open_store(db)
+    results.record_artifact(manifest, "a-onnx")
+    for device in history:
+        results.record_device(device, "127.0.0.1:1", [], {"cpu_model": device})
+    for i in range(rounds + 1):
+        name = f"h{i:02d}" if i < rounds else "new"
+        results.record_collection(name, settings)
+        for device, values in history.items():
+            first = rounds - len(values)  # a shorter history fills the latest past collections
+            if name != "new" and i < first:
+                continue
+            p50 = candidate[device] if name == "new" else values[i - first]
+            busy = name == "new" and device in disturbed
+            run = {"run_id": f"{name}-{device}", "sha256": "a" * 64, "state": "SUCCEEDED",
+                   "result": {"latency": {"p50_ms": p50}, "disturbed": busy}}
+            results.record_run(name, device, run, settings, {"cpu_model": device})
     return db
 
 

@@ -33,7 +33,6 @@ from edge_agent.host.commands import UsageError, add_bench_options, add_model_fi
 from edge_agent.host.model_file import format_of, stage_model_file
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
 from edge_opt.cli.command import Outcome, run_command
 from edge_opt.errors import ConfigError
@@ -263,13 +262,13 @@ def _bench(args: argparse.Namespace, console: Console, scratch: Path) -> Outcome
     collection = args.collection or datetime.now(UTC).strftime("c%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", collection):
         raise ConfigError(f"collection name {collection!r} must match [A-Za-z0-9._-]{{1,64}}")
-    engine = open_store(args.db)
+    results = open_store(args.db)
 
     def on_event(device: str, message: str) -> None:
         if not args.quiet and not args.json:
             console.print(f"[dim]{device}[/dim]: {message}", highlight=False)
 
-    collector = Collector(engine, collection, settings, call_timeout=args.timeout, on_event=on_event)
+    collector = Collector(results, collection, settings, call_timeout=args.timeout, on_event=on_event)
     outcomes = collector.run(devices, artifacts, workers=args.parallel)
     table = Table(title=f"collection {collection}: {len(devices)} devices × {len(artifacts)} artifacts", title_justify="left")
     for col in ("device", "reachable", "ran", "reused", "failed", "skipped", "pushed MB", "seconds", "reason"):
@@ -310,15 +309,14 @@ def _bench(args: argparse.Namespace, console: Console, scratch: Path) -> Outcome
 
 def cmd_report(args: argparse.Namespace, console: Console) -> Outcome:
     from edge_opt.fleet import report as rep
-    from edge_opt.fleet.store import collections, open_store
+    from edge_opt.fleet.store import open_store
 
-    engine = open_store(args.db)
-    with Session(engine) as session:
-        known = collections(session)
-        name = args.collection or (known[-1] if known else None)
-        if name is None or name not in known:
-            raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
-        rows = rep.collection_rows(session, name)
+    results = open_store(args.db)
+    known = results.collections()
+    name = args.collection or (known[-1] if known else None)
+    if name is None or name not in known:
+        raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
+    rows = rep.collection_rows(results, name)
     for path, writer in ((args.csv, rep.write_csv), (args.json_out, rep.write_json)):
         if path:
             writer(rows, path)
@@ -338,18 +336,17 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> Outcome:
     """
     from edge_opt.fleet import report as rep
     from edge_opt.fleet.outliers import outlier_devices
-    from edge_opt.fleet.store import collections, open_store
+    from edge_opt.fleet.store import open_store
 
     if not 0 < args.min_effect < 10:
         raise ConfigError(f"--min-effect {args.min_effect}: a fraction above 0, e.g. 0.05 for 5%")
-    engine = open_store(args.db)
-    with Session(engine) as session:
-        known = collections(session)
-        for name in (args.baseline, args.candidate):
-            if name not in known:
-                raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
-        base = {(r["device"], r["sha256"]): r for r in rep.collection_rows(session, args.baseline) if r["state"] == "SUCCEEDED"}
-        cand_rows = rep.collection_rows(session, args.candidate)
+    results = open_store(args.db)
+    known = results.collections()
+    for name in (args.baseline, args.candidate):
+        if name not in known:
+            raise ConfigError(f"no collection {name!r} in {args.db}; known: {', '.join(known) or 'none'}")
+    base = {(r["device"], r["sha256"]): r for r in rep.collection_rows(results, args.baseline) if r["state"] == "SUCCEEDED"}
+    cand_rows = rep.collection_rows(results, args.candidate)
     verdicts, unmatched = match_runs(base, cand_rows, args.min_effect, use_history=not args.no_history)
     outliers = outlier_devices(cand_rows)
     regressions = sum(v["verdict"] == "regression" for v in verdicts)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +27,12 @@ from typing import Any
 
 from edge_agent.contract.formats import missing_runtime
 from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from edge_opt.errors import ConfigError
 from edge_opt.evalset import push_eval_sets
 from edge_opt.export.artifact import read_manifest
-from edge_opt.fleet import store
 from edge_opt.fleet.inventory import Device
+from edge_opt.fleet.results import ResultsStore
 
 MAX_ATTEMPTS = 20
 
@@ -85,7 +82,7 @@ def load_artifacts(folders: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
 class Collector:
     def __init__(
         self,
-        engine: Engine,
+        results: ResultsStore,
         collection: str,
         settings: dict[str, Any],
         *,
@@ -93,24 +90,19 @@ class Collector:
         reconnects: int = 3,
         on_event: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.engine = engine
+        self.results = results
         self.collection = collection
         self.settings = settings
         self.call_timeout = call_timeout
         self.reconnects = reconnects
         self.on_event = on_event or (lambda device, message: None)
-        self._db_lock = threading.Lock()  # one writer at a time (SQLite); PostgreSQL would not need it
-
-    def _write(self, fn: Callable[[Session], None]) -> None:
-        with self._db_lock, Session(self.engine) as session, session.begin():
-            fn(session)
 
     def run(
         self, devices: list[Device], artifacts: list[tuple[Path, dict[str, Any]]], workers: int | None = None
     ) -> list[DeviceOutcome]:
-        self._write(lambda s: store.record_collection(s, self.collection, self.settings))
+        self.results.record_collection(self.collection, self.settings)
         for folder, manifest in artifacts:
-            self._write(lambda s, m=manifest, f=folder: store.record_artifact(s, m, f.name))
+            self.results.record_artifact(manifest, folder.name)
         with ThreadPoolExecutor(max_workers=workers or max(1, len(devices)), thread_name_prefix="edge-fleet") as pool:
             return list(pool.map(lambda d: self._device(d, artifacts), devices))
 
@@ -121,7 +113,7 @@ class Collector:
             with AgentClient(device.address, credentials_for(device), timeout=self.call_timeout) as client:
                 info = client.info()
                 outcome.reachable = True
-                self._write(lambda s: store.record_device(s, device.name, device.address, list(device.tags), info))
+                self.results.record_device(device.name, device.address, list(device.tags), info)
                 self.on_event(device.name, f"reachable: {info.get('arch')} {info.get('cpu_model')}")
                 runtimes = [r.get("name", "") for r in info.get("runtimes", [])]
                 for folder, manifest in artifacts:
@@ -143,7 +135,7 @@ class Collector:
         except (OSError, ValueError) as exc:
             outcome.error = f"{type(exc).__name__}: {exc}"
         if not outcome.reachable:
-            self._write(lambda s: store.record_device(s, device.name, device.address, list(device.tags), None))
+            self.results.record_device(device.name, device.address, list(device.tags), None)
         outcome.seconds = time.monotonic() - started
         self.on_event(device.name, "done" if not outcome.error else f"failed: {outcome.error}")
         return outcome
@@ -176,7 +168,7 @@ class Collector:
                 final = event
             final = {**final, "sha256": sha, "run_id": run_id}
         final.setdefault("sha256", sha)
-        self._write(lambda s: store.record_run(s, self.collection, device.name, final, self.settings, info))
+        self.results.record_run(self.collection, device.name, final, self.settings, info)
         if final.get("state") == "RUN_STATE_SUCCEEDED":
             outcome.succeeded += 1
         else:

@@ -18,12 +18,10 @@ from typing import Any
 
 from edge_agent.contract.result import strict_json
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from edge_opt import evalset
-from edge_opt.fleet import store
 from edge_opt.fleet.outliers import outlier_devices
+from edge_opt.fleet.results import ResultsStore
 
 COLUMNS = (
     "device",
@@ -47,90 +45,23 @@ COLUMNS = (
 )
 
 
-def collection_rows(session: Session, collection: str) -> list[dict[str, Any]]:
-    """One row per device × artifact: the latest successful run, else the latest attempt.
-
-    ``history_ms`` holds the medians of the device's other successful, undisturbed runs of the same artifact with
-    the same threads and batch size, in any collection, oldest first (``history_disturbed``: how many disturbed
-    ones were left out): what :mod:`edge_opt.device.round_stats` learns the device's run-to-run spread from.
-    """
-    artifacts = {a.sha256: a for a in session.query(store.Artifact).all()}
-    best: dict[tuple[str, str], store.Run] = {}
-    for run in store.runs_of(session, collection):
-        key = (run.device, run.sha256)
-        current = best.get(key)
-        if (
-            current is None
-            or (run.state == "SUCCEEDED") > (current.state == "SUCCEEDED")
-            or ((run.state == "SUCCEEDED") == (current.state == "SUCCEEDED") and run.id > current.id)
-        ):
-            best[key] = run
-    history = _history(session, list(best.values()))
+def collection_rows(results: ResultsStore, collection: str) -> list[dict[str, Any]]:
+    """One row per device × artifact (:meth:`ResultsStore.collection_rows`), with what the device computed on the
+    evaluation set beside the host's figures."""
     rows = []
-    for (device, sha), run in sorted(best.items()):
-        artifact = artifacts.get(sha)
-        rows.append(
-            {
-                "device": device,
-                "sha256": sha,
-                "artifact": artifact.name if artifact else sha[:16],
-                "model": artifact.model if artifact else "",
-                "precision": artifact.precision if artifact else "",
-                "format": artifact.format if artifact else "",
-                "state": run.state,
-                "p50_ms": run.p50_ms,
-                "p90_ms": run.p90_ms,
-                "p99_ms": run.p99_ms,
-                "throughput_per_s": run.throughput_per_s,
-                "host_accuracy": artifact.host_accuracy if artifact else None,
-                **_device_check(run, artifact),
-                "size_bytes": artifact.size_bytes if artifact else None,
-                "peak_rss_mib": run.peak_rss_bytes / 2**20 if run.peak_rss_bytes else None,
-                "disturbed": run.disturbed,
-                "error": f"{run.error_code}: {run.error_message}" if run.error_code else "",
-                "run_id": run.run_id,
-                "samples_ms": run.samples_ms or [],
-                "device_info": run.device_info,
-                "history_ms": history[run.id][0],
-                "history_disturbed": history[run.id][1],
-            }
-        )
+    for stored in results.collection_rows(collection):
+        row = {k: v for k, v in stored.items() if k not in ("manifest", "result")}
+        check = _device_check(stored.get("result"), stored.get("manifest"))
+        at = list(row).index("size_bytes")  # the device's figures follow the host's accuracy, as the table reads
+        items = list(row.items())
+        rows.append(dict(items[:at] + list(check.items()) + items[at:]))
     return rows
 
 
-def _shape(settings: dict[str, Any] | None) -> tuple[Any, Any]:
-    """The settings that change what a run measures: threads and batch size."""
-    settings = settings or {}
-    return settings.get("threads"), settings.get("batch_size")
-
-
-def _history(session: Session, runs: list[store.Run]) -> dict[int, tuple[list[float], int]]:
-    """Per run id: the medians of the other successful undisturbed runs like it (see collection_rows), and how
-    many disturbed ones were left out."""
-    if not runs:
-        return {}
-    keys = {(r.device, r.sha256, _shape(r.settings)) for r in runs}
-    query = (
-        select(store.Run.id, store.Run.device, store.Run.sha256, store.Run.settings, store.Run.p50_ms, store.Run.disturbed)
-        .where(store.Run.state == "SUCCEEDED", store.Run.p50_ms.is_not(None), store.Run.device.in_({k[0] for k in keys}))
-        .order_by(store.Run.id)
-    )
-    past: dict[tuple[str, str, tuple[Any, Any]], list[tuple[int, float, bool]]] = defaultdict(list)
-    for run_id, device, sha, settings, p50, disturbed in session.execute(query):
-        key = (device, sha, _shape(settings))
-        if key in keys:
-            past[key].append((run_id, p50, bool(disturbed)))
-    out = {}
-    for r in runs:
-        others = [(p50, disturbed) for run_id, p50, disturbed in past[(r.device, r.sha256, _shape(r.settings))] if run_id != r.id]
-        out[r.id] = ([p50 for p50, disturbed in others if not disturbed], sum(disturbed for _, disturbed in others))
-    return out
-
-
-def _device_check(run: store.Run, artifact: store.Artifact | None) -> dict[str, Any]:
+def _device_check(result: dict[str, Any] | None, manifest: dict[str, Any] | None) -> dict[str, Any]:
     """What the device computed on the evaluation set (edge_agent.worker.evaluation), and flags beyond the gates."""
-    evaluation = (run.result or {}).get("evaluation") or {}
-    record = ((artifact.manifest if artifact else {}) or {}).get("host_metrics", {}).get("device_evaluation") or {}
+    evaluation = (result or {}).get("evaluation") or {}
+    record = (manifest or {}).get("host_metrics", {}).get("device_evaluation") or {}
     return {
         "device_accuracy": evaluation.get("top1_accuracy") if not evaluation.get("error") else None,
         "device_agreement": evaluation.get("agreement_with_host"),

@@ -1,15 +1,11 @@
-"""The results store: SQLite by default, PostgreSQL by URL; SQLAlchemy for the database, Alembic for the schema.
+"""The results store in SQL (:class:`edge_opt.fleet.results.ResultsStore`): SQLite by default, PostgreSQL by URL;
+SQLAlchemy for the database, Alembic for the schema (tables: :mod:`edge_opt.fleet.schema`; :func:`open_store`
+upgrades an existing database to the newest revision).
 
-Tables (schema in ``migrations/versions``; :func:`open_store` upgrades an existing database to the newest):
-
-    collections  one per ``edge-fleet bench --collection NAME``: when, settings
-    artifacts    sha256 → name, model, precision, format, size, the manifest
-    devices      name → address, tags, the newest device-info snapshot
-    runs         one per (device, run_id): collection, artifact, settings, state, every statistic, the raw
-                 latency samples, the device-info snapshot of that run, the error if any
-
-A run is recorded once: ``(device, run_id)`` is unique and writes are upserts, so a collection that is re-run
-(or a device that is resumed) never records anything twice.
+A run is recorded once: ``(device, run_id)`` is unique and writes are upserts that the database decides
+(``INSERT ... ON CONFLICT``, spoken by both SQLite and PostgreSQL: the only place the two dialects differ), so a
+collection that is re-run, a device that is resumed or collectors on several hosts writing one PostgreSQL database
+never record anything twice.
 """
 
 from __future__ import annotations
@@ -17,77 +13,23 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from edge_opt.errors import ConfigError
+from edge_opt.fleet.schema import Artifact, Base, Collection, Device, Run
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Collection(Base):
-    __tablename__ = "collections"
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    created_at: Mapped[str] = mapped_column(String(40))
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
-
-
-class Artifact(Base):
-    __tablename__ = "artifacts"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    model: Mapped[str] = mapped_column(String(200))
-    precision: Mapped[str] = mapped_column(String(8))
-    format: Mapped[str] = mapped_column(String(16))
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    host_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
-
-
-class Device(Base):
-    __tablename__ = "devices"
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    address: Mapped[str] = mapped_column(String(200))
-    tags: Mapped[list[str]] = mapped_column(JSON)
-    info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    updated_at: Mapped[str] = mapped_column(String(40))
-
-
-class Run(Base):
-    __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("device", "run_id", name="uq_runs_device_run"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    collection: Mapped[str] = mapped_column(ForeignKey("collections.name"), index=True)
-    device: Mapped[str] = mapped_column(ForeignKey("devices.name"), index=True)
-    run_id: Mapped[str] = mapped_column(String(128))
-    sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"))
-    state: Mapped[str] = mapped_column(String(16))
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
-    p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    p90_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    p99_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    mean_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    std_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    throughput_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
-    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    disturbed: Mapped[bool | None] = mapped_column(nullable=True)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    samples_ms: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
-    device_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    recorded_at: Mapped[str] = mapped_column(String(40))
 
 
 def json_safe(value: Any) -> Any:
@@ -136,7 +78,7 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def open_store(value: str) -> Engine:
+def open_store(value: str) -> SqlResultsStore:
     """Connect and migrate. Raises ConfigError with the fix when the database cannot be reached."""
     url = database_url(value)
     try:
@@ -147,7 +89,7 @@ def open_store(value: str) -> Engine:
             f"cannot open the results store {value!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
             "pass --db FILE.sqlite or --db postgresql://user@host/db"
         ) from None
-    return engine
+    return SqlResultsStore(engine)
 
 
 def _insert(session: Session, table: type[Base]) -> Any:
@@ -160,13 +102,13 @@ def _insert(session: Session, table: type[Base]) -> Any:
     raise ConfigError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
 
 
-def record_collection(session: Session, name: str, settings: dict[str, Any]) -> None:
+def _record_collection(session: Session, name: str, settings: dict[str, Any]) -> None:
     """Create the collection once; a concurrent collector creating it too is not an error."""
     statement = _insert(session, Collection).values(name=name, created_at=now(), settings=settings)
     session.execute(statement.on_conflict_do_nothing(index_elements=[Collection.name]))
 
 
-def record_artifact(session: Session, manifest: dict[str, Any], name: str) -> None:
+def _record_artifact(session: Session, manifest: dict[str, Any], name: str) -> None:
     values = {
         "sha256": manifest["file"]["sha256"],
         "name": name,
@@ -181,7 +123,7 @@ def record_artifact(session: Session, manifest: dict[str, Any], name: str) -> No
     session.execute(statement.on_conflict_do_nothing(index_elements=[Artifact.sha256]))
 
 
-def record_device(session: Session, name: str, address: str, tags: list[str], info: dict[str, Any] | None) -> None:
+def _record_device(session: Session, name: str, address: str, tags: list[str], info: dict[str, Any] | None) -> None:
     """Upsert the device; a snapshot of ``None`` (unreachable) keeps the last known info."""
     info = json_safe(info)
     statement = _insert(session, Device).values(name=name, address=address, tags=tags, info=info, updated_at=now())
@@ -191,7 +133,7 @@ def record_device(session: Session, name: str, address: str, tags: list[str], in
     session.execute(statement.on_conflict_do_update(index_elements=[Device.name], set_=update))
 
 
-def record_run(
+def _record_run(
     session: Session,
     collection: str,
     device: str,
@@ -248,9 +190,129 @@ def _without_samples(result: dict[str, Any] | None) -> dict[str, Any] | None:
     return trimmed
 
 
-def runs_of(session: Session, collection: str) -> list[Run]:
+def _runs_of(session: Session, collection: str) -> list[Run]:
     return list(session.scalars(select(Run).where(Run.collection == collection).order_by(Run.device, Run.sha256)))
 
 
-def collections(session: Session) -> list[str]:
+def _collections(session: Session) -> list[str]:
     return list(session.scalars(select(Collection.name).order_by(Collection.created_at)))
+
+
+class SqlResultsStore:
+    """The results store in a SQLAlchemy engine's database; each call is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # SQLite takes one writer at a time: this process's threads queue here instead of failing on a locked file.
+        self._write_lock = threading.Lock()
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        if write:
+            with self._write_lock, Session(self.engine) as session, session.begin():
+                yield session
+        else:
+            with Session(self.engine) as session:
+                yield session
+
+    def _write(self, fn: Callable[[Session], None]) -> None:
+        with self._session(write=True) as session:
+            fn(session)
+
+    def record_collection(self, name: str, settings: dict[str, Any]) -> None:
+        self._write(lambda s: _record_collection(s, name, settings))
+
+    def record_artifact(self, manifest: dict[str, Any], name: str) -> None:
+        self._write(lambda s: _record_artifact(s, manifest, name))
+
+    def record_device(self, name: str, address: str, tags: list[str], info: dict[str, Any] | None) -> None:
+        self._write(lambda s: _record_device(s, name, address, tags, info))
+
+    def record_run(
+        self, collection: str, device: str, run: dict[str, Any], settings: dict[str, Any], device_info: dict[str, Any] | None
+    ) -> None:
+        self._write(lambda s: _record_run(s, collection, device, run, settings, device_info))
+
+    def collections(self) -> list[str]:
+        with self._session() as session:
+            return _collections(session)
+
+    def collection_rows(self, collection: str) -> list[dict[str, Any]]:
+        """One row per device × artifact: the latest successful run, else the latest attempt.
+
+        ``history_ms`` holds the medians of the device's other successful, undisturbed runs of the same artifact
+        with the same threads and batch size, in any collection, oldest first (``history_disturbed``: how many
+        disturbed ones were left out): what :mod:`edge_opt.device.round_stats` learns the device's run-to-run
+        spread from.
+        """
+        with self._session() as session:
+            artifacts = {a.sha256: a for a in session.scalars(select(Artifact))}
+            best: dict[tuple[str, str], Run] = {}
+            for run in _runs_of(session, collection):
+                key = (run.device, run.sha256)
+                current = best.get(key)
+                if (
+                    current is None
+                    or (run.state == "SUCCEEDED") > (current.state == "SUCCEEDED")
+                    or ((run.state == "SUCCEEDED") == (current.state == "SUCCEEDED") and run.id > current.id)
+                ):
+                    best[key] = run
+            history = _history(session, list(best.values()))
+            return [_row(run, artifacts.get(sha), history[run.id]) for (_device, sha), run in sorted(best.items())]
+
+
+def _row(run: Run, artifact: Artifact | None, history: tuple[list[float], int]) -> dict[str, Any]:
+    return {
+        "device": run.device,
+        "sha256": run.sha256,
+        "artifact": artifact.name if artifact else run.sha256[:16],
+        "model": artifact.model if artifact else "",
+        "precision": artifact.precision if artifact else "",
+        "format": artifact.format if artifact else "",
+        "state": run.state,
+        "p50_ms": run.p50_ms,
+        "p90_ms": run.p90_ms,
+        "p99_ms": run.p99_ms,
+        "throughput_per_s": run.throughput_per_s,
+        "host_accuracy": artifact.host_accuracy if artifact else None,
+        "manifest": artifact.manifest if artifact else None,
+        "result": run.result,
+        "size_bytes": artifact.size_bytes if artifact else None,
+        "peak_rss_mib": run.peak_rss_bytes / 2**20 if run.peak_rss_bytes else None,
+        "disturbed": run.disturbed,
+        "error": f"{run.error_code}: {run.error_message}" if run.error_code else "",
+        "run_id": run.run_id,
+        "samples_ms": run.samples_ms or [],
+        "device_info": run.device_info,
+        "history_ms": history[0],
+        "history_disturbed": history[1],
+    }
+
+
+def _shape(settings: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The settings that change what a run measures: threads and batch size."""
+    settings = settings or {}
+    return settings.get("threads"), settings.get("batch_size")
+
+
+def _history(session: Session, runs: list[Run]) -> dict[int, tuple[list[float], int]]:
+    """Per run id: the medians of the other successful undisturbed runs like it (see collection_rows), and how
+    many disturbed ones were left out."""
+    if not runs:
+        return {}
+    keys = {(r.device, r.sha256, _shape(r.settings)) for r in runs}
+    query = (
+        select(Run.id, Run.device, Run.sha256, Run.settings, Run.p50_ms, Run.disturbed)
+        .where(Run.state == "SUCCEEDED", Run.p50_ms.is_not(None), Run.device.in_({k[0] for k in keys}))
+        .order_by(Run.id)
+    )
+    past: dict[tuple[str, str, tuple[Any, Any]], list[tuple[int, float, bool]]] = defaultdict(list)
+    for run_id, device, sha, settings, p50, disturbed in session.execute(query):
+        key = (device, sha, _shape(settings))
+        if key in keys:
+            past[key].append((run_id, p50, bool(disturbed)))
+    out = {}
+    for r in runs:
+        others = [(p50, disturbed) for run_id, p50, disturbed in past[(r.device, r.sha256, _shape(r.settings))] if run_id != r.id]
+        out[r.id] = ([p50 for p50, disturbed in others if not disturbed], sum(disturbed for _, disturbed in others))
+    return out
