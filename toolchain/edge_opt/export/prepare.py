@@ -185,9 +185,11 @@ def _prepare(config: Config, profile: TargetProfile, work: Path) -> ExportContex
                 f"{spec.name} has no weights for this data and the training data has no labels to train it: give "
                 "--checkpoint (your trained weights) or labelled data"
             )
-        progress.status(f"training {spec.name} on {'Fashion-MNIST' if plan is None else 'the training data'} (once; cached)")
-        path, cached = trained_checkpoint(spec.module, spec.name, data.train, spec.preprocessing, config.train, cache_dir())
-        progress.status(f"{'using cached' if cached else 'cached'} weights {path}")
+        progress.status(f"weights of {spec.name} for {'Fashion-MNIST' if plan is None else 'the training data'}: cached, "
+                        "shipped with edge-opt, or trained once")
+        path, origin = trained_checkpoint(spec.module, spec.name, data.train, spec.preprocessing, config.train, cache_dir())
+        progress.status({"cached": "using cached", "shipped": "using the shipped", "trained": "trained and cached"}[origin]
+                        + f" weights {path}")
         spec.random_init = False
         record["weights"] = "trained"
         record["training"] = config.train.model_dump(mode="json")

@@ -1,8 +1,12 @@
-"""Training on Fashion-MNIST, cached so that the main job trains once per machine.
+"""Training on Fashion-MNIST, cached so that the main job trains once per machine, or never.
 
 The cache key covers everything that changes the weights: the model name and shape, every training setting, the
 data (a digest of the labels) and the training code's version. A checkpoint is written atomically, so an
 interrupted training never leaves a half-written file that a later run would trust.
+
+The package ships the weights of the built-in default (SmallCNN, Fashion-MNIST, the default training settings),
+made by :func:`train_classifier` itself (``python -m edge_opt.model.shipped`` remakes them): a key that matches
+them is served from the package instead of training, so a first run does not wait for training.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,6 +27,8 @@ from edge_opt.data import Preprocessing, Split
 
 #: Bump when the training procedure changes, so that old cached checkpoints are not reused.
 TRAINING_CODE_VERSION = 1
+#: Where the package's trained weights lie (``<model>-<cache key>.pt``).
+SHIPPED_WEIGHTS = resources.files("edge_opt.model") / "weights"
 
 
 def cache_key(model_name: str, settings: TrainSection, train: Split, preprocessing: Preprocessing) -> str:
@@ -67,23 +74,32 @@ def trained_checkpoint(
     preprocessing: Preprocessing,
     settings: TrainSection,
     cache: Path,
-) -> tuple[Path, bool]:
-    """Load cached weights into ``module`` or train it and cache them.
+) -> tuple[Path, str]:
+    """Load cached or shipped weights into ``module``, or train it; either way the weights end in the cache.
 
     Returns:
-        The checkpoint path and whether it came from the cache.
+        The checkpoint path and where the weights came from: ``cached``, ``shipped`` (the package's) or ``trained``.
     """
-    path = cache / "checkpoints" / f"{model_name}-{cache_key(model_name, settings, train, preprocessing)}.pt"
+    name = f"{model_name}-{cache_key(model_name, settings, train, preprocessing)}.pt"
+    path = cache / "checkpoints" / name
     if path.is_file():
         try:
             module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             module.eval()
-            return path, True
+            return path, "cached"
         except Exception:  # an unreadable cache entry is retrained, never trusted
             path.unlink(missing_ok=True)
-    train_classifier(module, train, preprocessing, settings)
+    shipped = SHIPPED_WEIGHTS / name
+    if shipped.is_file():
+        weights = shipped.read_bytes()
+        module.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
+        origin = "shipped"
+    else:
+        train_classifier(module, train, preprocessing, settings)
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        weights, origin = buffer.getvalue(), "trained"
+    module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
-    write_durably(path, buffer.getvalue(), mode=0o600)  # as private as the cache always was
-    return path, False
+    write_durably(path, weights, mode=0o600)  # as private as the cache always was
+    return path, origin
