@@ -42,6 +42,7 @@ from edge_agent.contract.errors import (
     RuntimeUnavailable,
     ShuttingDown,
 )
+from edge_agent.contract.latency import SAMPLES_FIELD
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.contract.wire import parse_into, result_into, settings_into
 from edge_agent.device.info import device_info
@@ -204,7 +205,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
     if record.result:
         result = dict(record.result)
         if not with_samples and isinstance(result.get("latency"), dict):
-            result["latency"] = {k: v for k, v in result["latency"].items() if k != "samples_ms"}
+            result["latency"] = {k: v for k, v in result["latency"].items() if k != SAMPLES_FIELD}
         result_into(out.result, result)
     if record.error:
         parse_into(out.error, record.error)
