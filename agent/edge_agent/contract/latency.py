@@ -20,15 +20,32 @@ LATENCY_FIELDS: Final = (*STAT_FIELDS, THROUGHPUT_FIELD, SAMPLES_FIELD)
 class Stats(Protocol):
     """What :func:`latency_record` reads: the statistics by their names and the throughput at a batch size."""
 
-    count: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def mean_ms(self) -> float: ...
+
+    @property
+    def std_ms(self) -> float: ...
+
+    @property
+    def min_ms(self) -> float: ...
+
+    @property
+    def max_ms(self) -> float: ...
+
+    @property
+    def p50_ms(self) -> float: ...
+
+    @property
+    def p90_ms(self) -> float: ...
+
+    @property
+    def p95_ms(self) -> float: ...
+
+    @property
+    def p99_ms(self) -> float: ...
 
     def throughput(self, batch_size: int) -> float: ...
 

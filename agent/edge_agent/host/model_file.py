@@ -353,8 +353,8 @@ def resolve_input(model: ModelFile, given: list[int] | None, batch_size: int | N
         raise InputShapeError(f"{where} {misfit}")
     if dynamic and not applies:
         named = [str(declared[i] or f"dim{i}") for i in dynamic]
-        sizes = (str(d) if isinstance(d, int) else f"<{d or f'dim{i}'}>" for i, d in enumerate(declared) if i > 0)
-        example = "x".join([str(declared[0]) if isinstance(declared[0], int) else "1", *sizes])
+        shown = (str(d) if isinstance(d, int) else f"<{d or f'dim{i}'}>" for i, d in enumerate(declared) if i > 0)
+        example = "x".join([str(declared[0]) if isinstance(declared[0], int) else "1", *shown])
         raise InputShapeError(
             f"{where} of shape {_shape_text(declared)} has dynamic dimensions ({', '.join(named)}): give the whole "
             f"shape with --input-shape, e.g. --input-shape {example}"

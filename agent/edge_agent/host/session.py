@@ -202,7 +202,8 @@ def bench_artifact(
     """
     shas = eval_set_shas(client, eval_set, eval_reference)
     last: dict[str, Any] = {}
-    for event in client.bench(sha256, settings, run_id=run_id, **shas):
+    inputs, reference = shas.get("eval_set_sha256", ""), shas.get("eval_reference_sha256", "")
+    for event in client.bench(sha256, settings, run_id=run_id, eval_set_sha256=inputs, eval_reference_sha256=reference):
         last = event
         if on_event is not None:
             on_event(event)

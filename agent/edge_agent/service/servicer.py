@@ -134,7 +134,7 @@ class StreamSlots:
 def status_for(error: AgentError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_FOR:
-            return STATUS_FOR[cls]  # type: ignore[index]
+            return STATUS_FOR[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -196,7 +196,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
     out = pb.RunRecord(
         run_id=record.run_id,
         sha256=record.sha256,
-        state=pb.RunState.Value(f"RUN_STATE_{record.state}"),
+        state=f"RUN_STATE_{record.state}",
         accepted_at=record.accepted_at,
         finished_at=record.finished_at,
         seq=record.seq,
@@ -213,7 +213,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
 
 
 def event_pb(event: Event) -> pb.RunEvent:
-    out = pb.RunEvent(run_id=event.run_id, state=pb.RunState.Value(f"RUN_STATE_{event.state}"))
+    out = pb.RunEvent(run_id=event.run_id, state=f"RUN_STATE_{event.state}")
     if event.kind == "queued":
         out.queue_position = int(event.payload)
     elif event.kind == "phase":
