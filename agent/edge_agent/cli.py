@@ -20,13 +20,8 @@ from edge_agent.config import add_server_options, agent_config
 from edge_agent.contract.arguments import ArgumentParser
 from edge_agent.contract.errors import StoreLocked
 from edge_agent.contract.result import EXIT_ERROR, EXIT_USAGE
-from edge_agent.host.commands import (
-    add_bench_options,
-    add_client_options,
-    add_data_options,
-    add_model_file_options,
-    run_host_command,
-)
+from edge_agent.host.commands import add_bench_options, add_client_options, add_data_options, add_model_file_options
+from edge_agent.host.dispatch import run_host_command
 
 EXAMPLES = """\
 examples:

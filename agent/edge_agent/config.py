@@ -218,7 +218,8 @@ def _typed(key: str, value: Any) -> Any:
     else:
         ok = isinstance(value, str | Path)
     if not ok or (kind in (Path, str) and not str(value).strip()):
-        name = {Path: "a path (a non-empty string)", str: "a non-empty string"}.get(kind, kind.__name__)
+        names: dict[type, str] = {Path: "a path (a non-empty string)", str: "a non-empty string"}
+        name = names.get(kind, kind.__name__)
         raise ValueError(f"config key {key!r} must be {name}, got {value!r}")
     return kind(value)
 

@@ -315,8 +315,8 @@ print(json.dumps(out))
 def test_the_evaluation_seam_runs_a_pushed_model_file_on_an_evaluation_set(agent, files: dict[str, Path], tmp_path: Path) -> None:
     # setup: a user's file staged and pushed as bench does, and an evaluation set as edge_opt.evalset.publish writes it
     import onnxruntime as ort
-    from edge_agent.host.commands import bench_artifact
     from edge_agent.host.model_file import manifest_for, read_model_file, resolve_input, stage_model_file
+    from edge_agent.host.session import bench_artifact
     from edge_opt import evalset
 
     port, _store = agent

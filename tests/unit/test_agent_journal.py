@@ -182,7 +182,7 @@ def test_samples_are_stored_packed_and_lists_from_older_lines_still_read(tmp_pat
     journal.close()
     line = json.loads(path.read_bytes().splitlines()[-1])
     assert set(line["result"]["latency"]["samples_ms"]) == {"f64le_base64"}  # text, not thousands of numbers
-    from edge_agent.runs.journal import encode_entry
+    from edge_agent.runs.journal_entries import encode_entry
 
     old = {"seq": 10, "run_id": "old", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}
     done = {"seq": 11, "run_id": "old", "event": "finished", "ts": "t", "state": "SUCCEEDED"}
@@ -198,7 +198,7 @@ def test_samples_are_stored_packed_and_lists_from_older_lines_still_read(tmp_pat
 def test_a_checksummed_line_the_wire_cannot_carry_is_set_aside_not_served(tmp_path: Path) -> None:
     # A well-formed line with a result field of the wrong type (output_sample as a string) used to be kept, and
     # every GetRun of it, and every ListRuns page holding it, then failed INTERNAL: no collector got past it.
-    from edge_agent.runs.journal import encode_entry
+    from edge_agent.runs.journal_entries import encode_entry
 
     path = tmp_path / "j.jsonl"
     journal = Journal(path)
@@ -216,7 +216,8 @@ def test_a_checksummed_line_the_wire_cannot_carry_is_set_aside_not_served(tmp_pa
 
 def test_a_planted_sequence_at_the_ceiling_degrades_the_journal_instead_of_losing_results(tmp_path: Path) -> None:
     # An entry at seq 2**53 - 1 made every later result get a seq the next start refuses: acknowledged, then lost.
-    from edge_agent.runs.journal import MAX_SEQ, JournalUnavailable, encode_entry
+    from edge_agent.runs.journal import JournalUnavailable
+    from edge_agent.runs.journal_entries import MAX_SEQ, encode_entry
 
     path = tmp_path / "j.jsonl"
     entry = {"seq": MAX_SEQ - 1, "run_id": "planted", "event": "accepted", "ts": "t", "sha256": "a" * 64, "settings": S}

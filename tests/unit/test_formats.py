@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from edge_agent.contract.errors import ArtifactRejected
 from edge_agent.contract.formats import MODEL_FORMATS, missing_runtime
-from edge_agent.runs import journal
+from edge_agent.runs import journal_entries as journal
 from edge_agent.runtimes import registry
 from edge_agent.store import catalogue as store
 from edge_agent.v1 import agent_pb2 as pb

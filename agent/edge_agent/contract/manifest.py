@@ -6,6 +6,9 @@
   host SDK before a push (``edge_agent.host.client``) and by the toolchain (``edge_opt.export.artifact.read_manifest``): the
   schema version, the file record, the model file's size and, when asked, its sha256 and the device's checks.
   Every problem is a :class:`ManifestError` (a ``ValueError``) whose one line names the file and what is wrong.
+* :func:`write_manifest` is the one writer of ``manifest.json`` (:func:`manifest_text` its exact text): the host
+  SDK's staging of a user's model file (``edge_agent.host.model_file``) and the toolchain's artifacts and
+  evaluation sets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from edge_agent.contract.chunks import sha256_file
 from edge_agent.contract.errors import ArtifactRejected
+from edge_agent.contract.files import write_durably
 from edge_agent.contract.formats import EVALSET_FILE, EVALSET_FORMAT, MODEL_FORMATS
 from edge_agent.contract.patterns import SHA256_PATTERN
 
@@ -206,3 +210,20 @@ def _file_name(path: Path, file: Any) -> str:
         raise ManifestError(f"{path}: file.size_bytes must be the model file's size in bytes, got {str(size)[:40]!r}; {_FIX}")
     return name
 
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """A manifest as ``manifest.json`` holds it: JSON indented by 2, keys in the caller's order, a final newline."""
+    return json.dumps(manifest, indent=2) + "\n"
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any], *, durable: bool = False) -> Path:
+    """Write ``folder/manifest.json``; ``durable``: atomically and fsynced (:func:`edge_agent.contract.files.write_durably`),
+    for an artifact that is published. Returns the file's path."""
+    path = folder / MANIFEST_NAME
+    text = manifest_text(manifest)
+    if durable:
+        write_durably(path, text.encode("utf-8"))
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path

@@ -9,6 +9,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from edge_agent.contract.latency import SAMPLES_FIELD
 from edge_agent.v1 import agent_pb2 as pb
 
 
@@ -48,7 +49,7 @@ def check_servable(result: dict[str, Any]) -> None:
     """Raise ValueError unless ``result`` (samples aside: checked on their own) converts to the wire's message."""
     body = dict(result)
     if isinstance(body.get("latency"), dict):
-        body["latency"] = {k: v for k, v in body["latency"].items() if k != "samples_ms"}
+        body["latency"] = {k: v for k, v in body["latency"].items() if k != SAMPLES_FIELD}
     try:
         result_into(pb.RunRecord().result, body)
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:

@@ -136,7 +136,7 @@ class AgentClient:
         self.address = address
         self.timeout = timeout
         creds = credentials or Credentials()
-        options = list(CLIENT_OPTIONS)
+        options: list[tuple[str, int | str]] = list(CLIENT_OPTIONS)
         if creds.server_name:
             options.append(("grpc.ssl_target_name_override", creds.server_name))
         if creds.ca_cert or creds.client_cert:

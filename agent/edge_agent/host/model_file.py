@@ -17,10 +17,10 @@ user's and where its precision and input shape came from) beside a link to the f
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.contract.errors import ArtifactRejected
 from edge_agent.contract.formats import MODEL_FORMATS
-from edge_agent.contract.manifest import INPUT_DTYPES, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, PRECISIONS, sha256_file
+from edge_agent.contract.manifest import INPUT_DTYPES, MANIFEST_SCHEMA_VERSION, PRECISIONS, sha256_file, write_manifest
 from edge_agent.runtimes import onnx_guard
 from edge_agent.runtimes.executorch_program import ExecutorchLoadError, program_input
 
@@ -353,8 +353,8 @@ def resolve_input(model: ModelFile, given: list[int] | None, batch_size: int | N
         raise InputShapeError(f"{where} {misfit}")
     if dynamic and not applies:
         named = [str(declared[i] or f"dim{i}") for i in dynamic]
-        sizes = (str(d) if isinstance(d, int) else f"<{d or f'dim{i}'}>" for i, d in enumerate(declared) if i > 0)
-        example = "x".join([str(declared[0]) if isinstance(declared[0], int) else "1", *sizes])
+        shown = (str(d) if isinstance(d, int) else f"<{d or f'dim{i}'}>" for i, d in enumerate(declared) if i > 0)
+        example = "x".join([str(declared[0]) if isinstance(declared[0], int) else "1", *shown])
         raise InputShapeError(
             f"{where} of shape {_shape_text(declared)} has dynamic dimensions ({', '.join(named)}): give the whole "
             f"shape with --input-shape, e.g. --input-shape {example}"
@@ -425,8 +425,6 @@ def stage_model_file(model: ModelFile, manifest: dict[str, Any], parent: Path) -
     try:
         target.symlink_to(model.path.resolve())
     except OSError:
-        import shutil
-
         shutil.copyfile(model.path, target)
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(folder, manifest)
     return folder

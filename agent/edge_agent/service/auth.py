@@ -61,7 +61,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         yield  # pragma: no cover - an async generator that aborts before yielding
 
-    async def intercept_service(
+    # grpc's stub says a handler is always returned; grpc passes None on for a method no servicer has.
+    async def intercept_service(  # type: ignore[override]
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,

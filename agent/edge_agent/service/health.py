@@ -13,7 +13,7 @@ from edge_agent.service.auth import bearer_token, tokens_match
 from edge_agent.service.servicer import StreamSlots
 
 
-class BoundedHealthServicer(health.aio.HealthServicer):
+class BoundedHealthServicer(health.aio.HealthServicer):  # type: ignore[name-defined]  # grpc-stubs lacks health.aio
     """grpc's health service. Its ``Watch`` streams are open to anyone (health needs no token), so unauthenticated
     watches have their own per-client and total limits, apart from authenticated calls', and a lifetime (the client
     watches again): they can neither fill the server nor take room from those who hold the token. A watch that

@@ -73,7 +73,7 @@ class Agent:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: health.aio.HealthServicer  # type: ignore[name-defined]  # grpc-stubs lacks health.aio
     runs: RunManager
     store: ArtifactStore
     loop: asyncio.AbstractEventLoop

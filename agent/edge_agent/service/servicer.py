@@ -42,6 +42,7 @@ from edge_agent.contract.errors import (
     RuntimeUnavailable,
     ShuttingDown,
 )
+from edge_agent.contract.latency import SAMPLES_FIELD
 from edge_agent.contract.settings import BenchmarkSettings
 from edge_agent.contract.wire import parse_into, result_into, settings_into
 from edge_agent.device.info import device_info
@@ -133,7 +134,7 @@ class StreamSlots:
 def status_for(error: AgentError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in STATUS_FOR:
-            return STATUS_FOR[cls]  # type: ignore[index]
+            return STATUS_FOR[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -195,7 +196,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
     out = pb.RunRecord(
         run_id=record.run_id,
         sha256=record.sha256,
-        state=pb.RunState.Value(f"RUN_STATE_{record.state}"),
+        state=f"RUN_STATE_{record.state}",
         accepted_at=record.accepted_at,
         finished_at=record.finished_at,
         seq=record.seq,
@@ -204,7 +205,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
     if record.result:
         result = dict(record.result)
         if not with_samples and isinstance(result.get("latency"), dict):
-            result["latency"] = {k: v for k, v in result["latency"].items() if k != "samples_ms"}
+            result["latency"] = {k: v for k, v in result["latency"].items() if k != SAMPLES_FIELD}
         result_into(out.result, result)
     if record.error:
         parse_into(out.error, record.error)
@@ -212,7 +213,7 @@ def run_record_pb(record: RunRecord, *, with_samples: bool = True) -> pb.RunReco
 
 
 def event_pb(event: Event) -> pb.RunEvent:
-    out = pb.RunEvent(run_id=event.run_id, state=pb.RunState.Value(f"RUN_STATE_{event.state}"))
+    out = pb.RunEvent(run_id=event.run_id, state=f"RUN_STATE_{event.state}")
     if event.kind == "queued":
         out.queue_position = int(event.payload)
     elif event.kind == "phase":

@@ -42,6 +42,7 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ class ArtifactStore:
         metas = [m for d in entries if SHA256_PATTERN.fullmatch(d.name) and (m := self.get(d.name))]
         return sorted(metas, key=lambda m: m.committed_at)
 
-    def used_bytes(self, committed: list[ArtifactMeta] | None = None) -> int:
+    def used_bytes(self, committed: Sequence[ArtifactMeta] | None = None) -> int:
         """Committed bytes, plus idle staged bytes, plus the full declared size of every push in flight."""
         committed = self.list() if committed is None else committed
         staged = sum(p.lstat().st_size for p in self.staging_dir.glob("*.part") if p.name[:-5] not in self._active)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.contract.errors import OUT_OF_MEMORY_MARKERS
+from edge_agent.contract.latency import latency_record
 from edge_agent.runtimes.base import WorkerError
 from edge_agent.runtimes.registry import BY_NAME
 from edge_agent.worker.confine import Confinement, confine
@@ -172,19 +173,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("eval_paths"):  # after the timed loop, same session: it cannot disturb the timing
         emit({"type": "progress", "phase": "evaluating", "done": 0, "total": 0})
         evaluation = evaluate_on_sets(evaluate_call, request["eval_paths"], dtype, dims[1:])
-    latency = {
-        "count": stats.count,
-        "mean_ms": stats.mean_ms,
-        "std_ms": stats.std_ms,
-        "min_ms": stats.min_ms,
-        "max_ms": stats.max_ms,
-        "p50_ms": stats.p50_ms,
-        "p90_ms": stats.p90_ms,
-        "p95_ms": stats.p95_ms,
-        "p99_ms": stats.p99_ms,
-        "throughput_per_s": stats.throughput(settings["batch_size"]),
-        "samples_ms": kept_samples(stats.samples_ms) if settings.get("keep_samples") else [],
-    }
+    kept = kept_samples(stats.samples_ms) if settings.get("keep_samples") else []
+    latency = latency_record(stats, settings["batch_size"], kept)
     result = {
         "latency": latency,
         "load_seconds": load_seconds,
