@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from edge_agent.contract.formats import MODEL_FORMATS
 from edge_agent.device.info import cpu_model
 from edge_opt.config import parse_config
 from edge_opt.device.pick import Candidate, pick
@@ -40,6 +41,7 @@ from edge_opt.errors import ToolchainError
 from edge_opt.export.pipeline import run_export
 from edge_opt.formats.evaluation import TorchRunner
 from edge_opt.formats.executorch import PteRunner
+from edge_opt.formats.litert import LiteRTRunner
 from edge_opt.formats.onnx import OrtRunner
 from edge_opt.formats.torchscript import load_torchscript
 from edge_opt.targets import cpu_flags, resolve_target
@@ -61,6 +63,7 @@ BUILDS = (
     {"precisions": ["fp32", "fp16", "int8"], "formats": ["torchscript", "onnx"]},
     {"precisions": ["fp32"], "formats": ["executorch"]},
     {"precisions": ["int8"], "formats": ["executorch"]},
+    {"precisions": ["fp32", "fp16", "int8"], "formats": ["litert"]},
 )
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16",
                      "asimd", "asimddp", "i8mm")
@@ -83,11 +86,13 @@ def build(out: Path) -> tuple[dict[str, tuple[object, dict]], float]:
             if not row.written:
                 continue
             name = f"{row.precision.value}-{row.format.value}"
-            model = row.path / ("model" + {"torchscript": ".pt", "onnx": ".onnx", "executorch": ".pte"}[row.format.value])
+            model = row.path / MODEL_FORMATS[row.format.value].file_name
             if row.format.value == "onnx":
                 runner: object = OrtRunner(model, threads=1)
             elif row.format.value == "executorch":
                 runner = PteRunner(model)
+            elif row.format.value == "litert":
+                runner = LiteRTRunner(model, threads=1)
             else:
                 engine = report.target.torch_engine if row.precision.value == "int8" else None
                 dtype = torch.float16 if row.precision.value == "fp16" else torch.float32

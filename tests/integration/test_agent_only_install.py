@@ -55,7 +55,7 @@ def test_agent_venv_has_no_torch_and_imports_stay_light(agent_python: str) -> No
 def test_agent_serves_onnx_and_refuses_torchscript_without_torch(agent_only: int, tmp_path: Path) -> None:
     with client_for(agent_only) as client:
         info = client.info()
-        assert [r["name"] for r in info["runtimes"]] == ["onnxruntime"]
+        assert [r["name"] for r in info["runtimes"]] == ["onnxruntime", "ai-edge-litert"]
         onnx_sha = client.push(write_artifact(tmp_path / "onnx", tiny_onnx_bytes())).sha256
         assert "result" in list(client.bench(onnx_sha, FAST))[-1]
         ts_sha = client.push(_torchscript_artifact(tmp_path / "ts")).sha256
@@ -132,3 +132,23 @@ def test_export_push_bench_to_a_torch_free_device_benchmarks_the_onnx_artifact(
     assert "push" not in runs["torchscript"] and "no torch runtime" in runs["torchscript"]["skipped"]
     # summary.json holds what --json printed, device runs included
     assert json.loads((tmp_path / "art" / "summary.json").read_text()) == result["data"]
+
+
+def test_torch_free_device_benchmarks_and_evaluates_litert_artifacts(
+    agent_only: int, agent_python: str, token_file: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    # setup: the device lists LiteRT (ai-edge-litert comes with the agent extra, without torch)
+    with client_for(agent_only) as client:
+        litert = next(r for r in client.info()["runtimes"] if r["name"] == "ai-edge-litert")
+    assert litert["version"] and "XNNPACK" in litert["providers"]
+    # execute: FP32 and INT8 .tflite exported here, pushed, benchmarked and checked on the device's evaluation set
+    args = ["--precision", "fp32,int8", "--format", "litert", "--eval-samples", "200", "--out", str(tmp_path / "art")]
+    args += ["--push", f"127.0.0.1:{agent_only}", "--token-file", str(token_file), "--bench", "--device-iterations", "5"]
+    proc = run_cli([*args, "--json", "-q"], cli_env)
+    # assert
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = {(r["precision"], r["format"]): r for r in parse_json_result(proc.stdout)["data"]["device"]["runs"]}
+    assert set(runs) == {("fp32", "litert"), ("int8", "litert")}
+    for run in runs.values():
+        assert run["state"] == "RUN_STATE_SUCCEEDED", run
+        assert run["device_check"]["samples"] == 200, run

@@ -233,7 +233,7 @@ class Prober:
 
 # ----- artifacts and pushes ----------------------------------------------------------------------------------
 def manifest_for(data: bytes, fmt: str = "onnx", precision: str = "fp32") -> str:
-    name = {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt]
+    name = {"onnx": "model.onnx", "torchscript": "model.pt", "litert": "model.tflite"}[fmt]
     return json.dumps(
         {
             "schema_version": 1,

@@ -82,7 +82,7 @@ def test_executorch_format_and_pt2e_quantizer() -> None:
 
     args = build_parser().parse_args(["--format", "all", "--precision", "int8"])
     config = config_from_args(args)
-    assert [f.value for f in config.formats] == ["torchscript", "onnx", "executorch"]
+    assert [f.value for f in config.formats] == ["torchscript", "onnx", "executorch", "litert"]
     assert config.quantization.pt2e_quantizer.value == "xnnpack"
     assert [f.value for f in Config().formats] == ["torchscript", "onnx"]  # the default stays: .pte builds are slow
     with pytest.raises(ConfigError, match=r"quantization.pt2e_quantizer.*expected one of"):

@@ -34,6 +34,7 @@ MODEL_FORMATS: dict[str, ModelFormat] = {
         ModelFormat("onnx", "model.onnx", "onnxruntime", "onnxruntime", "edge-opt[agent]"),
         ModelFormat("torchscript", "model.pt", "torchscript", "torch", "torch==2.14.1 beside edge-opt[agent]"),
         ModelFormat("executorch", "model.pte", "executorch", "executorch", "edge-opt[agent,executorch]"),
+        ModelFormat("litert", "model.tflite", "litert", "ai-edge-litert", "edge-opt[agent]"),
     )
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from edge_agent.contract.errors import ArtifactRejected
 from edge_agent.contract.formats import MODEL_FORMATS
-from edge_agent.runtimes import executorch, onnx, torchscript
+from edge_agent.runtimes import executorch, litert, onnx, torchscript
 from edge_agent.runtimes.base import Runtime
 
 #: Every runtime, in device info's order.
@@ -17,6 +17,7 @@ RUNTIMES: tuple[Runtime, ...] = (
     onnx.RUNTIME,
     torchscript.RUNTIME,
     executorch.RUNTIME,
+    litert.RUNTIME,
 )
 
 #: Artifact format → its runtime.

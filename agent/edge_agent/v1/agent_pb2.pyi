@@ -13,6 +13,7 @@ class RuntimeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUNTIME_ONNXRUNTIME: _ClassVar[RuntimeKind]
     RUNTIME_TORCHSCRIPT: _ClassVar[RuntimeKind]
     RUNTIME_EXECUTORCH: _ClassVar[RuntimeKind]
+    RUNTIME_LITERT: _ClassVar[RuntimeKind]
 
 class GraphOptimization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ RUNTIME_UNSPECIFIED: RuntimeKind
 RUNTIME_ONNXRUNTIME: RuntimeKind
 RUNTIME_TORCHSCRIPT: RuntimeKind
 RUNTIME_EXECUTORCH: RuntimeKind
+RUNTIME_LITERT: RuntimeKind
 GRAPH_OPT_UNSPECIFIED: GraphOptimization
 GRAPH_OPT_DISABLE: GraphOptimization
 GRAPH_OPT_BASIC: GraphOptimization

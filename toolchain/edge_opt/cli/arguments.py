@@ -170,8 +170,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
         type=format_list,
-        help="torchscript, onnx, executorch (.pte, XNNPACK; INT8 by PT2E), a comma list, both (torchscript,onnx) or all "
-        "(default: config, torchscript and onnx)",
+        help="torchscript, onnx, executorch (.pte, XNNPACK; INT8 by PT2E), litert (.tflite, XNNPACK), a comma list, "
+        "both (torchscript,onnx) or all (default: config, torchscript and onnx)",
     )
     parser.add_argument(
         "--target",

@@ -10,6 +10,7 @@ device reports how far it is from them (agreement, SQNR) and, with labels, its o
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,13 @@ def host_runner(model: Path, fmt: str, dtype: str) -> Callable[[np.ndarray], np.
             return None
         program = load(str(model))
         return lambda x: np.concatenate([np.asarray(program.call(x[i : i + 1].astype(dtype))) for i in range(len(x))])
+    if fmt == "litert":
+        from edge_agent.runtimes.litert import load as load_litert
+
+        if importlib.util.find_spec("ai_edge_litert") is None:
+            return None
+        lite = load_litert(str(model))  # the device's runner: int8 inputs quantized, outputs dequantized, any batch
+        return lambda x: lite(x.astype(np.float32, copy=False))
     if fmt == "torchscript":
         import torch
 

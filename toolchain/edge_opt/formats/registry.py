@@ -11,6 +11,7 @@ import enum
 
 from edge_opt.formats.base import Format
 from edge_opt.formats.executorch import EXECUTORCH
+from edge_opt.formats.litert import LITERT
 from edge_opt.formats.onnx import ONNX
 from edge_opt.formats.torchscript import TORCHSCRIPT
 
@@ -21,6 +22,7 @@ FORMATS: dict[str, Format] = {
         TORCHSCRIPT,
         ONNX,
         EXECUTORCH,
+        LITERT,
     )
 }
 
