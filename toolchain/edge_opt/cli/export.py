@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace) -> Outcome:
     the JSON, so that a script or CI job neither mistakes them for success nor loses what was written.
     """
     from edge_agent.contract.errors import InvalidSettings
-    from edge_agent.contract.result import EXIT_PARTIAL
+    from edge_agent.contract.result import EXIT_PARTIAL, ResultError
     from edge_agent.contract.settings import BenchmarkSettings
 
     from edge_opt.errors import DeviceError
@@ -148,7 +148,9 @@ def _run(args: argparse.Namespace) -> Outcome:
         print_export_report(report, out)
     data = report.to_dict()
     # What passed is written; each refused artifact is named (exit 8). The pick leaves refused candidates out by design.
-    refusals = [] if args.pick else [{"code": "export", "message": f"{k}: {v}"} for k, v in report.refused.items()]
+    refusals: list[ResultError] = (
+        [] if args.pick else [{"code": "export", "message": f"{k}: {v}"} for k, v in report.refused.items()]
+    )
     if not args.push:
         return Outcome(data, EXIT_PARTIAL if refusals else 0, refusals)
     from edge_opt.device.runs import device_failures, print_device_rows, push_and_bench

@@ -61,7 +61,9 @@ def preprocessing_for(
         p = manifest_preprocessing
         try:
             resize_to = tuple(p["resize_to"]) if p.get("resize_to") else None
-            values = {k: tuple(v) if isinstance(v, list) else v for k, v in p.items() if k in ("mean", "std", "scale")}
+            values: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in p.items() if k in ("mean", "std", "scale")
+            }
             return Preprocessing(height, width, channels, resize_to=resize_to, source=stored, **values)
         except (TypeError, ValueError) as exc:
             raise DataError(

@@ -100,7 +100,8 @@ def open_data(
     if train_spec == eval_spec:
         return _split_one(train_spec, val_fraction, seed)
     train, evaluation_source = open_source(train_spec, "train"), open_source(eval_spec, "eval")
-    _check_not_empty(train, "calibration / training"), _check_not_empty(evaluation_source, "evaluation")
+    _check_not_empty(train, "calibration / training")
+    _check_not_empty(evaluation_source, "evaluation")
     record = {"train": _describe(train), "eval": _describe(evaluation_source), "split": "separate sources"}
     return DataPlan(
         train,
@@ -115,7 +116,8 @@ def open_data(
 def _split_one(spec: str, val_fraction: float, seed: int) -> DataPlan:
     if splits_itself(spec):
         train, evaluation = open_source(spec, "train"), open_source(spec, "eval")
-        _check_not_empty(train, "training"), _check_not_empty(evaluation, "evaluation")
+        _check_not_empty(train, "training")
+        _check_not_empty(evaluation, "evaluation")
         if train.class_names != evaluation.class_names:
             only = sorted(set(train.class_names or ()) ^ set(evaluation.class_names or ()))
             raise DataError(

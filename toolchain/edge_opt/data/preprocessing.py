@@ -48,7 +48,7 @@ class Preprocessing:
     resize: str = "bilinear"  # used only when the stored size differs from (height, width)
     layout: str = "NCHW"
     #: Resize to this (height, width) first, then center-crop to (height, width); None: resize straight to it.
-    resize_to: tuple[int, int] | None = None
+    resize_to: tuple[int, ...] | None = None  # (N,): the shorter side; (H, W)
     #: What the stored images are (GREY_28, IMAGES, UINT8_ARRAY or PREPROCESSED).
     source: str = GREY_28
 

@@ -383,7 +383,8 @@ def open_factory(spec: str, role: str) -> Source:
         raise DataError(f"data factory {spec!r} gives labels for some items and not others: give all or none")
     else:
         try:
-            label_tensor = _labels(np.asarray([int(y) for y in labels]), len(inputs), f"data factory {spec!r} labels")
+            given = np.asarray([int(y) for y in labels if y is not None])  # all given: checked above
+            label_tensor = _labels(given, len(inputs), f"data factory {spec!r} labels")
         except (TypeError, ValueError):
             raise DataError(f"data factory {spec!r}: labels must be integer class indices") from None
     classes = getattr(obj, "classes", None)
@@ -393,7 +394,7 @@ def open_factory(spec: str, role: str) -> Source:
 
 def _iterate(obj: Any, spec: str) -> Iterable[Any]:
     if isinstance(obj, torch.utils.data.Dataset) and hasattr(obj, "__len__"):
-        return (obj[i] for i in range(len(obj)))  # type: ignore[arg-type]
+        return (obj[i] for i in range(len(obj)))
     if isinstance(obj, (str, bytes)) or not isinstance(obj, Iterable):
         raise DataError(
             f"data factory {spec!r} returned {type(obj).__name__}: return a torch.utils.data.Dataset or an iterable "

@@ -112,9 +112,10 @@ def _build(config: Config, plan: DataPlan | None) -> ModelSpec:
             f"--input-size is needed with --data {plan.description.split(',')[0]}: the size {m.name} takes, e.g. 224 "
             "or 32x32 (images are resized to it; --resize N first resizes the shorter side, then center-crops)"
         )
-    if plan.stored_size() and m.input_size and tuple(m.input_size) != plan.stored_size():
+    stored_size = plan.stored_size()
+    if stored_size and m.input_size and tuple(m.input_size) != stored_size:
         raise DataError(
-            f"the data's inputs are preprocessed at {plan.stored_size()[0]}x{plan.stored_size()[1]}, --input-size says "
+            f"the data's inputs are preprocessed at {stored_size[0]}x{stored_size[1]}, --input-size says "
             f"{m.input_size[0]}x{m.input_size[1]}: preprocessed inputs are fed as they are; drop --input-size"
         )
     stored = plan.stored_channels()

@@ -72,7 +72,7 @@ def build(ctx: ExportContext, fmt: Format, precision: Precision, path: Path) -> 
     qat = _build_qat(ctx, fmt, qat_path)
     qat_accuracy = _accuracy(ctx, fmt, qat, qat_path)
     decision["qat_accuracy"] = round(qat_accuracy, 5)
-    decision.update({k: qat.quantization[k] for k in ("epochs", "train_items", "train_seconds", "seconds_per_epoch",
+    decision.update({k: (qat.quantization or {})[k] for k in ("epochs", "train_items", "train_seconds", "seconds_per_epoch",
                                                         "seconds")})  # fmt: skip
     because = "on-need: PTQ lost more than the budget; " if settings.mode is QatMode.ON_NEED else ""
     figures = (

@@ -82,8 +82,8 @@ class Inventory(_Strict):
             raise ConfigError(f"unknown device(s) {', '.join(unknown)}; the inventory has {', '.join(sorted(known))}")
         chosen = [d for d in devices if d.name in (names or []) or set(d.tags) & set(tags or [])]
         if not chosen:
-            known = sorted({t for d in devices for t in d.tags})
-            raise ConfigError(f"no device carries the tag(s) {', '.join(tags or [])}; the inventory's tags: {', '.join(known)}")
+            carried = sorted({t for d in devices for t in d.tags})
+            raise ConfigError(f"no device carries the tag(s) {', '.join(tags or [])}; the inventory's tags: {', '.join(carried)}")
         return chosen
 
 

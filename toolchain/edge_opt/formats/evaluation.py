@@ -125,7 +125,10 @@ def predict(runner: Runner, split: Split, preprocessing: Preprocessing, batch_si
     return np.concatenate([out.reshape(out.shape[0], -1) for out in outs])
 
 
-def accuracy_of(logits: np.ndarray, labels: torch.Tensor) -> float:
+def accuracy_of(logits: np.ndarray, labels: torch.Tensor | None) -> float:
+    """Top-1 accuracy of ``logits`` against ``labels`` (unlabelled data has none: callers check first)."""
+    if labels is None:
+        raise ValueError("top-1 accuracy needs labelled data")
     return float((logits.argmax(axis=1) == labels.numpy()).mean())
 
 

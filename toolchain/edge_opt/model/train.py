@@ -32,6 +32,8 @@ SHIPPED_WEIGHTS = resources.files("edge_opt.model") / "weights"
 
 
 def cache_key(model_name: str, settings: TrainSection, train: Split, preprocessing: Preprocessing) -> str:
+    if train.labels is None:
+        raise ValueError("training needs labelled data")
     labels_digest = hashlib.sha256(train.labels.numpy().tobytes()).hexdigest()[:16]
     payload = {
         "model": model_name,

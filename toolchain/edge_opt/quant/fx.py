@@ -88,7 +88,7 @@ def qconfig_mapping(backend: str, observer: FxObserver = FxObserver.DEFAULT, kee
         default = get_default_qconfig(backend)
         # x86/fbgemm qconfigs use 7-bit activations (reduce_range) to avoid overflow in their kernels; keep that.
         reduce_range = backend in ("x86", "fbgemm")
-        observer_cls = {
+        observer_cls: Any = {
             FxObserver.MINMAX: MinMaxObserver,
             FxObserver.MOVING_AVERAGE: MovingAverageMinMaxObserver,
             FxObserver.HISTOGRAM: HistogramObserver,

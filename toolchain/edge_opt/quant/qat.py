@@ -106,8 +106,8 @@ def fine_tune(
     *,
     batch_size: int,
     seed: int,
-    freeze_batchnorm: Callable[[nn.Module], None] = lambda m: None,
-    freeze_observers: Callable[[nn.Module], None] = lambda m: None,
+    freeze_batchnorm: Callable[[nn.Module], object] = lambda m: None,
+    freeze_observers: Callable[[nn.Module], object] = lambda m: None,
     label: str = "QAT",
 ) -> Training:
     """Train ``module`` (already in training mode) on ``train`` with Adam, cross-entropy and a cosine schedule.
@@ -155,7 +155,9 @@ def _cannot_trace(path: str, exc: BaseException) -> ExportError:
     )
 
 
-def prepare_fx_qat(model: nn.Module, example: torch.Tensor, backend: str, keep_float: tuple[str, ...] = ()) -> nn.Module:
+def prepare_fx_qat(
+    model: nn.Module, example: torch.Tensor, backend: str, keep_float: tuple[str, ...] = ()
+) -> torch.fx.GraphModule:
     """A training-mode copy of ``model`` with fake quantization for ``backend`` (``model`` is not modified).
 
     Raises:
