@@ -180,11 +180,16 @@ build_toolchain() {
     || { tail -30 "$work/build-toolchain.log" >&2; fail "toolchain image failed to build (log: $work/build-toolchain.log)"; }
 }
 
+# The arm64 side (its base, then the agent built under emulation: one busy core) runs beside the amd64 side (its base,
+# the agent, then the toolchain: mostly unpacking torch and storing a 6 GB layer, disk-bound), so the two overlap.
 step_build() {
-  local base_pid="" arch
-  if [ -z "${EDGE_IMAGE_BASE:-}" ] && [[ " $arches " == *" arm64 "* ]]; then
-    (timed "base image arm64" make_base arm64) &
-    base_pid=$!
+  local arm_pid="" arch
+  if [[ " $arches " == *" arm64 "* ]]; then
+    (
+      [ -n "${EDGE_IMAGE_BASE:-}" ] || timed "base image arm64" make_base arm64
+      timed "agent image arm64" build_agent arm64
+    ) &
+    arm_pid=$!
   fi
   if [ -z "${EDGE_IMAGE_BASE:-}" ]; then
     timed "base image amd64" make_base amd64
@@ -193,10 +198,7 @@ step_build() {
     [ "$arch" = arm64 ] || timed "agent image $arch" build_agent "$arch"
   done
   timed "toolchain image amd64" build_toolchain
-  if [[ " $arches " == *" arm64 "* ]]; then
-    [ -z "$base_pid" ] || wait "$base_pid" || fail "the arm64 base image failed (log: $work/debootstrap-arm64.log)"
-    timed "agent image arm64" build_agent arm64
-  fi
+  [ -z "$arm_pid" ] || wait "$arm_pid" || fail "the arm64 side failed (see above; logs in $work)"
 }
 
 # The checks run on the host side with edge-opt's toolchain (the CI's .venv, or EDGE_HOST_PYTHON).
