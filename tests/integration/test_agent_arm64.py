@@ -128,3 +128,53 @@ def test_int8_onnx_for_arm64_runs_on_emulated_pi_with_the_models_semantics(
     assert recorded["top1_agreement"] >= 0.9 and recorded["mean_cosine"] >= 0.99
     if recorded["max_abs_error"] > 1e-4:  # this host's kernels deviate: the summary says so, with both accuracies
         assert any("INT8 kernels give" in note for note in report.notes), report.notes
+
+
+def test_litert_for_arm64_runs_on_emulated_pi_torch_free(
+    arm64_python: str, tmp_path: Path, data_root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Pi's torch-free fast path: FP32 and INT8 .tflite built for arm64, run by ai-edge-litert (XNNPACK) in the
+    arm64 agent image, whose outputs on the evaluation set match the host's."""
+    monkeypatch.setenv("EDGE_OPT_CACHE_DIR", str(cache_dir))
+    config = parse_config(
+        {
+            "target": "arm64",
+            "precisions": ["fp32", "int8"],
+            "formats": ["litert"],
+            "data": {"root": str(data_root), "download": False, "eval_samples": 1000},
+            "export": {"device_eval_samples": 200},
+            "benchmark": {"iterations": 3, "min_seconds": 0.0, "warmup_runs": 1, "warmup_min_seconds": 0.0, "batch_sizes": [1]},
+        }
+    )
+    report = run_export(config, tmp_path / "art")
+    artifacts = {r.precision.value: r.path for r in report.rows if r.path is not None}
+    assert set(artifacts) == {"fp32", "int8"}, report.refused
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    agent = AgentProcess(tmp_path / "store", token, python=arm64_python, env={"PYTHONPATH": ""})
+    results = {}
+    try:
+        port = agent.start(timeout=120)
+        with client_for(port, timeout=120) as client:
+            info = client.info()
+            assert info["arch"] == "aarch64"
+            runtimes = {r["name"] for r in info["runtimes"]}
+            assert "ai-edge-litert" in runtimes and "torch" not in runtimes, runtimes
+            settings = {
+                "iterations": 3, "min_seconds": 0.01, "warmup_runs": 1, "warmup_min_seconds": 0.01, "timeout_seconds": 600,
+            }  # fmt: skip
+            for precision, artifact in artifacts.items():
+                pushed = client.push(artifact)
+                eval_shas = evalset.push_eval_sets(client, artifact)
+                results[precision] = list(client.bench(pushed.sha256, settings, **eval_shas))[-1]
+    finally:
+        agent.close()
+    for precision, last in results.items():
+        assert last["state"] == "RUN_STATE_SUCCEEDED", (precision, last)
+        evaluation = last["result"]["evaluation"]
+        record = json.loads((artifacts[precision] / "manifest.json").read_text())["host_metrics"]["device_evaluation"]
+        assert evaluation["samples"] == 200 and not evaluation["error"], evaluation
+        # FP32: the same float computation, rounding apart. INT8: XNNPACK's integer kernels on ARM and x86 may round a
+        # tie differently, never more than a few of 200 top-1 decisions.
+        assert evaluation["agreement_with_host"] >= (1.0 if precision == "fp32" else 0.98), (precision, evaluation)
+        assert abs(evaluation["top1_accuracy"] - record["host_accuracy"]) <= (1 if precision == "fp32" else 4) / 200 + 1e-9
