@@ -30,7 +30,12 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     from edge_opt.cli.sweep import build_parser as sweep_parser
     from edge_opt.fleet.cli import build_parser as fleet_parser
 
-    return {"edge-export": export_parser(), "edge-sweep": sweep_parser(), "edge-agent": agent_parser(), "edge-fleet": fleet_parser()}
+    return {
+        "edge-export": export_parser(),
+        "edge-sweep": sweep_parser(),
+        "edge-agent": agent_parser(),
+        "edge-fleet": fleet_parser(),
+    }
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
