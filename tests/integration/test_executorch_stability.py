@@ -38,7 +38,7 @@ def _scenario(code: str, pte: Path) -> dict:
     """Run ``code`` in a fresh interpreter with ``PTE`` set; its last stdout line is JSON."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "agent"), os.environ.get("PYTHONPATH", "")])}
     prelude = (
-        "import json, sys\nimport numpy as np\nfrom edge_agent import executorch_runner as er\n"
+        "import json, sys\nimport numpy as np\nfrom edge_agent.runtimes import executorch_program as er\n"
         f"PTE = {str(pte)!r}\nX = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)\n"
     )
     try:
