@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from edge_agent.contract.files import write_durably
+from edge_agent.contract.manifest import write_manifest
 
 FORMAT = "evalset"
 FILE_NAME = "evalset.npz"
@@ -67,8 +68,8 @@ def publish(out_dir: Path, arrays: dict[str, np.ndarray], description: dict[str,
             "file": record,
         }
         folder.mkdir(parents=True, exist_ok=True)
-        for name, content in ((FILE_NAME, data), ("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())):
-            write_durably(folder / name, content)  # the manifest lands last: a folder with one is complete
+        write_durably(folder / FILE_NAME, data)
+        write_manifest(folder, manifest, durable=True)  # the manifest lands last: a folder with one is complete
     return record
 
 

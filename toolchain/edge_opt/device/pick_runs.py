@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.files import write_durably
-from edge_agent.contract.formats import missing_runtime
 from edge_agent.contract.result import strict_json
 from edge_agent.host.client import DeviceCallError
+from edge_agent.host.session import DeviceSession, Target, run_benchmark
 
 from edge_opt.device.pick import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MAX_TIE_GAP, Candidate, Pick, pick
-from edge_opt.evalset import push_eval_sets
+from edge_opt.evalset import folders_of
 from edge_opt.export.artifact import read_manifest
 
 RECOMMENDED = "recommended"
@@ -117,25 +117,27 @@ def pick_on_device(
     if rounds < 1 or max_seconds <= 0:
         raise ValueError("rounds must be at least 1 and max_seconds positive")
     max_rounds = max(rounds, max_rounds)
-    info = client.info()
-    have = [r.get("name", "") for r in info.get("runtimes", [])]
+    session = DeviceSession(client, bench=False)
+    info = session.open()
     manifests = {folder: read_manifest(folder) for folder in folders}
     skipped = {name: f"refused at export: {why}" for name, why in (refused or {}).items()} | dict(left_out or {})
     state = _State({})
     shas: dict[Path, str] = {}
     eval_shas: dict[Path, dict[str, str]] = {}
     for folder, manifest in manifests.items():
-        if reason := missing_runtime(manifest["format"], have):
+        inputs, reference = folders_of(folder) or (None, None)
+        target = Target(folder.name, folder, manifest["format"], eval_set=inputs, eval_reference=reference)
+        if reason := session.missing_runtime(target):
             skipped[folder.name] = reason
             continue
         try:
-            shas[folder] = client.push(folder).sha256
-            eval_shas[folder] = push_eval_sets(client, folder)
+            pushed = session.push(target)
         except DeviceCallError as exc:
             if exc.device_wide:
                 raise
             state.failed[folder.name] = f"the device refused its push: {exc.code}: {exc.details}"
             continue
+        shas[folder], eval_shas[folder] = pushed.sha256, pushed.eval_shas
         state.runs[folder] = []
     run_settings = {**(settings or {}), "keep_samples": False}  # a round needs its run's median, not every call
 
@@ -239,14 +241,7 @@ def _timed(
 ) -> tuple[dict[str, Any], float]:
     """One benchmark's last event and how long it took; a refusal that concerns this run only is its error."""
     started = clock()
-    try:
-        last: dict[str, Any] = {}
-        for event in client.bench(sha256, settings, **evaluate):
-            last = event
-    except DeviceCallError as exc:
-        if exc.device_wide:
-            raise
-        last = {"state": "REFUSED", "error": {"code": exc.code, "message": exc.details}}
+    last = run_benchmark(client, sha256, settings, eval_shas=evaluate)
     return last, clock() - started
 
 

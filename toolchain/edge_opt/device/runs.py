@@ -14,6 +14,8 @@ from typing import Any
 
 from edge_agent.contract.files import write_durably
 from edge_agent.contract.result import strict_json
+from edge_agent.host.client import PushOutcome
+from edge_agent.host.session import SessionHooks, Target
 from rich.console import Console
 from rich.table import Table
 
@@ -79,87 +81,93 @@ def push_and_bench(
 ) -> list[dict[str, Any]]:
     """Push every written artifact of ``report`` the device can run (only what it lacks); benchmark them if asked.
 
-    An artifact whose runtime the device lacks is not pushed: its row says why (``skipped``). A refusal that
-    concerns one artifact (its push or its run) is that row's ``error``; the others still run. Only a device that
-    cannot be reached or refuses us raises.
+    The work is one :class:`edge_agent.host.session.DeviceSession`: an artifact whose runtime the device lacks is
+    not pushed: its row says why (``skipped``). A refusal that concerns one artifact (its push or its run) is that
+    row's ``error``; the others still run. Only a device that cannot be reached or refuses us raises (the result
+    files of the runs that ended before are kept).
 
     Raises:
         DeviceError: the device cannot be reached, refused the credentials or stopped answering.
     """
-    from edge_agent.contract.formats import missing_runtime
     from edge_agent.host.client import AgentClient, DeviceCallError
+    from edge_agent.host.session import DeviceSession, Target
 
     creds = credentials(token_file, tls_ca)
-    rows: list[dict[str, Any]] = []
+    targets = []
+    for row in report.rows:
+        if row.path is None:
+            continue
+        inputs, reference = (evalset.folders_of(row.path) if bench else None) or (None, None)
+        fields = {"host_accuracy": row.accuracy, "precision": row.precision.value, "format": row.format.value}
+        targets.append(
+            Target(row.path.name, row.path, row.format.value, eval_set=inputs, eval_reference=reference, fields=fields)
+        )
     device_dir = report.out_dir / "device-runs" / re.sub(r"[^A-Za-z0-9._-]", "_", address)
     try:
         with AgentClient(address, creds) as client:
-            client.wait_ready(timeout=10)
-            device = client.info()
-            progress.status(
-                f"device {address}: {device['arch']}, {device['cpu_model']}, suggested target {device['suggested_target']}"
-            )
-            if device.get("suggested_target") and device["suggested_target"] != report.target.name:
-                progress.status(
-                    f"[yellow]warning:[/yellow] artifacts were built for {report.target.name}, the device suggests "
-                    f"{device['suggested_target']}: re-export with --target {device['suggested_target']}"
-                )
-            runtimes = [r.get("name", "") for r in device.get("runtimes", [])]
-            for row in report.rows:
-                if row.path is None:
-                    continue
-                entry: dict[str, Any] = {
-                    "artifact": row.path.name,
-                    "host_accuracy": row.accuracy,
-                    "precision": row.precision.value,
-                    "format": row.format.value,
-                }
-                rows.append(entry)
-                if reason := missing_runtime(row.format.value, runtimes):
-                    entry["skipped"] = reason
-                    progress.status(f"{row.path.name}: not pushed: {reason}")
-                    continue
-                try:
-                    _push_and_run(client, row.path, entry, address, bench=bench, settings=settings)
-                except DeviceCallError as exc:
-                    if exc.device_wide:
-                        raise
-                    entry.update(state="REFUSED", error={"code": exc.code, "message": exc.details})
-                    progress.status(f"{row.path.name}: refused by the device: {exc.code}: {exc.details}")
-                    continue
-                if bench:
-                    device_dir.mkdir(parents=True, exist_ok=True)
-                    write_durably(
-                        device_dir / f"{entry.get('run_id', 'run')}.json",
-                        strict_json({**entry, "device": device}).encode(),
-                    )
+            hooks = _ExportHooks(address, report.target.name, device_dir)
+            result = DeviceSession(client, settings, bench=bench, wait_ready=10, hooks=hooks).run_all(targets)
     except (DeviceCallError, OSError, ValueError) as exc:
         raise device_error(address, exc) from None
-    return rows
+    if result.device_error:
+        raise device_error(address, result.device_error)
+    return result.entries
 
 
-def _push_and_run(
-    client: Any, folder: Path, entry: dict[str, Any], address: str, *, bench: bool, settings: dict[str, Any]
-) -> None:
-    """Push ``folder`` and, with ``bench``, run it with its evaluation sets: the outcome goes into ``entry``."""
-    pushed = client.push(folder)
-    verb = "already on the device" if pushed.already_present else f"pushed {pushed.bytes_sent / 1e6:.2f} MB"
-    progress.status(f"{folder.name}: {verb}")
-    entry.update(sha256=pushed.sha256, push=pushed.__dict__)
-    if not bench:
-        return
-    eval_shas = evalset.push_eval_sets(client, folder)
-    last: dict[str, Any] = {}
-    for event in client.bench(pushed.sha256, settings, **eval_shas):
-        last = event
+class _ExportHooks(SessionHooks):
+    """``edge-export --push``'s view of its session: status lines, a live progress line, the device check and a
+    result file per run under ``OUT/device-runs/<device>/<run_id>.json``."""
+
+    def __init__(self, address: str, built_for: str, device_dir: Path) -> None:
+        self.address = address
+        self.built_for = built_for
+        self.device_dir = device_dir
+        self.info: dict[str, Any] = {}
+        self.live = False
+
+    def device(self, info: dict[str, Any]) -> None:
+        self.info = info
+        suggested = info.get("suggested_target")
+        progress.status(f"device {self.address}: {info['arch']}, {info['cpu_model']}, suggested target {suggested}")
+        if suggested and suggested != self.built_for:
+            progress.status(
+                f"[yellow]warning:[/yellow] artifacts were built for {self.built_for}, the device suggests "
+                f"{suggested}: re-export with --target {suggested}"
+            )
+
+    def pushed(self, target: Target, entry: dict[str, Any], push: PushOutcome) -> None:
+        entry["push"] = push.__dict__
+        verb = "already on the device" if push.already_present else f"pushed {push.bytes_sent / 1e6:.2f} MB"
+        progress.status(f"{target.label}: {verb}")
+
+    def event(self, target: Target, event: dict[str, Any]) -> None:
         if "progress" in event:
             p = event["progress"]
-            progress.live(f"{folder.name} on {address}: {p['phase']} {p['done']}/{p['total']}")
+            self.live = True
+            progress.live(f"{target.label} on {self.address}: {p['phase']} {p['done']}/{p['total']}")
         elif "queue_position" in event:
-            progress.status(f"{folder.name}: queued on the device (position {event['queue_position']})")
-    progress.live("")
-    entry.update(last)
-    entry["device_check"] = device_check(folder, last)
+            progress.status(f"{target.label}: queued on the device (position {event['queue_position']})")
+
+    def benched(self, target: Target, entry: dict[str, Any]) -> None:
+        self._clear_live()
+        entry["device_check"] = device_check(target.folder, entry)
+        self.device_dir.mkdir(parents=True, exist_ok=True)
+        write_durably(
+            self.device_dir / f"{entry.get('run_id', 'run')}.json", strict_json({**entry, "device": self.info}).encode()
+        )
+
+    def finished(self, target: Target, entry: dict[str, Any]) -> None:
+        self._clear_live()
+        if "skipped" in entry:
+            progress.status(f"{target.label}: not pushed: {entry['skipped']}")
+        elif entry.get("state") == "REFUSED":
+            error = entry["error"]
+            progress.status(f"{target.label}: refused by the device: {error['code']}: {error['message']}")
+
+    def _clear_live(self) -> None:
+        if self.live:
+            progress.live("")
+            self.live = False
 
 
 def device_check(artifact: Path, last: dict[str, Any]) -> dict[str, Any] | None:
@@ -214,8 +222,8 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
             lat = r["latency"]
             check = row.get("device_check")
             notes = ["disturbed: " + "; ".join(r["warnings"])] if r.get("disturbed") else []
-            if (check or {}).get("flags"):
-                notes.append("[red]outputs disagree: " + "; ".join(check["flags"]) + "[/red]")
+            if flags := (check or {}).get("flags"):
+                notes.append("[red]outputs disagree: " + "; ".join(flags) + "[/red]")
             note = "; ".join(notes)
             table.add_row(
                 row["artifact"],

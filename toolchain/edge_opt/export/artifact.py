@@ -21,7 +21,6 @@ toolchain and the host SDK.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -30,21 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.files import fsync_dir
-from edge_agent.contract.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, read_artifact, sha256_file  # noqa: F401 - re-exported
+from edge_agent.contract.manifest import (  # noqa: F401 - MANIFEST_NAME, MANIFEST_SCHEMA_VERSION re-exported
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    read_artifact,
+    sha256_file,
+    write_manifest,
+)
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 class StagedArtifact:
@@ -70,8 +67,7 @@ class StagedArtifact:
         """fsync model and manifest, then rename the folder into place. Returns the final folder."""
         with self.model_path.open("rb") as fh:
             os.fsync(fh.fileno())
-        _write_json(self.dir / MANIFEST_NAME, manifest)
-        fsync_dir(self.dir)
+        write_manifest(self.dir, manifest, durable=True)  # the contract's one writer; fsyncs the folder too
         old = None
         if self.final_dir.exists():
             old = self.out_root / f".old-{self.name}-{os.getpid()}"

@@ -25,16 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.contract.formats import missing_runtime
-from edge_agent.host.client import AgentClient, Credentials, DeviceCallError
+from edge_agent.host.client import AgentClient, Credentials, PushOutcome
+from edge_agent.host.session import AttemptPlanner, DeviceSession, SessionHooks, Target
 
 from edge_opt.errors import ConfigError
-from edge_opt.evalset import push_eval_sets
+from edge_opt.evalset import folders_of
 from edge_opt.export.artifact import read_manifest
 from edge_opt.fleet.inventory import Device
 from edge_opt.fleet.results import ResultsStore
-
-MAX_ATTEMPTS = 20
 
 
 @dataclass
@@ -109,29 +107,19 @@ class Collector:
     def _device(self, device: Device, artifacts: list[tuple[Path, dict[str, Any]]]) -> DeviceOutcome:
         outcome = DeviceOutcome(device.name)
         started = time.monotonic()
+        targets = []
+        for folder, manifest in artifacts:
+            inputs, reference = folders_of(folder) or (None, None)  # device-side evaluation, when the export wrote the sets
+            targets.append(Target(folder.name, folder, manifest["format"], eval_set=inputs, eval_reference=reference))
+        planner = AttemptPlanner(lambda sha: f"{self.collection}-{sha[:16]}-{settings_digest(self.settings)}")
         try:
             with AgentClient(device.address, credentials_for(device), timeout=self.call_timeout) as client:
-                info = client.info()
-                outcome.reachable = True
-                self.results.record_device(device.name, device.address, list(device.tags), info)
-                self.on_event(device.name, f"reachable: {info.get('arch')} {info.get('cpu_model')}")
-                runtimes = [r.get("name", "") for r in info.get("runtimes", [])]
-                for folder, manifest in artifacts:
-                    if reason := missing_runtime(manifest["format"], runtimes):
-                        outcome.skipped[folder.name] = reason
-                        self.on_event(device.name, f"skipped {folder.name}: {reason}")
-                        continue
-                    try:
-                        self._artifact(client, device, folder, manifest, info, outcome)
-                    except DeviceCallError as exc:
-                        if exc.device_wide:
-                            raise
-                        outcome.failed += 1
-                        error = {"code": exc.code, "message": exc.details}
-                        outcome.runs.append({"artifact": folder.name, "run_id": None, "state": "REFUSED", "error": error})
-                        self.on_event(device.name, f"{folder.name} refused: {exc.code}: {exc.details}")
-        except DeviceCallError as exc:
-            outcome.error = f"{exc.code}: {str(exc.details).rsplit(': ', 1)[-1][:100]}"
+                hooks = _CollectHooks(self, device, outcome)
+                session = DeviceSession(client, self.settings, planner=planner, reconnects=self.reconnects, hooks=hooks)
+                result = session.run_all(targets)
+            if result.device_error:
+                exc = result.device_error
+                outcome.error = f"{exc.code}: {str(exc.details).rsplit(': ', 1)[-1][:100]}"
         except (OSError, ValueError) as exc:
             outcome.error = f"{type(exc).__name__}: {exc}"
         if not outcome.reachable:
@@ -140,52 +128,54 @@ class Collector:
         self.on_event(device.name, "done" if not outcome.error else f"failed: {outcome.error}")
         return outcome
 
-    def _artifact(
-        self,
-        client: AgentClient,
-        device: Device,
-        folder: Path,
-        manifest: dict[str, Any],
-        info: dict[str, Any],
-        outcome: DeviceOutcome,
-    ) -> None:
-        sha = manifest["file"]["sha256"]
-        pushed = client.push(folder)
-        outcome.pushed_bytes += pushed.bytes_sent
-        base = f"{self.collection}-{sha[:16]}-{settings_digest(self.settings)}"
-        attempt, previous = self._latest_attempt(client, base)
-        if previous is not None and previous["state"] == "RUN_STATE_SUCCEEDED":
-            outcome.reused += 1
-            final = previous
-        else:
-            if previous is None or previous["state"] not in ("RUN_STATE_QUEUED", "RUN_STATE_RUNNING"):
-                attempt += 1  # nothing yet, or the last attempt ended badly: a fresh attempt
-            run_id = f"{base}-a{attempt}"
-            self.on_event(device.name, f"benchmarking {folder.name}")
-            final = {}
-            eval_shas = push_eval_sets(client, folder)  # device-side evaluation, when the export wrote the sets
-            for event in client.bench(sha, self.settings, run_id=run_id, reconnects=self.reconnects, **eval_shas):
-                final = event
-            final = {**final, "sha256": sha, "run_id": run_id}
-        final.setdefault("sha256", sha)
-        self.results.record_run(self.collection, device.name, final, self.settings, info)
-        if final.get("state") == "RUN_STATE_SUCCEEDED":
-            outcome.succeeded += 1
-        else:
-            outcome.failed += 1
-        outcome.runs.append({"artifact": folder.name, "run_id": final.get("run_id"), "state": final.get("state")})
 
-    def _latest_attempt(self, client: AgentClient, base: str) -> tuple[int, dict[str, Any] | None]:
-        """The highest attempt number the device's journal knows for ``base``, and that run (or 0, None)."""
-        latest: tuple[int, dict[str, Any] | None] = (0, None)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                run = client.get_run(f"{base}-a{attempt}")
-            except DeviceCallError as exc:
-                if exc.code == "NOT_FOUND":
-                    return latest
-                raise
-            latest = (attempt, run)
-        raise DeviceCallError(
-            client.address, "FAILED_PRECONDITION", f"{MAX_ATTEMPTS} attempts of {base} failed; investigate the device"
-        )
+class _CollectHooks(SessionHooks):
+    """One device's session as the collector sees it: the device and every run recorded in the results store, the
+    outcome counted, events for the live view."""
+
+    def __init__(self, collector: Collector, device: Device, outcome: DeviceOutcome) -> None:
+        self.collector = collector
+        self.fleet_device = device
+        self.outcome = outcome
+        self.info: dict[str, Any] | None = None
+        self.benchmarking: set[int] = set()
+
+    def _event(self, message: str) -> None:
+        self.collector.on_event(self.fleet_device.name, message)
+
+    def device(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.outcome.reachable = True
+        d = self.fleet_device
+        self.collector.results.record_device(d.name, d.address, list(d.tags), info)
+        self._event(f"reachable: {info.get('arch')} {info.get('cpu_model')}")
+
+    def pushed(self, target: Target, entry: dict[str, Any], push: PushOutcome) -> None:
+        self.outcome.pushed_bytes += push.bytes_sent
+
+    def event(self, target: Target, event: dict[str, Any]) -> None:
+        if id(target) not in self.benchmarking:
+            self.benchmarking.add(id(target))
+            self._event(f"benchmarking {target.label}")
+
+    def finished(self, target: Target, entry: dict[str, Any]) -> None:
+        outcome, state = self.outcome, entry.get("state")
+        if "skipped" in entry:
+            outcome.skipped[target.label] = entry["skipped"]
+            self._event(f"skipped {target.label}: {entry['skipped']}")
+        elif state == "REFUSED":
+            outcome.failed += 1
+            error = entry["error"]
+            outcome.runs.append({"artifact": target.label, "run_id": None, "state": "REFUSED", "error": error})
+            self._event(f"{target.label} refused: {error['code']}: {error['message']}")
+        elif state not in ("UNREACHABLE", "NOT_RUN"):
+            run = {k: v for k, v in entry.items() if k not in ("artifact", "reused")}
+            c = self.collector
+            c.results.record_run(c.collection, self.fleet_device.name, run, c.settings, self.info)
+            if entry.get("reused"):
+                outcome.reused += 1
+            elif state == "RUN_STATE_SUCCEEDED":
+                outcome.succeeded += 1
+            else:
+                outcome.failed += 1
+            outcome.runs.append({"artifact": target.label, "run_id": run.get("run_id"), "state": state})
