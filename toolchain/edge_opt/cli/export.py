@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> Outcome:
         write_summary(report.out_dir, data)
         return Outcome(data, exc.exit_code, [*refusals, {"code": exc.code, "message": str(exc)}])
     data["device"] = {"address": args.push, "runs": rows}
-    failures = refusals + device_failures(rows, bench=args.bench)
+    failures: list[ResultError] = [*refusals, *device_failures(rows, bench=args.bench)]
     if not args.json:
         print_device_rows(out, args.push, rows)
     if args.pick:

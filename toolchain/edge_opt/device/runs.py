@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.contract.files import write_durably
-from edge_agent.contract.result import strict_json
+from edge_agent.contract.result import ResultError, strict_json
 from edge_agent.host.client import PushOutcome
 from edge_agent.host.session import SessionHooks, Target
 from rich.console import Console
@@ -252,11 +252,11 @@ def device_table(address: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def device_failures(rows: list[dict[str, Any]], *, bench: bool) -> list[dict[str, str]]:
+def device_failures(rows: list[dict[str, Any]], *, bench: bool) -> list[ResultError]:
     """One error per artifact whose push was refused, whose device run did not succeed or whose outputs disagree
     with the host's; and one when the device could run none of them. An artifact skipped because the device lacks
     its runtime is not a failure by itself (its row says so)."""
-    failures = []
+    failures: list[ResultError] = []
     for row in rows:
         if "skipped" in row:
             continue
