@@ -125,3 +125,39 @@ def test_agent_benchmarks_and_evaluates_the_tflite_artifacts(agent, exported: tu
             assert device["agreement_with_host"] == 1.0, (artifact["precision"], device)
             assert device["max_abs_diff"] < 1e-3 * max(1.0, evaluation["reference_scale"]), (artifact["precision"], device)
             assert abs(device["top1_accuracy"] - evaluation["host_accuracy"]) < 1e-9
+
+
+def test_a_users_tflite_file_is_benchmarked_as_it_is(
+    agent, token_file: Path, exported: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """``edge-agent bench FILE.tflite``: no manifest needed; the input comes from the file, any batch is fed, an INT8
+    file is named so, and a file that is not a LiteRT model is refused before anything is sent."""
+    import subprocess
+    import sys
+
+    # setup: the INT8 model file alone, under the user's own name, and a fake one
+    port, store = agent
+    _out, result = exported
+    folder = next(Path(a["path"]) for a in result["data"]["artifacts"] if a["precision"] == "int8")
+    mine = tmp_path / "mine.tflite"
+    mine.write_bytes((folder / "model.tflite").read_bytes())
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"\x10\x00\x00\x00TFL3" + bytes(200))
+    quick = ["--iterations", "5", "--min-seconds", "0.01", "--warmup-runs", "1", "--warmup-seconds", "0.01"]
+
+    def bench(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "edge_agent.cli", "bench", str(path), *args, "--device", f"127.0.0.1:{port}",
+                "--token-file", str(token_file), *quick]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+    # execute
+    ok = bench(mine, "--batch-size", "4", "--json")
+    refused = bench(fake)
+    # assert: a LiteRT run of the file's own bytes, stated as INT8, at batch 4; the fake never reaches the device
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    [entry] = json.loads(ok.stdout)["data"]
+    assert entry["state"] == "RUN_STATE_SUCCEEDED" and entry["result"]["runtime"] == "litert", entry
+    manifest = json.loads((store / "artifacts" / entry["sha256"] / "manifest.json").read_text())
+    assert (manifest["format"], manifest["precision"]) == ("litert", "int8")
+    assert manifest["input"]["shape"] == ["batch", 1, 28, 28] and manifest["source"]["kind"] == "user-file"
+    assert refused.returncode == 1 and "fake.tflite" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr

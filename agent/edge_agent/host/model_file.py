@@ -1,4 +1,4 @@
-"""A model file the user already has (``.onnx``, ``.pte``), benchmarked as it is, as ``onnxruntime_perf_test``,
+"""A model file the user already has (``.onnx``, ``.pte``, ``.tflite``), benchmarked as it is, as ``onnxruntime_perf_test``,
 ``benchmark_app`` or TFLite's ``benchmark_model`` take one: no metadata needed, the input comes from the file.
 
 With only the ``agent`` extra (no torch, no ``onnx`` package, no ExecuTorch runtime):
@@ -9,6 +9,8 @@ With only the ``agent`` extra (no torch, no ``onnx`` package, no ExecuTorch runt
   and dimensions (a size, a name, or unknown), its operators and its initializers' types (for the precision).
 * ``.pte``: the ExecuTorch program's ``forward`` signature, read from its FlatBuffer
   (:func:`edge_agent.runtimes.executorch_program.program_input`).
+* ``.tflite``: content-checked, then opened by ai-edge-litert's interpreter (its FlatBuffer verifier refuses a
+  malformed file with an exception); any batch is fed (a resized interpreter or batch-1 slices).
 
 :func:`stage_model_file` then writes the artifact folder the device needs, in a folder of the caller's (a
 temporary one): ``manifest.json`` (the schema the store parses, with a ``source`` record saying the file is the
@@ -31,11 +33,11 @@ from edge_agent import __version__
 from edge_agent.contract.errors import ArtifactRejected
 from edge_agent.contract.formats import MODEL_FORMATS
 from edge_agent.contract.manifest import INPUT_DTYPES, MANIFEST_SCHEMA_VERSION, PRECISIONS, sha256_file, write_manifest
-from edge_agent.runtimes import onnx_guard
+from edge_agent.runtimes import litert, onnx_guard
 from edge_agent.runtimes.executorch_program import ExecutorchLoadError, program_input
 
 #: The model files taken as they are, by suffix → artifact format.
-SUFFIXES = {".onnx": "onnx", ".pte": "executorch"}
+SUFFIXES = {".onnx": "onnx", ".pte": "executorch", ".tflite": "litert"}
 #: A dimension: a size, the name the file gives a dynamic one, or None (dynamic, unnamed).
 Dim = int | str | None
 #: Sizes ``--input-shape`` and a file may give (the store's bound on a manifest's input.shape).
@@ -105,10 +107,10 @@ def read_model_file(path: Path) -> ModelFile:
         raise ModelFileError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     real = path.resolve()  # the guard opens without following links: a link to a model is read where it points
     try:
-        info = _read_onnx(real) if fmt == "onnx" else _read_pte(real)
+        info = {"onnx": _read_onnx, "executorch": _read_pte, "litert": _read_tflite}[fmt](real)
         size = real.stat().st_size
         sha = sha256_file(real)
-    except (ArtifactRejected, ExecutorchLoadError) as exc:
+    except (ArtifactRejected, ExecutorchLoadError, litert.LiteRTLoadError) as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
@@ -280,6 +282,17 @@ def _read_pte(path: Path) -> ModelFile:
     return ModelFile(path, "executorch", model_input, None, "the program's input is float32; its weights' type does not show")
 
 
+def _read_tflite(path: Path) -> ModelFile:
+    try:
+        model = litert.load(str(path))
+    except ImportError:
+        raise litert.LiteRTLoadError("reading a .tflite needs ai-edge-litert: pip install 'edge-opt[agent]'") from None
+    model_input = ModelInput("input", list(model.declared), "float32")  # int8 inputs are quantized by the runtime
+    if litert.quantization_of(model.input) is not None:
+        return ModelFile(path, "litert", model_input, "int8", "inferred: the input is int8")
+    return ModelFile(path, "litert", model_input, None, "the file's input is float32; its weights' type does not show")
+
+
 # ----- the input's shape and the manifest ---------------------------------------------------------------------
 
 
@@ -322,6 +335,8 @@ def _misfit(model: ModelFile, declared: list[Dim], given: list[int]) -> str | No
     if len(given) != len(declared):
         return f"has {len(declared)} dimensions ({_shape_text(declared)}); --input-shape gives {len(given)}"
     for i, (d, g) in enumerate(zip(declared, given, strict=True)):
+        if i == 0 and model.format == "litert":  # any batch is fed
+            continue
         if isinstance(d, int) and (g > d if i == 0 and model.format == "executorch" else g != d):
             what = "the batch" if i == 0 else f"dimension {i}"
             return f"has shape {_shape_text(declared)}: {what} is {d} in the file, --input-shape says {g}"
@@ -372,6 +387,8 @@ def resolve_input(model: ModelFile, given: list[int] | None, batch_size: int | N
                 f"{model.path} is an ExecuTorch program planned for batch {planned}: give --batch-size {planned} or less"
             )
         return ResolvedInput(["batch", *sizes], batch, shape_from, misfit)
+    if model.format == "litert":
+        return ResolvedInput(["batch", *sizes], batch or (int(first) if isinstance(first, int) else None), shape_from, misfit)
     if isinstance(first, int):
         if batch is not None and batch != first:
             raise InputShapeError(f"{where} has a fixed batch of {first}: leave --batch-size out or give {first}")
