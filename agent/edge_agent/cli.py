@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(push)
     bench = sub.add_parser("bench", help="push if needed, then benchmark on the device")
     bench.add_argument(
-        "artifacts", nargs="+", type=Path, metavar="ARTIFACT", help="artifact folders (edge-export's), model files (.onnx, .pte)"
+        "artifacts",
+        nargs="+",
+        type=Path,
+        metavar="ARTIFACT",
+        help="artifact folders (edge-export's), model files (.onnx .pte .tflite)",
     )
     bench.add_argument("--run-id", help="idempotency key (one artifact only)")
     add_bench_options(bench)

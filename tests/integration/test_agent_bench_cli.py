@@ -243,7 +243,8 @@ def _integer_input(path: Path) -> Path:
         ("garbage.pte", [], 1, "not an ExecuTorch program"),
         ("missing.onnx", [], 1, "no such file"),
         ("missing-folder", [], 1, "no such file or folder"),
-        ("model.tflite", [], 2, ".onnx or .pte, not .tflite"),
+        ("model.xml", [], 2, ".onnx or .pte or .tflite, not .xml"),
+        ("model.tflite", [], 1, "not a LiteRT model"),
         ("hostile.onnx", [], 1, "external data"),
         ("two-inputs.onnx", [], 1, "2 inputs ('a', 'b')"),
         ("ids.onnx", [], 1, "input 'ids' is int64"),
@@ -264,6 +265,7 @@ def test_bad_arguments_are_one_line_with_their_exit_code(
     paths = {
         "text.onnx": lambda p: _write(p, b"not a model\n"),
         "garbage.pte": lambda p: _write(p, b"\x00" * 64),
+        "model.xml": lambda p: _write(p, b"<net/>"),
         "model.tflite": lambda p: _write(p, b"TFL3"),
         "hostile.onnx": lambda p: _write(p, (MALICIOUS / "constant_value_external.onnx").read_bytes()),
         "two-inputs.onnx": _two_inputs,

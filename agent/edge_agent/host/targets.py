@@ -89,7 +89,7 @@ def bench_targets(args: argparse.Namespace, settings: dict[str, Any], scratch: P
         targets.append(BenchTarget(str(path), path.name, folder, model.format, own, model_file=True))
     files = [t for t in targets if t.model_file]
     if (args.input_shape is not None or args.precision) and not files:
-        raise UsageError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
+        raise UsageError("--input-shape and --precision are for model files (.onnx .pte .tflite); folders carry their own")
     if misfits and len(misfits) == len(files):
         raise UsageError(f"--input-shape fits none of the model files: {misfits[0]}")
     return targets

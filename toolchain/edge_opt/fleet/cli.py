@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="push and benchmark artifacts on the selected devices")
     _selection(bench)
     bench.add_argument(
-        "artifacts", nargs="*", type=Path, help="artifact folders, export folders holding them, or model files (.onnx, .pte)"
+        "artifacts",
+        nargs="*",
+        type=Path,
+        help="artifact folders, export folders holding them, or model files (.onnx .pte .tflite)",
     )
     bench.add_argument(
         "--export-config",
@@ -124,7 +127,7 @@ def staged_model_files(files: list[Path], args: argparse.Namespace, settings: di
     from edge_agent.host.model_file import InputShapeError, manifest_for, parse_input_shape, read_model_file, resolve_input
 
     if (args.input_shape is not None or args.precision) and not files:
-        raise ConfigError("--input-shape and --precision are for model files (.onnx, .pte); artifact folders carry their own")
+        raise ConfigError("--input-shape and --precision are for model files (.onnx .pte .tflite); folders carry their own")
     folders, misfits = [], []
     try:
         given = parse_input_shape(args.input_shape) if args.input_shape is not None else None
