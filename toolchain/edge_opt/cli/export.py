@@ -35,7 +35,8 @@ from edge_opt.errors import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     """edge-export's flags: the shared groups (:mod:`edge_opt.cli.arguments`) and the device group."""
     parser = new_parser(
-        "edge-export", "Quantize (FP16, INT8) and export a PyTorch model as validated TorchScript and ONNX artifacts."
+        "edge-export",
+        "Quantize (FP16, INT8) and export a PyTorch model as validated TorchScript, ONNX, ExecuTorch and LiteRT artifacts.",
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
